@@ -1,0 +1,217 @@
+"""``python -m benchmark.aggregate``: records -> leaderboard and paper tables.
+
+Reads every ``results/runs/**/<run_id>.json``, keeps status ``ok`` (failed ones are counted
+and reported), and writes ``results/leaderboard.csv`` and ``.md``: one row per (model, dense
+recipe, dataset, pruner, sparsity, attack), mean and std over seeds of each metric, and n.
+
+``--table <name>`` (a spec under ``conf/table/``; ``all`` for every spec) also rebuilds that
+paper table in the paper's layout beside the published numbers (``benchmark.tables``), as
+``results/tables/<name>.{md,csv,tex}`` (the numbers behind it are in the leaderboard), and plots
+clean accuracy and Aua against sparsity under ``results/tables/plots/``. ``--variant
+embedded`` reads the embedded-model / offline-attack runs of the same table instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+KEYS = ["model", "dense", "dataset", "pruner", "sparsity_target", "attack"]
+METRICS = [
+    "dense_acc", "sparsity_actual", "clean_acc", "attack_clean_acc", "aua", "asr",
+    "avg_queries", "prune_seconds",
+]  # fmt: skip
+
+
+def load_records(results_dir: Path) -> pd.DataFrame:
+    """All records under ``results_dir/runs`` as a DataFrame (one row per record)."""
+    rows = []
+    for path in sorted((Path(results_dir) / "runs").glob("*/*.json")):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("skipping unreadable record %s: %s", path, exc)
+            continue
+        cfg = rec.pop("cfg", None) or {}
+        # The dense recipe and the W&B mode live only in the resolved config.
+        rec["dense"] = (cfg.get("choices") or {}).get("dense")
+        logger = cfg.get("logger") or {}
+        rec["logger_mode"] = logger.get("mode") if logger.get("enabled") else None
+        rec["logger_project"] = logger.get("project")
+        rec["_path"] = str(path)
+        rows.append(rec)
+    return pd.json_normalize(rows) if rows else pd.DataFrame(columns=[*KEYS, "status"])
+
+
+def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std and n over seeds per (model, dataset, pruner, sparsity, attack)."""
+    ok = df[df["status"] == "ok"]
+    if ok.empty:
+        return pd.DataFrame(columns=[*KEYS, "n"])
+    metrics = [m for m in METRICS if m in ok.columns]
+    grouped = ok.groupby(KEYS, dropna=False)[metrics]
+    mean = grouped.mean().add_suffix("_mean")
+    std = grouped.std(ddof=1).add_suffix("_std")  # NaN with a single seed
+    n = grouped.size().rename("n")
+    table = pd.concat([mean, std, n], axis=1).reset_index()
+    order = [*KEYS, "n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
+    return table[order].sort_values(KEYS).reset_index(drop=True)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """Markdown leaderboard: percentages as mean±std, queries and seconds as numbers."""
+    if table.empty:
+        return "_no successful records_\n"
+    out = table[[*KEYS, "n"]].copy()
+    for m in METRICS:
+        if f"{m}_mean" not in table:
+            continue
+        pct = m not in ("avg_queries", "prune_seconds")
+        scale, fmt = (
+            (100.0, "{:.1f}") if pct else (1.0, "{:.1f}" if m == "avg_queries" else "{:.2f}")
+        )
+        out[m + (" %" if pct else "")] = [
+            _mean_std(mu, sd, scale, fmt)
+            for mu, sd in zip(table[f"{m}_mean"], table[f"{m}_std"], strict=True)
+        ]
+    return out.to_markdown(index=False) + "\n"
+
+
+def _mean_std(mu: float, sd: float, scale: float, fmt: str) -> str:
+    if pd.isna(mu):
+        return "-"
+    s = fmt.format(mu * scale)
+    return s if pd.isna(sd) else f"{s}±{fmt.format(sd * scale)}"
+
+
+def write_leaderboard(results_dir: Path) -> pd.DataFrame:
+    """Write ``leaderboard.csv`` and ``leaderboard.md`` under ``results_dir``."""
+    df = load_records(results_dir)
+    failed = int((df["status"] != "ok").sum()) if not df.empty else 0
+    if failed:
+        log.warning("%d record(s) did not finish (status != ok); not in the leaderboard", failed)
+    table = leaderboard(df)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    table.to_csv(results_dir / "leaderboard.csv", index=False)
+    (results_dir / "leaderboard.md").write_text(to_markdown(table), encoding="utf-8")
+    log.info("leaderboard: %d rows from %d records -> %s", len(table), len(df), results_dir)
+    return table
+
+
+def write_table(
+    df: pd.DataFrame, name: str, results_dir: Path, variant: str | None = None,
+    wandb_mode: str = "auto",
+) -> pd.DataFrame:  # fmt: skip
+    """Rebuild one paper table from the records ``df`` and write it under ``results/tables``.
+
+    Writes ``<stem>.md`` (with links to the plots under ``plots/``), ``<stem>.csv`` (the same
+    layout) and ``<stem>.tex``, where ``<stem>`` is the table name, suffixed with
+    ``_<variant>`` for a variant. Returns the table.
+    """
+    from benchmark.plots import plot_sparsity_curves
+    from benchmark.tables import build_table, load_spec, render_latex, render_markdown, spec_records
+
+    spec = load_spec(name, variant)
+    stem = f"{name}_{variant}" if variant else name
+    out = Path(results_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    table = build_table(df, spec)
+    records = spec_records(df, spec)
+    plots = plot_sparsity_curves(records, out / "plots", stem, spec.title.split(" — ")[0])
+    links = [str(p.relative_to(out)) for p in plots]
+    (out / f"{stem}.md").write_text(render_markdown(table, spec, links), encoding="utf-8")
+    table.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.tex").write_text(render_latex(table, spec), encoding="utf-8")
+    log.info("table %s: %d rows from %d records -> %s/%s.{md,csv,tex}", stem, len(table),
+             len(records), out, stem)  # fmt: skip
+    log_table_to_wandb(table, stem, records, wandb_mode)
+    return table
+
+
+def log_table_to_wandb(
+    table: pd.DataFrame, name: str, records: pd.DataFrame, mode: str = "auto"
+) -> bool:
+    """Send a rebuilt table to W&B as a ``wandb.Table``; return whether it was logged.
+
+    ``mode`` ``auto`` logs only when some of the table's jobs logged online (their
+    ``logger.mode``), into the same project; ``online``/``offline`` force it; ``off`` never.
+    The JSON records stay the source of truth: this is a mirror.
+    """
+    project = "robust-prune-bench"
+    if mode == "auto":
+        if records.empty or "logger_mode" not in records:
+            return False
+        online = records[records["logger_mode"] == "online"]
+        if online.empty:
+            return False
+        mode = "online"
+        projects = online["logger_project"].dropna()
+        project = str(projects.iloc[0]) if len(projects) else project
+    if mode not in ("online", "offline"):
+        return False
+    import wandb
+
+    run = wandb.init(project=project, job_type="aggregate", name=f"table-{name}", mode=mode,
+                     reinit="finish_previous")  # fmt: skip
+    try:
+        run.log({f"tables/{name}": wandb.Table(dataframe=table.astype(str))})
+    finally:
+        run.finish()
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    from benchmark.tables import table_names
+
+    root = Path(__file__).resolve().parents[1]
+    ap = argparse.ArgumentParser(prog="python -m benchmark.aggregate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap.add_argument("--results-dir", type=Path, default=root / "results")
+    ap.add_argument(
+        "--table",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"rebuild a paper table (repeatable; 'all'): {', '.join(table_names())}",
+    )
+    ap.add_argument(
+        "--variant",
+        default=None,
+        help="read a variant's runs, e.g. 'embedded' (conf/table/_variants.yaml)",
+    )
+    ap.add_argument(
+        "--wandb",
+        default="auto",
+        choices=["auto", "online", "offline", "off"],
+        help="mirror tables to W&B (auto: when the table's jobs logged online)",
+    )
+    args = ap.parse_args(argv)  # fmt: skip
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not (args.results_dir / "runs").is_dir():
+        log.error(
+            "error: no records under %s/runs; run `python -m benchmark.run` first", args.results_dir
+        )
+        return 2
+    names = table_names() if "all" in args.table else args.table
+    unknown = [n for n in names if n not in table_names()]
+    if unknown:
+        log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
+        return 2
+    write_leaderboard(args.results_dir)
+    if names:
+        df = load_records(args.results_dir)
+        for name in names:
+            write_table(df, name, args.results_dir, args.variant, args.wandb)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

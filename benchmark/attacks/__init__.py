@@ -1,0 +1,1 @@
+"""Adversarial evaluation through TextAttack."""

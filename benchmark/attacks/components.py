@@ -1,0 +1,131 @@
+"""TextAttack components of the offline attack variants.
+
+Imported lazily by :mod:`benchmark.attacks.recipes` (importing TextAttack needs NLTK's
+stopwords, see :mod:`benchmark.resources`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from functools import lru_cache
+from typing import Any
+
+import torch
+from textattack.constraints import Constraint
+from textattack.constraints.semantics.sentence_encoders import SBERT
+from textattack.shared import utils as ta_utils
+from textattack.transformations import WordSwap, WordSwapHomoglyphSwap
+from textattack.transformations.word_swaps.word_swap_embedding import recover_word_case
+
+log = logging.getLogger(__name__)
+
+
+class WordSwapNeighborTable(WordSwap):
+    """Swap a word for one of its counter-fitted neighbours from a precomputed table.
+
+    The table (``counterfitted_neighbors.json``, Jia et al. 2019) lists at most 8 neighbours
+    per word, derived from the counter-fitted vectors of Mrksic et al. (2016); TextFooler's
+    ``WordSwapEmbedding`` takes the 50 nearest neighbours of the vectors themselves. Lookup and
+    case restoration follow ``WordSwapEmbedding``.
+    """
+
+    def __init__(self, table: dict[str, list[str]], max_candidates: int = 8, **kwargs: Any):
+        """Args: the neighbour table, the number of neighbours to take per word."""
+        super().__init__(**kwargs)
+        self.table = table
+        self.max_candidates = max_candidates
+
+    def _get_replacement_words(self, word: str) -> list[str]:
+        lower = word.lower()
+        neighbours = [n for n in self.table.get(lower, []) if n != lower and "_" not in n]
+        return [recover_word_case(n, word) for n in neighbours[: self.max_candidates]]
+
+    def extra_repr_keys(self) -> list[str]:
+        """Fields shown in the attack's repr."""
+        return ["max_candidates"]
+
+
+@lru_cache(maxsize=2)
+def _sentence_transformer(path: str, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(path, device=device)
+    model.eval()
+    return model
+
+
+class LocalSentenceEncoder(SBERT):
+    """TextAttack's SBERT constraint with a local sentence-transformers model.
+
+    Stands in for the Universal Sentence Encoder in the ``*_offline`` attacks, with the
+    recipe's own metric, threshold, window and comparison (the rule in docs/attacks.md). The
+    model is loaded once per process; encoding is batched without gradients.
+    """
+
+    def __init__(self, model_path: str, batch_size: int = 128, **kwargs: Any):
+        """Args: the model folder, the encoding batch size, SentenceEncoder's keywords."""
+        # Skip SBERT.__init__ (it would load the model again); same attributes as SBERT.
+        super(SBERT, self).__init__(**kwargs)
+        self.model_path = model_path
+        self.batch_size = batch_size
+        self.model = _sentence_transformer(model_path, str(ta_utils.device))
+
+    def encode(self, sentences: list[str]) -> torch.Tensor:
+        """Embeddings of ``sentences`` (CPU tensor)."""
+        with torch.no_grad():
+            emb = self.model.encode(
+                list(sentences), batch_size=self.batch_size, show_progress_bar=False,
+                convert_to_tensor=True,
+            )  # fmt: skip
+        return emb.float().cpu()
+
+    def extra_repr_keys(self) -> list[str]:
+        """Fields shown in the attack's repr."""
+        return ["model_path", *super().extra_repr_keys()]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the model (reloaded from ``model_path``)."""
+        state = self.__dict__.copy()
+        state["model"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Reload the model after unpickling."""
+        self.__dict__ = state
+        self.model = _sentence_transformer(self.model_path, str(ta_utils.device))
+
+
+class HomoglyphSwapBuiltin(WordSwapHomoglyphSwap):
+    """``WordSwapHomoglyphSwap`` without Unicode's intentional homoglyph file.
+
+    In a word-swap search (TextBugger's greedy search) the class uses only its built-in
+    one-glyph-per-character table ``homos``; the file it opens at construction
+    (``textattack/shared/intentional_homoglyphs.txt``, missing from the 0.3.11 wheel) feeds
+    only the differential-evolution interface (``homos_intentional``). This subclass builds the
+    same object with ``homos_intentional`` empty, so TextBugger's candidates are unchanged.
+    """
+
+    def __init__(self, random_one: bool = False, **kwargs: Any):
+        """Args as ``WordSwapHomoglyphSwap``."""
+        module = sys.modules[WordSwapHomoglyphSwap.__module__]
+        module.open = lambda *_a, **_k: io.StringIO("")  # type: ignore[attr-defined]
+        try:
+            super().__init__(random_one=random_one, **kwargs)
+        finally:
+            del module.open  # type: ignore[attr-defined]
+
+    def _get_precomputed(self, current_text):  # pragma: no cover - DE search only
+        raise NotImplementedError("differential evolution needs intentional_homoglyphs.txt")
+
+
+class Removed(Constraint):
+    """Placeholder for a recipe constraint a variant drops; filtered out after building."""
+
+    def __init__(self, *_args: Any, **_kwargs: Any):
+        """Accepts and ignores the replaced constraint's arguments."""
+        super().__init__(compare_against_original=True)
+
+    def _check_constraint(self, transformed_text, reference_text) -> bool:  # pragma: no cover
+        return True

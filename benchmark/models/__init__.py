@@ -1,0 +1,1 @@
+"""Model loading, tiny test models and the per-family structure map."""

@@ -1,0 +1,247 @@
+"""Iterative magnitude pruning (IMP) and the lottery-ticket variant with rewinding (LTH).
+
+IMP: Han et al., "Learning both Weights and Connections for Efficient Neural Networks",
+NeurIPS 2015; LTH for BERT: Chen et al., "The Lottery Ticket Hypothesis for Pre-trained BERT
+Networks", NeurIPS 2020 (IMP with rewinding to the pre-trained weights). Both are baselines of
+RobustT (Zheng et al., ACL 2022) and AKR (Li et al., EMNLP 2023).
+
+Starting from the dense fine-tuned model, each round removes ``rate_per_round`` of the
+weights still kept (by magnitude, globally over the scope by default), then fine-tunes with
+the masks enforced. Round ``r`` therefore has sparsity ``1 - (1 - rate)^r``, and the last
+round is clipped to the target. LTH (``rewind=True``) loads the PRE-TRAINED model
+(``PruneData.pretrained``; embeddings, pooler and a freshly initialised classifier included)
+before every round's fine-tune; IMP continues from the current weights.
+
+Options: ``adversarial=True`` replaces cross-entropy by FreeLB in every round's fine-tune
+(configs ``imp_freelb`` / ``lth_freelb``).
+Differences from the papers: the per-round budget is one ``TrainConfig`` (3 epochs, lr 2e-5 by
+default, the dense fine-tune's settings) with weight decay on all parameters (the papers'
+code exempts biases and LayerNorm); the last checkpoint of each round is kept (no selection).
+
+The module also holds helpers shared by the training-based pruners (global top-k masks,
+rewinding, masked fine-tuning).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmark.freelb import FreeLBStep
+from benchmark.pruners.base import (
+    Masks,
+    PruneData,
+    apply_masks,
+    check_sparsity,
+    full_masks,
+    keep_count,
+    prunable_params,
+    remove_mask_hooks,
+)
+from benchmark.pruners.magnitude import topk_mask
+from benchmark.training import Batch, TrainConfig, default_step, train
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+def global_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
+    """One global top-k over all score tensors: keep ``keep_count(N, sparsity)`` entries.
+
+    Computed on the scores' device (they must share one); ties broken by position.
+    """
+    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
+    keep = topk_mask(flat, keep_count(flat.numel(), sparsity))
+    masks, offset = {}, 0
+    for name, s in scores.items():
+        masks[name] = keep[offset : offset + s.numel()].view_as(s).to(s.device)
+        offset += s.numel()
+    return masks
+
+
+def layer_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
+    """A top-k per tensor at the same sparsity."""
+    return {n: topk_mask(s.detach(), keep_count(s.numel(), sparsity)) for n, s in scores.items()}
+
+
+def magnitude_scores(model: nn.Module, scope: str, masks: Masks | None = None) -> dict:
+    """|w| of every prunable weight; weights already pruned by ``masks`` score -1 (never kept
+    again while unpruned weights remain, so masks are nested)."""
+    out = {}
+    for name, p in prunable_params(model, scope).items():
+        s = p.detach().abs().float()
+        if masks is not None:
+            s = torch.where(masks[name].to(s.device), s, torch.full_like(s, -1.0))
+        out[name] = s
+    return out
+
+
+def pretrained_state(data: PruneData) -> dict[str, torch.Tensor]:
+    """The PRE-TRAINED model's state dict (CPU copy), for rewinding."""
+    if data.pretrained is None:
+        raise ValueError(
+            "this pruner rewinds to the pre-trained model: PruneData.pretrained is None"
+        )
+    net = data.pretrained()
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
+def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load ``state`` (a plain state dict) into ``model``; mask hooks must be removed first."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("position_ids")]:
+        raise RuntimeError(f"rewind: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the model's state dict, with active pruning masks folded into the weights
+    (``x_orig * x_mask`` saved as ``x``), so it loads into the unmasked model."""
+    state = model.state_dict()
+    out = {}
+    for k, v in state.items():
+        if k.endswith("_mask") and k[: -len("_mask")] + "_orig" in state:
+            continue
+        if k.endswith("_orig") and k[: -len("_orig")] + "_mask" in state:
+            base = k[: -len("_orig")]
+            out[base] = (v * state[base + "_mask"]).detach().cpu().clone()
+        else:
+            out[k] = v.detach().cpu().clone()
+    return out
+
+
+def freelb_or_ce(
+    adversarial: bool, adv_steps: int, adv_lr: float, adv_init_mag: float, adv_norm: str
+) -> StepFn:
+    """FreeLB step with the given settings, or plain cross-entropy."""
+    if not adversarial:
+        return default_step
+    return FreeLBStep(adv_steps=adv_steps, adv_lr=adv_lr, init_mag=adv_init_mag, norm=adv_norm)
+
+
+def masked_finetune(
+    model: nn.Module,
+    data: PruneData,
+    masks: Masks,
+    cfg: TrainConfig,
+    step_fn: StepFn = default_step,
+    desc: str = "masked fine-tune",
+    examples: Sequence | None = None,
+    **train_kwargs: Any,
+) -> dict[str, float]:
+    """Fine-tune with ``masks`` enforced by pre-hooks, then fold them into the weights."""
+    apply_masks(model, masks, permanent=False)
+    try:
+        stats = train(
+            model, data.tokenizer, data.train if examples is None else examples, cfg,
+            data.max_length, data.device, step_fn=step_fn, desc=desc, **train_kwargs,
+        )  # fmt: skip
+    finally:
+        remove_mask_hooks(model)
+    return stats
+
+
+def imp_schedule(target: float, rate: float) -> list[float]:
+    """Sparsities of the IMP rounds: ``1 - (1 - rate)^r`` up to the target (last one clipped)."""
+    if not 0 < rate < 1:
+        raise ValueError(f"rate_per_round must be in (0, 1), got {rate}")
+    if target <= 0:
+        return []
+    rounds = max(1, math.ceil(math.log(1 - target) / math.log(1 - rate) - 1e-9))
+    return [min(target, 1 - (1 - rate) ** r) for r in range(1, rounds)] + [target]
+
+
+class IterativeMagnitudePruner:
+    """IMP / LTH with optional FreeLB fine-tuning (see the module docstring)."""
+
+    def __init__(
+        self,
+        rewind: bool = False,
+        rate_per_round: float = 0.1,
+        granularity: str = "global",
+        epochs: float = 3.0,
+        max_steps: int | None = None,
+        lr: float = 2e-5,
+        batch_size: int = 32,
+        weight_decay: float = 0.01,
+        warmup_ratio: float = 0.1,
+        max_train_examples: int | None = None,
+        adversarial: bool = False,
+        adv_steps: int = 5,
+        adv_lr: float = 0.03,
+        adv_init_mag: float = 0.05,
+        adv_norm: str = "example",
+        scope: str = "encoder_linear",
+        version: int = 1,
+    ) -> None:
+        """Args:
+        rewind: LTH (rewind to the pre-trained weights before each round's fine-tune) or IMP.
+        rate_per_round: fraction of the remaining weights removed per round (Chen et al.: 0.1).
+        granularity: ``global`` (one threshold, Chen et al.) or ``layer``.
+        epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio /
+            max_train_examples: the fine-tuning budget of EACH round (TrainConfig fields).
+        adversarial: fine-tune every round with FreeLB instead of cross-entropy.
+        adv_steps / adv_lr / adv_init_mag / adv_norm: FreeLB settings (RobustT's by default).
+        scope / version: as for every pruner.
+        """
+        if granularity not in ("global", "layer"):
+            raise ValueError(f"granularity must be 'global' or 'layer', got {granularity!r}")
+        imp_schedule(0.5, rate_per_round)  # validates the rate
+        self.rewind = rewind
+        self.rate_per_round = rate_per_round
+        self.granularity = granularity
+        self.train_kwargs = {
+            "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
+            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
+            "max_train_examples": max_train_examples,
+        }  # fmt: skip
+        self.step_fn = freelb_or_ce(adversarial, adv_steps, adv_lr, adv_init_mag, adv_norm)
+        self.adversarial = adversarial
+        self.scope = scope
+        self.version = version
+        self.info: dict[str, Any] = {}
+
+    def find_masks(
+        self, model: nn.Module, data: PruneData, sparsity: float, rewind_state: dict | None
+    ) -> tuple[Masks, list[dict[str, Any]]]:
+        """Run the IMP rounds; return the final masks and per-round statistics."""
+        select = global_topk_masks if self.granularity == "global" else layer_topk_masks
+        masks = full_masks(model, self.scope)
+        rounds = []
+        for r, s in enumerate(imp_schedule(sparsity, self.rate_per_round)):
+            masks = select(magnitude_scores(model, self.scope, masks), s)
+            if rewind_state is not None:
+                rewind(model, rewind_state)
+            cfg = TrainConfig(seed=data.seed + r, **self.train_kwargs)
+            stats = masked_finetune(model, data, masks, cfg, self.step_fn, f"imp round {r + 1}")
+            rounds.append({"sparsity": s, **stats})
+            log.info("IMP round %d: sparsity %.4f, loss %.4f", r + 1, s, stats["final_loss"])
+        return masks, rounds
+
+    def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
+        """Return the IMP / LTH masks; the model ends with the last round's weights."""
+        sparsity = check_sparsity(sparsity)
+        state = pretrained_state(data) if self.rewind else None
+        masks, rounds = self.find_masks(model, data, sparsity, state)
+        self.info = {
+            "method": "lth" if self.rewind else "imp", "rounds": rounds,
+            "rewound_to": "pretrained" if self.rewind else None,
+            "fine_tune": "freelb" if self.adversarial else "cross_entropy",
+            "checkpoint": "last", "granularity": self.granularity,
+        }  # fmt: skip
+        return masks
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """A frozen deep copy in eval mode (teachers)."""
+    teacher = copy.deepcopy(model)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher

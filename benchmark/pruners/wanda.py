@@ -1,0 +1,134 @@
+"""Wanda (Sun, Liu, Bair, Kolter, ICLR 2024, "A Simple and Effective Pruning Approach for
+Large Language Models"), ported from the official ``prune_wanda``.
+
+Score ``|W_ij| * ||X_j||_2`` over the calibration tokens; per output row the ``int(d_in * s)``
+lowest scores are pruned (``N:M``: the M - N lowest of every M consecutive inputs). No weight
+update. Blocks are processed in order and each block's statistics come from the outputs of the
+already pruned previous block (as the official code does); all linears of a block are
+collected together.
+
+Differences from the official code: padding tokens are excluded from ``||X_j||``; calibration
+sentences come from the task's training split (default 128); ``N:M`` means KEEP N of every M;
+ties break by index.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+
+from benchmark.models.structure import encoder_blocks
+from benchmark.pruners._layerwise import (
+    LinearTaps,
+    capture_block_inputs,
+    eval_mode,
+    linear_weight,
+    run_block,
+)
+from benchmark.pruners.base import Masks, PruneData, calibration_batches, check_sparsity
+from benchmark.pruners.magnitude import check_nm_sparsity, nm_mask, parse_nm, topk_mask
+
+
+class NormCollector:
+    """Accumulates ``||X_j||_2^2`` (float64) of a layer's real-token inputs."""
+
+    def __init__(self, d_in: int, device: torch.device) -> None:
+        """Args: input width and device."""
+        self.sq = torch.zeros(d_in, dtype=torch.float64, device=device)
+        self.n = 0
+
+    def add_batch(self, inp: torch.Tensor, out: torch.Tensor) -> None:
+        """Add the input rows ``(n, d_in)`` of one batch."""
+        x = inp.to(torch.float64)
+        self.sq += (x * x).sum(0)
+        self.n += x.shape[0]
+
+    def solve(
+        self, weight: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None
+    ) -> torch.Tensor:
+        """Keep mask of ``weight`` by the Wanda score, per output row."""
+        return wanda_mask(weight, self.sq.sqrt(), sparsity, nm)
+
+
+def wanda_mask(
+    weight: torch.Tensor, xnorm: torch.Tensor, sparsity: float, nm: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """Keep mask from the score ``|W_ij| * xnorm_j``: per row, or N:M within each row."""
+    score = weight.detach().abs().to(torch.float64) * xnorm.to(weight.device)[None, :]
+    if nm is not None:
+        return nm_mask(score, *nm)
+    d_in = score.shape[1]
+    keep = d_in - int(d_in * sparsity)
+    return (
+        torch.stack([topk_mask(row, keep) for row in score])
+        if keep < d_in
+        else (torch.ones_like(score, dtype=torch.bool))
+    )
+
+
+class WandaPruner:
+    """Wanda (Sun et al., ICLR 2024): ``|W| * ||X||`` per output row, no weight update."""
+
+    def __init__(
+        self,
+        nsamples: int = 128,
+        max_length: int | None = None,
+        batch_size: int = 32,
+        structure: str = "unstructured",
+        scope: str = "encoder_linear",
+        version: int = 1,
+    ) -> None:
+        """Args:
+        nsamples: calibration sentences (paper: 128 segments).
+        max_length: tokenizer truncation (None: the task's ``max_length``).
+        batch_size: calibration batch size (memory only).
+        structure: ``unstructured`` or ``N:M`` (keep N of every M).
+        scope: only ``encoder_linear`` is supported.
+        version: bumped whenever the method's numbers can change.
+        """
+        if scope != "encoder_linear":
+            raise ValueError(f"WandaPruner supports scope=encoder_linear only, got {scope!r}")
+        self.nsamples = nsamples
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.structure = structure
+        self.nm = parse_nm(structure)
+        self.scope = scope
+        self.version = version
+        self.info: dict = {}
+
+    def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
+        """Return Wanda masks; the model's pruned weights are zeroed in place for propagation."""
+        sparsity = check_sparsity(sparsity)
+        if self.nm:
+            check_nm_sparsity(self.nm, sparsity)
+        start = time.perf_counter()
+        batches = calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
+        masks: Masks = {}
+        with eval_mode(model):
+            state = capture_block_inputs(model, batches)
+            hidden = state.hidden
+            for block in encoder_blocks(model):
+                colls = {
+                    n: NormCollector(lin.in_features, linear_weight(lin).device)
+                    for n, lin in block.linears.items()
+                }
+                with LinearTaps(dict(block.linears), colls) as taps:
+                    taps.feed(block.module, state, hidden)
+                for name, lin in block.linears.items():
+                    weight = linear_weight(lin)
+                    keep = colls[name].solve(weight, sparsity, self.nm)
+                    with torch.no_grad():
+                        weight.mul_(keep.to(weight.dtype))
+                    masks[f"{name}.weight"] = keep
+                hidden = run_block(block.module, state, hidden)
+        self.info = {
+            "method": "wanda",
+            "nsamples": sum(int(b["input_ids"].shape[0]) for b in batches),
+            "n_tokens": state.n_tokens,
+            "structure": self.structure,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+        return masks

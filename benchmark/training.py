@@ -1,0 +1,236 @@
+"""Batching, the shared training loop, and the dense fine-tuning stage with its keyed cache.
+
+The loop is shared by the dense fine-tune and by methods that train with masks: masks applied
+through ``benchmark.pruners.base.apply_masks(permanent=False)`` stay enforced by their
+pre-hooks while this loop updates ``weight_orig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from benchmark.data.loading import Example
+
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> Batch:
+    """Tokenize ``texts`` padded to the longest in the batch (never to 512)."""
+    enc = tokenizer(
+        list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    )
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+def iterate_batches(
+    examples: Sequence[Example],
+    tokenizer,
+    batch_size: int,
+    max_length: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    group_by_length: bool = False,
+) -> Iterator[Batch]:
+    """Yield tokenized batches with ``labels``; shuffled when ``generator`` is given.
+
+    ``group_by_length`` (training only): inside each shuffled window of 50 batches, examples are
+    sorted by length before batching and the batches are then shuffled, so a batch pads little.
+    Every example is still seen once per pass; only which examples share a batch changes.
+    """
+    n = len(examples)
+    order = (
+        torch.randperm(n, generator=generator).tolist() if generator is not None else list(range(n))
+    )
+    batches = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+    if group_by_length and generator is not None:
+        window = 50 * batch_size
+        batches = []
+        for s in range(0, n, window):
+            part = sorted(order[s : s + window], key=lambda i: len(examples[i][0]))
+            batches += [part[j : j + batch_size] for j in range(0, len(part), batch_size)]
+        perm = torch.randperm(len(batches), generator=generator).tolist()
+        batches = [batches[i] for i in perm]
+    for idx in batches:
+        chunk = [examples[i] for i in idx]
+        batch = encode(tokenizer, [t for t, _ in chunk], max_length, device)
+        batch["labels"] = torch.tensor([y for _, y in chunk], device=device)
+        yield batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training budget and optimiser settings (defaults: METHODS.md dense fine-tune).
+
+    Attributes:
+        epochs: passes over the training data (fractions allowed); ignored if max_steps is set.
+        max_steps: hard step budget, or None.
+        batch_size / lr / weight_decay / warmup_ratio / grad_clip: optimiser settings.
+        max_train_examples: use only the first N examples of the (shuffled) training split.
+        group_by_length: batch examples of similar length together (much less padding).
+        seed: data order and dropout seed.
+    """
+
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 32
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    max_train_examples: int | None = None
+    group_by_length: bool = True
+    seed: int = 0
+
+    def total_steps(self, n_examples: int) -> int:
+        """Number of optimiser steps this budget takes on ``n_examples``."""
+        if self.max_steps:
+            return int(self.max_steps)
+        n = min(n_examples, self.max_train_examples or n_examples)
+        return max(1, math.ceil(self.epochs * math.ceil(n / self.batch_size)))
+
+
+def linear_warmup_decay(optimizer, total: int, warmup_ratio: float):
+    """Linear warm-up for ``warmup_ratio * total`` steps, then linear decay to 0."""
+    warm = int(total * warmup_ratio)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / max(1, warm)
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def default_step(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Cross-entropy loss, back-propagated; returns the detached loss."""
+    loss = model(**batch).loss
+    loss.backward()
+    return loss.detach()
+
+
+def train(
+    model: nn.Module,
+    tokenizer,
+    examples: Sequence[Example],
+    cfg: TrainConfig,
+    max_length: int,
+    device: torch.device,
+    *,
+    params: Sequence[nn.Parameter] | None = None,
+    step_fn: Callable[[nn.Module, Batch], torch.Tensor] = default_step,
+    after_step: Callable[[int], bool | None] | None = None,
+    before_zero_grad: Callable[[int], None] | None = None,
+    desc: str = "train",
+) -> dict[str, float]:
+    """Train ``model`` with AdamW and a linear warm-up/decay schedule.
+
+    Args:
+        params: parameters to optimise (default: all that require grad).
+        step_fn: computes the loss and calls ``backward`` (FreeLB and mask learning plug in here).
+        after_step: called with the step index after every optimiser step (schedules, scores);
+            returning True stops training early (early stopping). None/False continue.
+        before_zero_grad: called with the step index right after ``opt.step()``, while the
+            (clipped) gradients are still in ``.grad`` (gradient-based pruning scores: SEVEN).
+
+    Returns:
+        ``{"steps", "seconds", "final_loss"}`` (plus ``"stopped_early": 1.0`` when
+        ``after_step`` stopped training).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.max_train_examples:
+        idx = torch.randperm(len(examples), generator=gen)[: cfg.max_train_examples].tolist()
+        examples = [examples[i] for i in idx]
+    total = cfg.total_steps(len(examples))
+    params = (
+        list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
+    )
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = linear_warmup_decay(opt, total, cfg.warmup_ratio)
+    model.train()
+    step, loss_ema, start = 0, float("nan"), time.perf_counter()
+    stop = False
+    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
+        while step < total:
+            for batch in iterate_batches(
+                examples, tokenizer, cfg.batch_size, max_length, device, gen, cfg.group_by_length
+            ):
+                loss = float(step_fn(model, batch))
+                if cfg.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                if before_zero_grad is not None:
+                    before_zero_grad(step)
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+                if after_step is not None:
+                    stop = bool(after_step(step))
+                step += 1
+                loss_ema = loss if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_ema:.3f}")
+                if step >= total or stop:
+                    break
+            if stop:
+                break
+    model.eval()
+    out = {"steps": step, "seconds": time.perf_counter() - start, "final_loss": loss_ema}
+    if stop:
+        out["stopped_early"] = 1.0
+    return out
+
+
+@torch.inference_mode()
+def predict(
+    model: nn.Module, tokenizer, texts: Sequence[str], max_length: int, device: torch.device,
+    batch_size: int = 64,
+) -> torch.Tensor:  # fmt: skip
+    """Predicted labels for ``texts`` (model in eval mode, padding to the longest)."""
+    model.eval()
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = encode(tokenizer, texts[start : start + batch_size], max_length, device)
+        out.append(model(**batch).logits.argmax(-1).cpu())
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long)
+
+
+def accuracy(
+    model: nn.Module, tokenizer, examples: Sequence[Example], max_length: int,
+    device: torch.device, batch_size: int = 64,
+) -> float:  # fmt: skip
+    """Clean accuracy on ``examples``."""
+    if not examples:
+        return float("nan")
+    # Sorting by length makes padding-to-longest cheap; the result does not depend on order.
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    texts = [examples[i][0] for i in order]
+    labels = torch.tensor([examples[i][1] for i in order])
+    preds = predict(model, tokenizer, texts, max_length, device, batch_size)
+    return float((preds == labels).float().mean())
+
+
+def holdout_split(
+    examples: Sequence[Example], n_holdout: int, seed: int
+) -> tuple[list[Example], list[Example]]:
+    """Carve a seeded held-out part of ``n_holdout`` examples out of a TRAINING split.
+
+    Returns ``(rest, heldout)``; the same (examples, n_holdout, seed) always gives the same
+    split. Used for checkpoint / candidate selection so the evaluation split the attacks use
+    is never looked at. ``n_holdout`` is capped at a fifth of the examples (at least 1).
+    """
+    from benchmark.data.loading import sample_indices
+
+    n = len(examples)
+    k = max(1, min(int(n_holdout), n // 5))
+    held = set(sample_indices(n, k, seed))
+    rest = [examples[i] for i in range(n) if i not in held]
+    return rest, [examples[i] for i in sorted(held)]

@@ -1,0 +1,56 @@
+"""Shared test set-up: offline by construction, one CPU thread, tiny in-process fixtures."""
+
+from __future__ import annotations
+
+import os
+
+# Offline and quiet before anything imports transformers, datasets, wandb or tqdm.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ["WANDB_MODE"] = "disabled"
+os.environ["TQDM_DISABLE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+# Tiny models gain nothing from threads, and several test processes share 2 cores.
+torch.set_num_threads(1)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """A random 2-layer BERT classifier and its tokenizer (deterministic)."""
+    from benchmark.models.loading import build_tiny_bert
+
+    return build_tiny_bert(num_labels=2, workdir=tmp_path / "tiny")
+
+
+@pytest.fixture
+def tiny_examples():
+    """The tiny task's splits as lists of (text, label)."""
+    from benchmark.data.tiny import tiny_splits
+
+    return {k: [(t, y) for t, y in v] for k, v in tiny_splits().items()}
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory):
+    """The tiny BERT fine-tuned on the tiny task (validation accuracy 1.0), shared per session."""
+    from benchmark.data.tiny import tiny_splits
+    from benchmark.models.loading import build_tiny_bert
+    from benchmark.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    model, tok = build_tiny_bert(2, tmp_path_factory.mktemp("tiny_trained"))
+    train_set = [(t, y) for t, y in tiny_splits()["train"]]
+    train(model, tok, train_set, TrainConfig(epochs=20, lr=1e-3, batch_size=16), 32,
+          torch.device("cpu"))  # fmt: skip
+    return model.eval(), tok

@@ -1,0 +1,142 @@
+"""Resumable and parallel sweeps on the tiny model.
+
+- a multirun killed after its first record and relaunched recomputes nothing finished, ends
+  with exactly one record per grid point and leaves no temp files;
+- the joblib launcher (2 workers) writes the same kind of records, and the smoke table is
+  rebuilt from them;
+- concurrent writers of the same pruned-cache key leave one complete entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+# Tiny and quick: accuracy does not matter here.
+FAST = ["experiment=smoke", "dense.epochs=2", "attack.num_examples=4", "progress=false"]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false",
+               WANDB_MODE="disabled", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")  # fmt: skip
+    return env
+
+
+def _paths(tmp: Path) -> list[str]:
+    return [f"paths.results_dir={tmp / 'results'}", f"paths.cache_dir={tmp / 'cache'}",
+            f"paths.log_dir={tmp / 'logs'}"]  # fmt: skip
+
+
+def _records(tmp: Path) -> dict[str, dict]:
+    runs = tmp / "results" / "runs" / "smoke"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(runs.glob("*.json"))}
+
+
+def _temp_files(tmp: Path) -> list[Path]:
+    """Leftovers of interrupted writes: temp records, temp pruned-cache folders."""
+    found = [p for p in (tmp / "results").rglob("*") if ".tmp" in p.name]
+    pruned = tmp / "cache" / "pruned"
+    if pruned.is_dir():
+        found += [p for p in pruned.iterdir() if ".tmp" in p.name]
+    return found
+
+
+@pytest.mark.slow
+def test_killed_multirun_resumes_without_recomputing(tmp_path: Path) -> None:
+    grid = ["sparsity=0.1,0.2,0.3,0.4"]
+    cmd = [sys.executable, "-m", "benchmark.run", "-m", *FAST, *grid, *_paths(tmp_path)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    runs = tmp_path / "results" / "runs" / "smoke"
+    deadline = time.monotonic() + 150
+    try:
+        while not list(runs.glob("*.json")):
+            assert proc.poll() is None, "the sweep ended before writing a record"
+            assert time.monotonic() < deadline, "no record within 150 s"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # a hard crash: no cleanup code runs
+        proc.wait()
+    before = _records(tmp_path)
+    mtimes = {p.stem: p.stat().st_mtime_ns for p in runs.glob("*.json")}
+    assert 1 <= len(before) < 4, f"kill came too late to test resuming ({len(before)} records)"
+
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    after = _records(tmp_path)
+    assert len(after) == 4, sorted(after)  # one record per grid point, no duplicates
+    assert sorted(r["sparsity_target"] for r in after.values()) == [0.1, 0.2, 0.3, 0.4]
+    assert all(r["status"] == "ok" for r in after.values())
+    assert len({r["run_id"] for r in after.values()}) == 4
+    for run_id, rec in before.items():  # finished before the kill: kept, not recomputed
+        assert after[run_id] == rec
+        assert (runs / f"{run_id}.json").stat().st_mtime_ns == mtimes[run_id]
+    assert done.stderr.count("skip: record") + done.stdout.count("skip: record") >= len(before)
+    assert _temp_files(tmp_path) == []
+    entries = list((tmp_path / "cache" / "pruned").iterdir())
+    assert entries and all(
+        (e / "info.json").is_file() and (e / "weights.pt").is_file() for e in entries
+    )
+
+
+@pytest.mark.slow
+def test_joblib_launcher_two_workers_then_table(tmp_path: Path) -> None:
+    grid = ["pruner=magnitude,magnitude_global", "sparsity=0.3"]
+    launcher = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    cmd = [sys.executable, "-m", "benchmark.run", "-m", *FAST, *grid, *launcher, *_paths(tmp_path)]
+    done = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recs = _records(tmp_path)
+    assert sorted(r["pruner"] for r in recs.values()) == ["magnitude", "magnitude_global"]
+    assert all(r["status"] == "ok" for r in recs.values())
+    assert _temp_files(tmp_path) == []
+    # The same records feed the aggregator: the smoke table and its plot.
+    agg = [sys.executable, "-m", "benchmark.aggregate", "--results-dir", str(tmp_path / "results"),
+           "--table", "smoke"]  # fmt: skip
+    done = subprocess.run(agg, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    tables = tmp_path / "results" / "tables"
+    md = (tables / "smoke.md").read_text(encoding="utf-8")
+    assert "| 30%" in md and "not run" in md  # the dense row was not in this sweep
+    png = tables / "plots" / "smoke_tiny_deepwordbug.png"
+    assert png.stat().st_size > 1000
+    assert (tmp_path / "results" / "leaderboard.csv").is_file()
+
+
+def test_pruned_cache_concurrent_writers_keep_one_entry(tmp_path: Path) -> None:
+    from benchmark.pipeline import _store_pruned
+
+    folder = tmp_path / "pruned" / "abc123"
+    a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+    _store_pruned(folder, a, {"seconds": 1.0, "who": "a"})
+    _store_pruned(folder, b, {"seconds": 2.0, "who": "b"})  # the key exists: b's copy dropped
+    assert json.loads((folder / "info.json").read_text())["who"] == "a"
+    state = torch.load(folder / "weights.pt")
+    assert torch.equal(state["weight"], a.weight.detach())
+    assert sorted(p.name for p in folder.parent.iterdir()) == ["abc123"]
+
+
+def test_slurm_launcher_config_composes() -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from benchmark.run import ROOT as RUN_ROOT
+
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(RUN_ROOT))
+    overrides = ["experiment=smoke", "hydra/launcher=slurm", "hydra.launcher.partition=gpu"]
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("run", overrides=overrides, return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
