@@ -21,6 +21,10 @@ SCHEMA_VERSION = 1
 # Top-level config keys that do not change results and are left out of the run id.
 NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "device", "force", "skip_existing", "progress")
 
+# Nested keys that do not change results either: how many processes share an attack sample
+# (each example is attacked under its own seed, so results are identical).
+NON_IDENTITY_NESTED = {"attack": ("workers",)}
+
 PACKAGES = ("torch", "transformers", "datasets", "textattack", "hydra-core", "numpy", "wandb")
 
 
@@ -32,7 +36,11 @@ def short_hash(obj: Any, n: int = 12) -> str:
 
 def run_id_of(resolved_cfg: dict[str, Any]) -> str:
     """The run id of a resolved config (dict)."""
-    return short_hash({k: v for k, v in resolved_cfg.items() if k not in NON_IDENTITY_KEYS})
+    ident = {k: v for k, v in resolved_cfg.items() if k not in NON_IDENTITY_KEYS}
+    for group, keys in NON_IDENTITY_NESTED.items():
+        if isinstance(ident.get(group), dict):
+            ident[group] = {k: v for k, v in ident[group].items() if k not in keys}
+    return short_hash(ident)
 
 
 @dataclass

@@ -33,6 +33,8 @@ def test_run_id_is_order_independent_and_sensitive():
     assert run_id_of(a) != run_id_of({**a, "pruner": {"_target_": "x", "lr": 2}})
     # paths, logging and device do not change results, so not the id either
     assert run_id_of(a) == run_id_of({**a, "paths": {"results_dir": "/x"}, "device": "cuda"})
+    with_attack = {**a, "attack": {"recipe": "pwws", "workers": 1}}
+    assert run_id_of(with_attack) == run_id_of({**a, "attack": {"recipe": "pwws", "workers": 4}})
 
 
 def _record(**kw) -> RunRecord:

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -254,6 +255,9 @@ def attack_one(attack, index: int, text: str, label: int, seed: int) -> dict[str
     )
 
     _seed_all(seed + index)
+    for constraint in attack.constraints:  # per-example caches of our components
+        if hasattr(constraint, "reset_cache"):
+            constraint.reset_cache()
     result = attack.attack(text, int(label))
     if isinstance(result, SkippedAttackResult):
         kind = "skipped"
@@ -305,8 +309,18 @@ def _rows_parallel(
     ctx = multiprocessing.get_context("fork")
     threads = max(1, torch.get_num_threads() // workers)
     jobs = [(i, text, int(label)) for i, (text, label) in enumerate(examples)]
-    with ctx.Pool(workers, initializer=_worker_init, initargs=(attack, seed, threads)) as pool:
-        yield from pool.imap(_worker_run, jobs, chunksize=1)
+    # `import textattack` sets TOKENIZERS_PARALLELISM=True; a fast tokenizer that has used its
+    # thread pool then deadlocks in a forked child. "false" makes the children tokenise serially.
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(attack, seed, threads)) as pool:
+            yield from pool.imap(_worker_run, jobs, chunksize=1)
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
 
 
 def summarise(rows: Iterable[dict[str, Any]], seconds: float) -> AttackSummary:

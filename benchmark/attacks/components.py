@@ -71,15 +71,29 @@ class LocalSentenceEncoder(SBERT):
         self.model_path = model_path
         self.batch_size = batch_size
         self.model = _sentence_transformer(model_path, str(ta_utils.device))
+        self.reset_cache()
 
     def encode(self, sentences: list[str]) -> torch.Tensor:
-        """Embeddings of ``sentences`` (CPU tensor)."""
-        with torch.no_grad():
-            emb = self.model.encode(
-                list(sentences), batch_size=self.batch_size, show_progress_bar=False,
-                convert_to_tensor=True,
-            )  # fmt: skip
-        return emb.float().cpu()
+        """Embeddings of ``sentences`` (CPU tensor), each distinct text encoded once.
+
+        TextAttack sends the starting text's window once per candidate, and the same windows
+        again at every search step: distinct texts not seen before in this example are encoded
+        (batched); the rest come from a per-example cache (:meth:`reset_cache`).
+        """
+        todo = list(dict.fromkeys(t for t in sentences if t not in self._cache))
+        if todo:
+            with torch.no_grad():
+                emb = self.model.encode(
+                    todo, batch_size=self.batch_size, show_progress_bar=False,
+                    convert_to_tensor=True,
+                )  # fmt: skip
+            self._cache.update(zip(todo, emb.float().cpu(), strict=True))
+        return torch.stack([self._cache[t] for t in sentences])
+
+    def reset_cache(self) -> None:
+        """Forget cached embeddings (called before each example, so that an example's result
+        never depends on which examples ran before it in the same process)."""
+        self._cache: dict[str, torch.Tensor] = {}
 
     def extra_repr_keys(self) -> list[str]:
         """Fields shown in the attack's repr."""
@@ -89,6 +103,7 @@ class LocalSentenceEncoder(SBERT):
         """Pickle without the model (reloaded from ``model_path``)."""
         state = self.__dict__.copy()
         state["model"] = None
+        state["_cache"] = {}
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -118,6 +133,13 @@ class HomoglyphSwapBuiltin(WordSwapHomoglyphSwap):
 
     def _get_precomputed(self, current_text):  # pragma: no cover - DE search only
         raise NotImplementedError("differential evolution needs intentional_homoglyphs.txt")
+
+
+class NoWordSwap(WordSwap):
+    """Placeholder for a word swap a variant drops (no candidates); filtered out after building."""
+
+    def _get_replacement_words(self, word: str) -> list[str]:
+        return []
 
 
 class Removed(Constraint):

@@ -124,11 +124,35 @@ def _word_candidates(choice: str, res: AttackResources) -> str:
 # Each builder: (model_wrapper, options, resources) -> (textattack.Attack, info dict).
 
 
+@contextmanager
+def _no_nltk_downloads() -> Iterator[None]:
+    """Turn ``nltk.download`` into a no-op while a recipe builds.
+
+    ``WordSwapWordNet`` (PWWS) calls ``nltk.download("omw-1.4")`` on every construction: a
+    network request inside a run (minutes of timeouts offline). English WordNet does not need
+    omw-1.4; the WordNet data itself is checked beforehand (``benchmark.resources.check``).
+    """
+    import nltk
+
+    real = nltk.download
+
+    def skip(info_or_id: Any = None, *args: Any, **kwargs: Any) -> bool:
+        log.debug("skipped nltk.download(%r) during an attack build", info_or_id)
+        return True
+
+    nltk.download = skip
+    try:
+        yield
+    finally:
+        nltk.download = real
+
+
 def build_stock(module: str, cls: str) -> Callable[..., tuple[Any, dict[str, Any]]]:
     """A builder for a recipe that needs no external resource beyond NLTK (as shipped)."""
 
     def build(wrapper, opts: dict[str, Any], res: AttackResources):
-        return _recipe(module, cls)[1].build(wrapper), {}
+        with _no_nltk_downloads():
+            return _recipe(module, cls)[1].build(wrapper), {}
 
     return build
 
@@ -241,7 +265,9 @@ def _swap_factory(source: str, res: AttackResources, n: int | None):
             )
         if source == "embedding":
             return WordSwapEmbedding(max_candidates=k, **kwargs)
-        return None  # "none": removed from the composite after building
+        from benchmark.attacks.components import NoWordSwap
+
+        return NoWordSwap()  # "none": removed from the composite after building
 
     return make
 
@@ -287,7 +313,7 @@ def build_textbugger_offline(wrapper, opts: dict[str, Any], res: AttackResources
     """
     from textattack.transformations import CompositeTransformation
 
-    from benchmark.attacks.components import HomoglyphSwapBuiltin
+    from benchmark.attacks.components import HomoglyphSwapBuiltin, NoWordSwap
 
     source = _word_candidates(str(opts.get("sub_w", "auto")), res)
     if source == "embedding":
@@ -299,7 +325,7 @@ def build_textbugger_offline(wrapper, opts: dict[str, Any], res: AttackResources
         UniversalSentenceEncoder=_local_encoder(res),
     ):  # fmt: skip
         attack = cls.build(wrapper)
-    parts = [t for t in attack.transformation.transformations if t is not None]
+    parts = [t for t in attack.transformation.transformations if not isinstance(t, NoWordSwap)]
     attack = _rebuild(attack, transformation=CompositeTransformation(parts))
     return attack, {"sub_w": source, "sentence_encoder": res.sentence_encoder}
 

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from benchmark.models.structure import encoder_blocks
+
 log = logging.getLogger(__name__)
 
 
@@ -198,6 +200,34 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+def prune_sequentially(
+    model: nn.Module,
+    batches: list[dict[str, torch.Tensor]],
+    make_collector: Callable[[nn.Linear], Collector],
+    prune_layer: Callable[[nn.Linear, Any], torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], CalibInputs]:
+    """The block-sequential loop of the calibration pruners whose target is the current model.
+
+    For each encoder block: tap its prunable linears with one collector each while the block
+    runs on the calibration inputs, let ``prune_layer(linear, collector)`` prune each linear in
+    place and return its keep-mask, then recompute the block's outputs (now pruned) as the next
+    block's inputs. Returns the masks by parameter name and the captured calibration state.
+    """
+    masks: dict[str, torch.Tensor] = {}
+    with eval_mode(model):
+        state = capture_block_inputs(model, batches)
+        hidden = state.hidden
+        for block in encoder_blocks(model):
+            colls = {n: make_collector(lin) for n, lin in block.linears.items()}
+            with LinearTaps(dict(block.linears), colls) as taps:
+                taps.feed(block.module, state, hidden)
+            for name, lin in block.linears.items():
+                masks[f"{name}.weight"] = prune_layer(lin, colls[name])
+            del colls
+            hidden = run_block(block.module, state, hidden)
+    return masks, state
 
 
 class GramCollector:

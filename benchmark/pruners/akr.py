@@ -30,11 +30,13 @@ Differences from the paper and the official code (also in docs/methods/post_trai
   diagonal is added and recorded per layer (``obs_damping``). The greedy loop runs in float64
   by default (OBC uses float32, which broke down on MiniLM). Inputs that are always zero follow
   OBC (H_jj = 1, W_j = 0).
-- Speed comes from processing chunks of rows in parallel, each with its own copy of H^-1
-  (``obs_impl="full"``, the OBC formulation). ``obs_impl="lowrank"`` is an exact
-  reformulation (same greedy choices in exact arithmetic) that keeps the downdates as a
-  low-rank factor instead of a full H^-1 per row; it is a named option recorded in
-  ``self.info`` and is not the default.
+- Speed comes from processing chunks of rows in parallel and from reusing the factorisation:
+  the default ``obs_impl="lowrank"`` keeps each row's downdates as ``H^-1 - U U^T`` (one shared
+  H^-1, a low-rank factor per row), an exact reformulation of OBC's loop (same greedy choices
+  in exact arithmetic; tested against a brute-force reference and against ``full`` in
+  float64) that reads O(d_in * t) per step instead of O(d_in^2): 4.4x faster than ``full``
+  on a 384x1537 layer at 50% with identical masks. ``obs_impl="full"`` (OBC's formulation,
+  each row with its own H^-1) stays available; the record says which ran.
 - The official code's known defects (an import of a function that does not exist; an OPT-only
   weight-restore helper) are not reproduced.
 - The pooler/classifier refit (paper) is an option, off by default as in ``run_layerwise``.
@@ -104,7 +106,7 @@ class RidgeCollector:
         nm: tuple[int, int] | None = None,
         ridge_ratios: Sequence[float] = RIDGE_RATIOS_CODE,
         ridge_tol: float = 1.0,
-        obs_impl: str = "full",
+        obs_impl: str = "lowrank",
         obs_dtype: torch.dtype = torch.float32,
         chunk_bytes: int = 256 * 2**20,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, dict]:
@@ -316,7 +318,7 @@ class AKRPruner:
         ridge: str = "code",
         ridge_tol: float = 1.0,
         refit_head: bool = False,
-        obs_impl: str = "full",
+        obs_impl: str = "lowrank",
         obs_dtype: str = "float64",
         chunk_mb: int = 256,
         scope: str = "encoder_linear",

@@ -2,7 +2,10 @@
 
 A pruner's ``prune(model, data, sparsity)`` returns masks (``True`` = keep) over exactly the
 prunable weights (:func:`prunable_params`). It may update kept weights (layer-wise
-reconstruction, masked retraining) but never touches anything else. The caller applies the
+reconstruction, masked retraining); a reconstruction method may also refit the biases of the
+linears it prunes (AKR refits weight and bias jointly) and, where a method says so, the
+pooler and classifier (AKR's ``refit_head``) or retrain the whole network (rewinding methods).
+Embeddings are never pruned. The caller applies the
 masks with :func:`apply_masks`, the only code that zeroes weights, and records
 :func:`measure_sparsity` as the actual sparsity.
 """

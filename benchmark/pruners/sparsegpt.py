@@ -27,15 +27,11 @@ import time
 import torch
 from torch import nn
 
-from benchmark.models.structure import encoder_blocks
 from benchmark.pruners._layerwise import (
     GramCollector,
-    LinearTaps,
-    capture_block_inputs,
-    eval_mode,
     linear_weight,
     mark_dead_inputs,
-    run_block,
+    prune_sequentially,
     write_linear,
 )
 from benchmark.pruners.base import (
@@ -165,26 +161,18 @@ class SparseGPTPruner:
             check_nm_sparsity(self.nm, sparsity)
         start = time.perf_counter()
         batches = calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
-        masks: Masks = {}
-        with eval_mode(model):
-            state = capture_block_inputs(model, batches)
-            hidden = state.hidden
-            for block in encoder_blocks(model):
-                colls = {
-                    n: GramCollector(lin.in_features, linear_weight(lin).device)
-                    for n, lin in block.linears.items()
-                }
-                with LinearTaps(dict(block.linears), colls) as taps:
-                    taps.feed(block.module, state, hidden)
-                for name, lin in block.linears.items():
-                    new_w, keep = sparsegpt_prune(
-                        linear_weight(lin), colls[name].hessian, sparsity, self.nm,
-                        self.blocksize, self.percdamp,
-                    )  # fmt: skip
-                    write_linear(lin, new_w)
-                    masks[f"{name}.weight"] = keep
-                del colls
-                hidden = run_block(block.module, state, hidden)
+
+        def prune_layer(lin: nn.Linear, coll: GramCollector) -> torch.Tensor:
+            new_w, keep = sparsegpt_prune(
+                linear_weight(lin), coll.hessian, sparsity, self.nm, self.blocksize, self.percdamp
+            )
+            write_linear(lin, new_w)
+            return keep
+
+        masks, state = prune_sequentially(
+            model, batches, lambda lin: GramCollector(lin.in_features, linear_weight(lin).device),
+            prune_layer,
+        )  # fmt: skip
         self.info = {
             "method": "sparsegpt",
             "nsamples": sum(int(b["input_ids"].shape[0]) for b in batches),

@@ -19,14 +19,7 @@ import time
 import torch
 from torch import nn
 
-from benchmark.models.structure import encoder_blocks
-from benchmark.pruners._layerwise import (
-    LinearTaps,
-    capture_block_inputs,
-    eval_mode,
-    linear_weight,
-    run_block,
-)
+from benchmark.pruners._layerwise import linear_weight, prune_sequentially
 from benchmark.pruners.base import Masks, PruneData, calibration_batches, check_sparsity
 from benchmark.pruners.magnitude import check_nm_sparsity, nm_mask, parse_nm, topk_mask
 
@@ -106,24 +99,18 @@ class WandaPruner:
             check_nm_sparsity(self.nm, sparsity)
         start = time.perf_counter()
         batches = calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
-        masks: Masks = {}
-        with eval_mode(model):
-            state = capture_block_inputs(model, batches)
-            hidden = state.hidden
-            for block in encoder_blocks(model):
-                colls = {
-                    n: NormCollector(lin.in_features, linear_weight(lin).device)
-                    for n, lin in block.linears.items()
-                }
-                with LinearTaps(dict(block.linears), colls) as taps:
-                    taps.feed(block.module, state, hidden)
-                for name, lin in block.linears.items():
-                    weight = linear_weight(lin)
-                    keep = colls[name].solve(weight, sparsity, self.nm)
-                    with torch.no_grad():
-                        weight.mul_(keep.to(weight.dtype))
-                    masks[f"{name}.weight"] = keep
-                hidden = run_block(block.module, state, hidden)
+
+        def prune_layer(lin: nn.Linear, coll: NormCollector) -> torch.Tensor:
+            weight = linear_weight(lin)
+            keep = coll.solve(weight, sparsity, self.nm)
+            with torch.no_grad():  # zeroed now so the next block sees the pruned outputs
+                weight.mul_(keep.to(weight.dtype))
+            return keep
+
+        masks, state = prune_sequentially(
+            model, batches, lambda lin: NormCollector(lin.in_features, linear_weight(lin).device),
+            prune_layer,
+        )  # fmt: skip
         self.info = {
             "method": "wanda",
             "nsamples": sum(int(b["input_ids"].shape[0]) for b in batches),

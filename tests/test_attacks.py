@@ -1,0 +1,393 @@
+"""Attack configurations: what each name builds, offline runs, resources, workers."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.attacks.adapter import (
+    RECIPES,
+    AttackSpec,
+    PaddedModelWrapper,
+    build_attack,
+    run_attack,
+)
+from benchmark.attacks.external import AttackResources, check_external
+from benchmark.errors import UserError
+from benchmark.registry import options
+from benchmark.resources import NLTK_RESOURCES, check, parse_intentional, use_nltk_data
+
+ROOT = Path(__file__).resolve().parents[1]
+NLTK_DIR = ROOT / ".resources" / "nltk_data"
+NEIGHBORS = ROOT.parent / "shared" / "resources" / "counterfitted_neighbors.json"
+OFFLINE = ["deepwordbug", "pwws", "textfooler_offline", "textbugger_offline"]
+N_EXAMPLES = 4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def nltk_ready():
+    """NLTK data prepared by ``python -m benchmark.resources prepare`` (needed by TextAttack)."""
+    use_nltk_data(NLTK_DIR)
+    try:
+        check(["stopwords", "wordnet", "pos_tagger", "universal_tagset"], str(NLTK_DIR), "tests")
+    except UserError as exc:
+        pytest.skip(f"offline NLTK data not prepared: {exc}")
+
+
+@pytest.fixture(scope="module")
+def res() -> AttackResources:
+    """Resources of the offline attacks (no counter-fitted vectors: the table is used)."""
+    if not NEIGHBORS.is_file():
+        pytest.skip(f"{NEIGHBORS} not present")
+    return AttackResources(nltk_data=str(NLTK_DIR), counterfitted_neighbors=str(NEIGHBORS))
+
+
+@pytest.fixture(scope="module")
+def tiny_wrapper(trained_tiny):
+    model, tok = trained_tiny
+    return PaddedModelWrapper(model, tok, max_length=32, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def examples():
+    from benchmark.data.tiny import tiny_splits
+
+    return [(t, y) for t, y in tiny_splits()["validation"]][:N_EXAMPLES]
+
+
+# ----------------------------------------------------------------- names and configs
+
+
+def test_every_config_has_a_builder():
+    from benchmark.attacks.recipes import BUILDERS
+
+    names = set(options("attack")) - {"none"}
+    assert names == set(BUILDERS)
+    for name in ["textfooler", "textbugger", "bertattack", "bae", "bertattack_robustt",
+                 "textdefender", "textfooler_offline", "textbugger_offline"]:  # fmt: skip
+        assert name in names
+
+
+def test_recipe_table_names_the_right_classes():
+    from benchmark.attacks.recipes import BUILDERS
+
+    assert RECIPES["bertattack"].endswith(".BERTAttackLi2020")  # not BAE (robust_ticket)
+    assert RECIPES["bae"].endswith(".BAEGarg2019")
+    assert RECIPES["textfooler"].endswith(".TextFoolerJin2019")
+    assert RECIPES["textbugger"].endswith(".TextBuggerLi2018")
+    assert BUILDERS["bertattack_robustt"].base == "BAEGarg2019"
+    assert BUILDERS["textdefender"].base == "TextFoolerJin2019"
+
+
+def test_unknown_recipe_suggests(tiny_wrapper):
+    with pytest.raises(ValueError, match="did you mean 'textfooler'"):
+        build_attack(AttackSpec(recipe="textfoolr"), tiny_wrapper)
+
+
+# ----------------------------------------------------------------- construction (no download)
+
+
+@pytest.fixture(scope="module")
+def fake_resources(tmp_path_factory, trained_tiny, res):
+    """A tiny paragramcf folder and a tiny masked LM, so stock recipes build offline."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    from benchmark.data.tiny import VOCAB
+
+    root = tmp_path_factory.mktemp("fake_res")
+    emb = root / "paragramcf"
+    emb.mkdir()
+    rng = np.random.default_rng(0)
+    matrix = rng.normal(size=(len(VOCAB), 8)).astype(np.float32)
+    np.save(emb / "paragram.npy", matrix)
+    with open(emb / "wordlist.pickle", "wb") as fh:
+        pickle.dump({w: i for i, w in enumerate(VOCAB)}, fh)
+    order = np.argsort(-(matrix @ matrix.T), axis=1)[:, :6]
+    np.save(emb / "nn.npy", order)
+    for name in ("mse_dist.p", "cos_sim.p"):
+        with open(emb / name, "wb") as fh:
+            pickle.dump({}, fh)
+    _, tok = trained_tiny
+    mlm_dir = root / "mlm"
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1,
+                     num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+    BertForMaskedLM(cfg).save_pretrained(mlm_dir)
+    tok.save_pretrained(mlm_dir)
+    yield AttackResources(
+        nltk_data=res.nltk_data, counterfitted_neighbors=res.counterfitted_neighbors,
+        counterfitted_embeddings=str(emb), masked_lm=str(mlm_dir), use_model=str(root / "use"),
+    )  # fmt: skip
+    from textattack.shared import utils
+
+    utils.GLOBAL_OBJECTS.pop("textattack_counterfitted_GLOVE_embedding", None)
+
+
+def _build(name, wrapper, resources, monkeypatch=None, **opts):
+    from benchmark.attacks.external import homoglyph_file
+
+    if name == "textbugger" and not homoglyph_file().is_file():
+        # The stock class opens a file the 0.3.11 wheel lacks; build with the subclass that
+        # skips it (same word-swap behaviour), only to inspect the recipe's structure.
+        import textattack.attack_recipes.textbugger_li_2018 as mod
+
+        from benchmark.attacks.components import HomoglyphSwapBuiltin
+
+        monkeypatch.setattr(mod, "WordSwapHomoglyphSwap", HomoglyphSwapBuiltin)
+    return build_attack(AttackSpec(recipe=name, options=opts), wrapper, resources)
+
+
+def _constraint(attack, cls):
+    found = [c for c in attack.constraints if isinstance(c, cls)]
+    assert len(found) == 1, f"{cls.__name__}: {found}"
+    return found[0]
+
+
+def _has(attack, cls) -> bool:
+    return any(isinstance(c, cls) for c in attack.constraints)
+
+
+def test_stock_recipes_build_as_shipped(tiny_wrapper, fake_resources, monkeypatch):
+    from textattack.constraints.grammaticality import PartOfSpeech
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.constraints.semantics.sentence_encoders import UniversalSentenceEncoder as USE
+    from textattack.transformations import (
+        CompositeTransformation,
+        WordSwapEmbedding,
+        WordSwapHomoglyphSwap,
+        WordSwapMaskedLM,
+    )
+
+    a = _build("textfooler", tiny_wrapper, fake_resources)
+    assert type(a.transformation) is WordSwapEmbedding and a.transformation.max_candidates == 50
+    assert _constraint(a, WordEmbeddingDistance).min_cos_sim == 0.5 and _has(a, PartOfSpeech)
+    use = _constraint(a, USE)
+    assert (use.threshold, use.metric, use.window_size) == (0.840845057, "angular", 15)
+    assert use._tfhub_url == fake_resources.use_model  # paths.use_model, no TF-Hub
+
+    a = _build("textbugger", tiny_wrapper, fake_resources, monkeypatch)
+    assert isinstance(a.transformation, CompositeTransformation)
+    kinds = {type(t).__mro__[0]: t for t in a.transformation.transformations}
+    assert any(isinstance(t, WordSwapHomoglyphSwap) for t in kinds.values())
+    assert [t.max_candidates for t in kinds.values() if type(t) is WordSwapEmbedding] == [5]
+    assert _constraint(a, USE).threshold == 0.8
+
+    a = _build("bertattack", tiny_wrapper, fake_resources)
+    t = a.transformation
+    assert isinstance(t, WordSwapMaskedLM) and (t.method, t.max_candidates) == ("bert-attack", 8)
+    assert _constraint(a, MaxWordsPerturbed).max_percent == 0.4
+    assert (_constraint(a, USE).threshold, _constraint(a, USE).metric) == (0.2, "cosine")
+    assert a.search_method.wir_method == "unk"
+
+    a = _build("bae", tiny_wrapper, fake_resources)
+    t = a.transformation
+    assert isinstance(t, WordSwapMaskedLM) and (t.method, t.max_candidates) == ("bae", 50)
+    assert _constraint(a, USE).threshold == 0.936338023 and _has(a, PartOfSpeech)
+
+
+def test_modified_recipes(tiny_wrapper, fake_resources):
+    from textattack.constraints.grammaticality import PartOfSpeech
+    from textattack.constraints.overlap import MaxWordsPerturbed
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.constraints.semantics.sentence_encoders import UniversalSentenceEncoder as USE
+    from textattack.transformations import WordSwapEmbedding
+
+    a = _build("bertattack_robustt", tiny_wrapper, fake_resources)
+    assert type(a.transformation) is WordSwapEmbedding and a.transformation.max_candidates == 50
+    use = _constraint(a, USE)
+    assert (use.threshold, use.metric, use.window_size) == (0.2, "cosine", 15)
+    assert use.compare_against_original and not use.skip_text_shorter_than_window
+    assert _has(a, PartOfSpeech) and a.search_method.wir_method == "delete"
+
+    a = _build("textdefender", tiny_wrapper, fake_resources)
+    assert type(a.transformation) is WordSwapEmbedding and a.transformation.max_candidates == 50
+    assert _constraint(a, MaxWordsPerturbed).max_percent == 0.3
+    assert (_constraint(a, USE).threshold, _constraint(a, USE).metric) == (0.84, "cosine")
+    assert not _has(a, WordEmbeddingDistance)
+
+
+def test_offline_variants_structure(tiny_wrapper, res, fake_resources):
+    from textattack.constraints.semantics import WordEmbeddingDistance
+    from textattack.constraints.semantics.sentence_encoders import SBERT
+    from textattack.constraints.semantics.sentence_encoders import UniversalSentenceEncoder as USE
+    from textattack.transformations import WordSwapEmbedding
+
+    from benchmark.attacks.components import LocalSentenceEncoder, WordSwapNeighborTable
+
+    a = _build("textfooler_offline", tiny_wrapper, res, candidates="auto")
+    assert a.build_info["candidates"] == "table"  # no local vectors in `res`
+    t = a.transformation
+    assert isinstance(t, WordSwapNeighborTable) and t.max_candidates == 8
+    enc = _constraint(a, LocalSentenceEncoder)
+    assert isinstance(enc, SBERT) and not _has(a, USE) and not _has(a, WordEmbeddingDistance)
+    # USE's settings kept (the stated rule): angular, 0.840845057, window 15, vs previous text
+    assert (enc.metric, enc.threshold, enc.window_size) == ("angular", 0.840845057, 15)
+    assert not enc.compare_against_original
+
+    a = _build("textfooler_offline", tiny_wrapper, fake_resources, candidates="auto")
+    assert a.build_info["candidates"] == "embedding"  # local vectors present: TextFooler's
+    assert type(a.transformation) is WordSwapEmbedding and a.transformation.max_candidates == 50
+    assert _constraint(a, WordEmbeddingDistance).min_cos_sim == 0.5
+
+    a = _build("textbugger_offline", tiny_wrapper, res, sub_w="none")
+    assert len(a.transformation.transformations) == 4
+    assert _constraint(a, LocalSentenceEncoder).threshold == 0.8
+
+
+def test_neighbor_table_swaps_keep_case():
+    from benchmark.attacks.components import WordSwapNeighborTable
+
+    t = WordSwapNeighborTable({"movie": ["film", "films", "movie", "a_b"]}, max_candidates=2)
+    assert t._get_replacement_words("Movie") == ["Film", "Films"]
+    assert t._get_replacement_words("zzz") == []
+
+
+# ----------------------------------------------------------------- offline runs
+
+
+@pytest.fixture(scope="module")
+def offline_runs(tiny_wrapper, res, examples):
+    """Each offline attack built once and run twice serially (same seed)."""
+    out = {}
+    for name in OFFLINE:
+        spec = AttackSpec(recipe=name)
+        spec.check_resources(res)
+        attack = build_attack(spec, tiny_wrapper, res)
+        first = run_attack(attack, examples, seed=3, progress=False)
+        second = run_attack(attack, examples, seed=3, progress=False)
+        out[name] = (attack, first, second)
+    return out
+
+
+def _numbers(summary) -> dict:
+    d = summary.metrics()
+    d.pop("seconds")
+    return d
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_attack_counts(name, offline_runs):
+    _, s, _ = offline_runs[name]
+    assert s.n_success + s.n_failed + s.n_skipped == s.n_total == N_EXAMPLES
+    assert s.aua <= s.attack_clean_acc
+    assert s.attack_clean_acc == 1.0  # the tiny model is 100% accurate on its task
+    if s.n_success:
+        assert 0 < s.avg_perturbed_frac <= 1
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_offline_attack_same_seed_same_summary(name, offline_runs):
+    _, first, second = offline_runs[name]
+    assert _numbers(first) == _numbers(second)
+
+
+@pytest.mark.parametrize("name", ["deepwordbug", "textfooler_offline"])
+def test_workers_equal_serial(name, offline_runs, examples, tmp_path):
+    attack, serial, _ = offline_runs[name]
+    log = tmp_path / "a.jsonl"
+    parallel = run_attack(attack, examples, seed=3, log_path=log, progress=False, workers=2)
+    assert _numbers(parallel) == _numbers(serial)
+    rows = [__import__("json").loads(x) for x in log.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(N_EXAMPLES))
+    assert all((r["perturbed_pct"] is None) == (r["result"] != "success") for r in rows)
+
+
+def test_bf16_wrapper_close(trained_tiny):
+    model, tok = trained_tiny
+    texts = ["the movie was good", "a dull and boring plot"]
+    fp32 = PaddedModelWrapper(model, tok, 32)(texts)
+    bf16 = PaddedModelWrapper(model, tok, 32, bf16=True)(texts)
+    assert np.allclose(fp32, bf16, atol=0.1)
+    assert (fp32.argmax(1) == bf16.argmax(1)).all()
+
+
+# ----------------------------------------------------------------- missing resources
+
+
+def _one_line_error(fn, *needles: str) -> str:
+    with pytest.raises(UserError) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+def test_missing_resources_one_line(tmp_path, monkeypatch):
+    import benchmark.attacks.external as ext
+
+    none = AttackResources(
+        nltk_data=str(NLTK_DIR), counterfitted_neighbors=str(tmp_path / "no.json"),
+        counterfitted_embeddings=str(tmp_path / "noemb"), use_model=str(tmp_path / "nouse"),
+        masked_lm=str(tmp_path / "nomlm"), sentence_encoder=str(tmp_path / "noenc"),
+    )  # fmt: skip
+    _one_line_error(lambda: check_external(["counterfitted_neighbors"], none, "x"),
+                    "paths.counterfitted_neighbors")  # fmt: skip
+    _one_line_error(lambda: check_external(["sentence_encoder"], none, "x"),
+                    "paths.sentence_encoder")  # fmt: skip
+    _one_line_error(lambda: check_external(["counterfitted_embeddings"], none, "x"),
+                    "paths.counterfitted_embeddings", "paragramcf")  # fmt: skip
+    unset = AttackResources(nltk_data=str(NLTK_DIR))
+    monkeypatch.setattr(ext, "textattack_cache_dir", lambda: tmp_path / "ta_cache")
+    _one_line_error(lambda: check_external(["counterfitted_embeddings"], unset, "x"),
+                    "paths.counterfitted_embeddings", "attack_downloads")  # fmt: skip
+    _one_line_error(lambda: check_external(["masked_lm"], none, "x"), "paths.masked_lm")
+    _one_line_error(lambda: check_external(["use"], none, "x"), "Universal Sentence Encoder")
+    monkeypatch.setattr(ext, "homoglyph_file", lambda: tmp_path / "intentional_homoglyphs.txt")
+    _one_line_error(lambda: check_external(["homoglyphs"], none, "x"),
+                    "intentional_homoglyphs.txt", "textbugger_offline")  # fmt: skip
+    _one_line_error(lambda: check(["omw-1.4"], str(tmp_path), "x"), "paths.nltk_data")
+    assert "omw-1.4" in NLTK_RESOURCES
+
+
+@pytest.mark.parametrize("name", ["textfooler_offline", "textbugger_offline"])
+def test_offline_specs_check_their_resources(name, tmp_path):
+    bad = AttackResources(nltk_data=str(NLTK_DIR), counterfitted_neighbors=str(tmp_path / "n"))
+    key = "candidates" if name == "textfooler_offline" else "sub_w"
+    spec = AttackSpec(recipe=name, options={key: "table"})
+    _one_line_error(lambda: spec.check_resources(bad, name), name, "paths.counterfitted_neighbors")
+
+
+@pytest.mark.parametrize("name", ["textfooler", "textbugger", "bertattack", "bae",
+                                  "bertattack_robustt", "textdefender"])  # fmt: skip
+def test_stock_specs_stop_offline(name, tmp_path, monkeypatch):
+    import benchmark.attacks.external as ext
+
+    monkeypatch.setattr(ext, "textattack_cache_dir", lambda: tmp_path / "ta_cache")
+    monkeypatch.setattr(ext, "_hf_cached", lambda repo: False)
+    bare = AttackResources(nltk_data=str(NLTK_DIR))
+    key = "intentional_homoglyphs.txt" if name == "textbugger" else "paths."
+    _one_line_error(lambda: AttackSpec(recipe=name).check_resources(bare, name), name, key)
+
+
+# ----------------------------------------------------------------- homoglyph file
+
+
+def test_intentional_parser_and_install(tmp_path, monkeypatch):
+    import benchmark.attacks.external as ext
+    from benchmark.resources import install_homoglyphs
+
+    good = ("# intentional.txt\n0021 ;\t01C3 #* ( ! → ǃ ) EXCLAMATION MARK → LATIN LETTER "
+            "RETROFLEX CLICK\n0061 ;\t0430 #* ( a → а ) LATIN SMALL LETTER A → CYRILLIC\n")  # fmt: skip
+    assert parse_intentional(good) == [("!", "ǃ"), ("a", "а")]
+    with pytest.raises(ValueError):
+        parse_intentional("0061 ;\t0430 #* ( b → а ) wrong character\n")
+    src = tmp_path / "intentional.txt"
+    src.write_text(good, encoding="utf-8")
+    dst = tmp_path / "pkg" / "intentional_homoglyphs.txt"
+    dst.parent.mkdir()
+    monkeypatch.setattr(ext, "homoglyph_file", lambda: dst)
+    install_homoglyphs(src)
+    # parsed exactly as WordSwapHomoglyphSwap does (4th and 8th character after '#')
+    table: dict[str, list[str]] = {}
+    for line in dst.read_text(encoding="utf-8-sig").splitlines():
+        if line.strip() and not line.startswith("#"):
+            data = line.replace("#*", "#").split("#", maxsplit=1)[1]
+            table.setdefault(data[3], []).append(data[7])
+    assert table == {"!": ["ǃ"], "a": ["а"]}

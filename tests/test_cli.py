@@ -1,0 +1,107 @@
+"""The command line end to end on the tiny model: bad input, skip of finished jobs, a sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, tmp: Path, module: str = "benchmark.run") -> subprocess.CompletedProcess:
+    """Run ``python -m <module> args`` in a subprocess with results and caches under ``tmp``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1", "WANDB_MODE": "disabled"}
+    paths = [] if module != "benchmark.run" else [
+        f"paths.results_dir={tmp}/results", f"paths.cache_dir={tmp.parent}/shared_cache",
+        f"paths.log_dir={tmp}/logs",
+    ]  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", module, *args, *paths], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pruner=magnitud"], "unknown pruner 'magnitud' (did you mean 'magnitude'?); valid:"),
+        (["attack=textfool"], "unknown attack 'textfool'"),
+        (["sparsity=1.0"], "sparsity must be in [0, 1), got 1.0"),
+        (["-m", "sparsity=0.3,-0.1"], "sparsity must be in [0, 1), got -0.1"),
+        (["sparsity=abc"], "sparsity must be a number in [0, 1), got 'abc'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    proc = run_cli(*args, tmp=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    out = (proc.stdout + proc.stderr).strip()
+    assert message in out
+    assert "Traceback" not in out and len(out.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["paths.data_dir=/nonexistent/data"], "missing data file /nonexistent/data/sst2/validation.csv"),
+        (["model.pretrained=/nonexistent/model", "dataset=tiny"], "model path /nonexistent/model does not exist"),
+    ],
+)  # fmt: skip
+def test_missing_files_exit_2(tmp_path, args, message):
+    proc = run_cli(*args, "attack=none", tmp=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert message in out and "Traceback" not in out
+    records = list((tmp_path / "results" / "runs").glob("*/*.json"))
+    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "failed"
+
+
+def test_smoke_run_then_skip(tmp_path):
+    first = run_cli("experiment=smoke", tmp=tmp_path)
+    assert first.returncode == 0, first.stdout + first.stderr
+    (rec_path,) = (tmp_path / "results" / "runs" / "smoke").glob("*.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "ok" and rec["pruner"] == "magnitude" and rec["dataset"] == "tiny"
+    assert rec["n_success"] + rec["n_failed"] + rec["n_skipped"] == rec["n_total"] == 8
+    assert rec["aua"] <= rec["attack_clean_acc"] and abs(rec["sparsity_actual"] - 0.5) < 0.01
+    assert rec["dense_acc"] == 1.0  # the tiny task is learnable
+    assert (rec_path.with_suffix("").with_suffix(".attack.jsonl")).is_file()
+    mtime = rec_path.stat().st_mtime_ns
+    second = run_cli("experiment=smoke", tmp=tmp_path)
+    assert second.returncode == 0 and "skip: record" in second.stdout + second.stderr
+    assert rec_path.stat().st_mtime_ns == mtime  # nothing recomputed or rewritten
+    forced = run_cli("experiment=smoke", "force=true", "attack=none", tmp=tmp_path)
+    assert forced.returncode == 0
+    assert len(list((tmp_path / "results" / "runs" / "smoke").glob("*.json"))) == 2
+
+
+@pytest.mark.slow
+def test_multirun_sweep_and_leaderboard(tmp_path):
+    proc = run_cli(
+        "-m", "experiment=smoke", "pruner=none,magnitude", "sparsity=0.3,0.5", "attack.num_examples=4",
+        tmp=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    records = [
+        json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "smoke").glob("*.json")
+    ]
+    assert len(records) == 4 and {r["status"] for r in records} == {"ok"}
+    assert {(r["pruner"], r["sparsity_target"]) for r in records} == {
+        ("none", 0.3), ("none", 0.5), ("magnitude", 0.3), ("magnitude", 0.5)
+    }  # fmt: skip
+    for r in records:
+        assert (
+            abs(r["sparsity_actual"] - (0.0 if r["pruner"] == "none" else r["sparsity_target"]))
+            < 0.01
+        )
+    agg = run_cli(
+        "--results-dir", str(tmp_path / "results"), tmp=tmp_path, module="benchmark.aggregate"
+    )
+    assert agg.returncode == 0, agg.stderr
+    board = (tmp_path / "results" / "leaderboard.csv").read_text().splitlines()
+    assert len(board) == 1 + 4  # header + one row per (pruner, sparsity)
+    assert (tmp_path / "results" / "leaderboard.md").is_file()
