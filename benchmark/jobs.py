@@ -16,7 +16,14 @@ from benchmark.data.loading import DatasetSpec
 from benchmark.errors import UserError
 from benchmark.models.loading import ModelSpec, resolve_device
 from benchmark.pipeline import Job, execute, new_record
-from benchmark.records import read_record, record_path, run_id_of, write_record
+from benchmark.records import (
+    RunRecord,
+    provenance,
+    read_record,
+    record_path,
+    run_id_of,
+    write_record,
+)
 from benchmark.tracking import WandbMirror
 
 log = logging.getLogger("benchmark.run")
@@ -29,24 +36,42 @@ SUMMARY_FIELDS = (
 
 
 def build_job(cfg, choices: dict[str, Any]) -> tuple[Job, WandbMirror]:
-    """Instantiate everything a job needs from the composed config."""
-    from hydra.utils import instantiate
+    """Instantiate everything a job needs from the composed config.
+
+    A failure here (bad value or method config) still leaves a ``failed`` record under the
+    job's run id, so a sweep's missing cells are explained.
+    """
     from omegaconf import OmegaConf
+
+    names = {g: str(choices.get(g)) for g in NAMED_GROUPS}
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    identity = {**resolved, "choices": names}
+    run_id = run_id_of(identity)
+    try:
+        return _build(cfg, names, resolved, identity, run_id)
+    except Exception as exc:
+        _record_build_failure(cfg, names, identity, run_id, exc)
+        raise
+
+
+def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
+    from hydra.utils import instantiate
 
     sparsity = float(cfg.sparsity)
     if not 0.0 <= sparsity < 1.0:
         raise UserError(f"sparsity must be in [0, 1), got {cfg.sparsity}")
-    names = {g: str(choices.get(g)) for g in NAMED_GROUPS}
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {**resolved, "choices": names}
-    try:
-        pruner = instantiate(cfg.pruner)
-        dense = instantiate(cfg.dense)
-        attack = instantiate(cfg.attack)
-    except Exception as exc:  # unknown or mistyped hyper-parameter in a method config
-        raise UserError(f"invalid method config: {str(exc).splitlines()[0]}") from exc
+    objs = {}
+    for group in ("pruner", "dense", "attack"):
+        try:
+            objs[group] = instantiate(cfg[group])
+        except Exception as exc:  # unknown or mistyped hyper-parameter in a method config
+            cause = exc.__cause__ or exc  # Hydra wraps the constructor's own error
+            raise UserError(
+                f"invalid {group} config {names[group]!r}: {error_text(cause)}"
+            ) from exc
+    pruner, dense, attack = objs["pruner"], objs["dense"], objs["attack"]
     job = Job(
-        run_id=run_id_of(identity), exp_name=str(cfg.exp_name), names=names,
+        run_id=run_id, exp_name=str(cfg.exp_name), names=names,
         seed=int(cfg.seed), sparsity=sparsity, device=resolve_device(str(cfg.device)),
         model=ModelSpec(**resolved["model"]), dataset=DatasetSpec(**resolved["dataset"]),
         dense=dense, pruner=pruner, attack=attack,
@@ -59,6 +84,27 @@ def build_job(cfg, choices: dict[str, Any]) -> tuple[Job, WandbMirror]:
     )  # fmt: skip
     tracker = WandbMirror(**{k: v for k, v in resolved["logger"].items() if k != "_target_"})
     return job, tracker
+
+
+def _record_build_failure(cfg, names, identity, run_id: str, exc: Exception) -> None:
+    try:
+        sparsity = float(cfg.sparsity)
+    except (TypeError, ValueError):
+        sparsity = float("nan")
+    record = RunRecord(
+        run_id=run_id, status="failed", error=error_text(exc), exp_name=str(cfg.exp_name),
+        model=names["model"], dataset=names["dataset"], pruner=names["pruner"],
+        attack=names["attack"], seed=int(cfg.seed), sparsity_target=sparsity, cfg=identity,
+        **provenance(),
+    )  # fmt: skip
+    path = write_record(record, Path(cfg.paths.results_dir))
+    log.info("record: %s (failed before the job started)", path)
+
+
+def error_text(exc: BaseException) -> str:
+    """``<type>: <first line of the message>`` as stored in a failed record."""
+    msg = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {msg}"
 
 
 def run_job(job: Job, tracker: WandbMirror, force: bool, skip_existing: bool) -> dict[str, Any]:
@@ -82,7 +128,7 @@ def run_job(job: Job, tracker: WandbMirror, force: bool, skip_existing: bool) ->
         failed = False
     except BaseException as exc:
         record.status = "failed"
-        record.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        record.error = error_text(exc)
         raise
     finally:
         record.wandb_run_id = tracker.run_id

@@ -25,6 +25,7 @@ from benchmark.models.loading import ModelSpec
 from benchmark.profiling import measure
 from benchmark.pruners.base import PruneData, Pruner, apply_masks, check_sparsity, measure_sparsity
 from benchmark.records import RunRecord, provenance, short_hash, write_json_atomic
+from benchmark.seeding import seed_everything
 from benchmark.training import accuracy
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ def new_record(job: Job) -> RunRecord:
 def execute(job: Job, record: RunRecord) -> RunRecord:
     """Run the job, filling ``record`` in place; returns it with status ``ok``."""
     start = time.perf_counter()
+    seed_everything(job.seed)
     check_sparsity(job.sparsity)
     evals = load_split(job.dataset, job.dataset.eval_split, job.data_dir)
     if job.max_eval_examples:

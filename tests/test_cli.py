@@ -60,6 +60,16 @@ def test_missing_files_exit_2(tmp_path, args, message):
     assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "failed"
 
 
+def test_bad_method_config_in_a_sweep_leaves_a_failed_record(tmp_path):
+    proc = run_cli("-m", "experiment=smoke", "pruner.granularity=rowwise", tmp=tmp_path)
+    assert proc.returncode != 0
+    (rec_path,) = (tmp_path / "results" / "runs" / "smoke").glob("*.json")
+    rec = json.loads(rec_path.read_text())
+    assert rec["status"] == "failed" and rec["pruner"] == "magnitude"
+    assert rec["error"].startswith("UserError: invalid pruner config 'magnitude': ValueError:")
+    assert "granularity" in rec["error"]
+
+
 def test_smoke_run_then_skip(tmp_path):
     first = run_cli("experiment=smoke", tmp=tmp_path)
     assert first.returncode == 0, first.stdout + first.stderr

@@ -18,7 +18,6 @@ import json
 import logging
 import multiprocessing
 import os
-import random
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from benchmark.attacks.external import AttackResources
 from benchmark.data.loading import Example
+from benchmark.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -237,15 +237,6 @@ def build_attack(spec: AttackSpec, wrapper, resources: AttackResources | None = 
     return attack
 
 
-def _seed_all(seed: int) -> None:
-    # TextAttack's transformations and searches draw from the global RNGs, so each example
-    # is attacked under its own fixed seed: a result does not depend on which examples ran
-    # before it (same numbers serially or split across workers).
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def attack_one(attack, index: int, text: str, label: int, seed: int) -> dict[str, Any]:
     """Attack one example under seed ``seed + index``; its log row (result, queries, texts)."""
     from textattack.attack_results import (
@@ -254,7 +245,7 @@ def attack_one(attack, index: int, text: str, label: int, seed: int) -> dict[str
         SuccessfulAttackResult,
     )
 
-    _seed_all(seed + index)
+    seed_everything(seed + index)  # TextAttack draws from the global RNGs
     for constraint in attack.constraints:  # per-example caches of our components
         if hasattr(constraint, "reset_cache"):
             constraint.reset_cache()

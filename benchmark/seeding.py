@@ -1,0 +1,22 @@
+"""Seeding of the global random number generators."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global RNGs.
+
+    Library code takes explicit seeds or generators; this is for what draws from the global
+    state: dropout while a method trains (seeded once per job, so a job's result does not
+    depend on which jobs ran before it in the same process) and TextAttack's transformations
+    and searches (seeded once per attacked example, so a result does not depend on which
+    examples ran before it, serially or split across workers).
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

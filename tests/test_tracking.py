@@ -1,0 +1,32 @@
+"""The W&B mirror: offline, no key, one run per job, metrics in the summary, always finished."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.tracking import WandbMirror
+
+
+def test_disabled_mirror_is_a_no_op(tmp_path):
+    m = WandbMirror(enabled=False)
+    m.start("id", "exp", {}, [], tmp_path)
+    m.log_record({"aua": 0.1})
+    m.finish()
+    assert m.run_id is None and not list(tmp_path.iterdir())
+
+
+def test_offline_run_logs_summary_and_finishes(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # conftest disables W&B for other tests
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    m = WandbMirror(enabled=True, mode="offline", tags=["t"])
+    m.start("run123", "exp", {"seed": 0}, ["magnitude"], tmp_path)
+    try:
+        m.log_record({"status": "ok", "run_id": "run123", "aua": 0.25, "asr": float("nan")})
+        summary = dict(m.run.summary)
+        assert summary["attack/aua"] == 0.25 and "attack/asr" not in summary  # NaN left out
+        assert m.run_id
+    finally:
+        m.finish()
+    assert m.run is None
+    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
