@@ -29,6 +29,8 @@ import torch
 from torch import nn
 
 from benchmark.models.structure import encoder_blocks
+from benchmark.pruners.base import PruneData, calibration_batches, check_sparsity
+from benchmark.pruners.magnitude import check_nm_sparsity, parse_nm
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,36 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
+
+
+class CalibrationPruner:
+    """Settings and set-up shared by the calibration-based pruners (AKR, SparseGPT, Wanda)."""
+
+    def __init__(
+        self, nsamples: int, max_length: int | None, batch_size: int, structure: str,
+        scope: str, version: int,
+    ) -> None:  # fmt: skip
+        """Args: calibration size, length and batch size; ``unstructured`` or ``N:M``; scope
+        (only ``encoder_linear``); the method's version."""
+        if scope != "encoder_linear":
+            raise ValueError(
+                f"{type(self).__name__} supports scope=encoder_linear only, got {scope!r}"
+            )
+        self.nsamples = nsamples
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.structure = structure
+        self.nm = parse_nm(structure)
+        self.scope = scope
+        self.version = version
+        self.info: dict = {}
+
+    def _start(self, data: PruneData, sparsity: float) -> tuple[float, list[dict]]:
+        """Validate the target sparsity (and N:M) and draw the seeded calibration batches."""
+        sparsity = check_sparsity(sparsity)
+        if self.nm:
+            check_nm_sparsity(self.nm, sparsity)
+        return sparsity, calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
 
 
 def prune_sequentially(

@@ -56,6 +56,7 @@ from torch import nn
 from benchmark.models.structure import _base_model, encoder_blocks
 from benchmark.pruners._layerwise import (
     CalibInputs,
+    CalibrationPruner,
     LinearTaps,
     capture_block_inputs,
     eval_mode,
@@ -65,8 +66,7 @@ from benchmark.pruners._layerwise import (
     run_block,
     write_linear,
 )
-from benchmark.pruners.base import Masks, PruneData, calibration_batches, check_sparsity
-from benchmark.pruners.magnitude import check_nm_sparsity, parse_nm
+from benchmark.pruners.base import Masks, PruneData
 
 log = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def _obs_rows_lowrank(
     return w, ~pruned
 
 
-class AKRPruner:
+class AKRPruner(CalibrationPruner):
     """AKR (Li et al., EMNLP 2023): dense-target ridge rectification + exact greedy OBS.
 
     See the module docstring for the algorithm and every difference from paper and code.
@@ -345,24 +345,15 @@ class AKRPruner:
         """
         if ridge not in ("code", "paper"):
             raise ValueError(f"ridge must be 'code' or 'paper', got {ridge!r}")
-        if scope != "encoder_linear":
-            raise ValueError(f"AKRPruner supports scope=encoder_linear only, got {scope!r}")
         if obs_impl not in ("full", "lowrank"):
             raise ValueError(f"obs_impl must be 'full' or 'lowrank', got {obs_impl!r}")
-        self.nsamples = nsamples
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.structure = structure
-        self.nm = parse_nm(structure)
+        super().__init__(nsamples, max_length, batch_size, structure, scope, version)
         self.ridge = ridge
         self.ridge_tol = ridge_tol
         self.refit_head = refit_head
         self.obs_impl = obs_impl
         self.obs_dtype = getattr(torch, obs_dtype)
         self.chunk_bytes = int(chunk_mb) * 2**20
-        self.scope = scope
-        self.version = version
-        self.info: dict = {}
 
     @property
     def ridge_ratios(self) -> tuple[float, ...]:
@@ -371,11 +362,8 @@ class AKRPruner:
 
     def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
         """Prune ``model`` in place (weights and biases of prunable linears) and return masks."""
-        sparsity = check_sparsity(sparsity)
-        if self.nm:
-            check_nm_sparsity(self.nm, sparsity)
         start = time.perf_counter()
-        batches = calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
+        sparsity, batches = self._start(data, sparsity)
         layers: dict[str, dict] = {}
         masks: Masks = {}
         with eval_mode(model):

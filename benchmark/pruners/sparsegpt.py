@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from benchmark.pruners._layerwise import (
+    CalibrationPruner,
     GramCollector,
     linear_weight,
     mark_dead_inputs,
@@ -37,11 +38,9 @@ from benchmark.pruners._layerwise import (
 from benchmark.pruners.base import (
     Masks,
     PruneData,
-    calibration_batches,
-    check_sparsity,
     keep_count,
 )
-from benchmark.pruners.magnitude import check_nm_sparsity, parse_nm, topk_mask
+from benchmark.pruners.magnitude import topk_mask
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +113,7 @@ def sparsegpt_prune(
     return w, ~prune_mask
 
 
-class SparseGPTPruner:
+class SparseGPTPruner(CalibrationPruner):
     """SparseGPT (Frantar & Alistarh, ICML 2023) for BERT-style encoders.
 
     See the module docstring for the algorithm and the differences from the official code.
@@ -141,26 +140,14 @@ class SparseGPTPruner:
         scope: only ``encoder_linear`` is supported.
         version: bumped whenever the method's numbers can change.
         """
-        if scope != "encoder_linear":
-            raise ValueError(f"SparseGPTPruner supports scope=encoder_linear only, got {scope!r}")
-        self.nsamples = nsamples
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.structure = structure
-        self.nm = parse_nm(structure)
+        super().__init__(nsamples, max_length, batch_size, structure, scope, version)
         self.blocksize = blocksize
         self.percdamp = percdamp
-        self.scope = scope
-        self.version = version
-        self.info: dict = {}
 
     def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
         """Prune ``model`` in place (weights of prunable linears) and return masks."""
-        sparsity = check_sparsity(sparsity)
-        if self.nm:
-            check_nm_sparsity(self.nm, sparsity)
         start = time.perf_counter()
-        batches = calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
+        sparsity, batches = self._start(data, sparsity)
 
         def prune_layer(lin: nn.Linear, coll: GramCollector) -> torch.Tensor:
             new_w, keep = sparsegpt_prune(

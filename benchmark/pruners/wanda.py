@@ -19,9 +19,9 @@ import time
 import torch
 from torch import nn
 
-from benchmark.pruners._layerwise import linear_weight, prune_sequentially
-from benchmark.pruners.base import Masks, PruneData, calibration_batches, check_sparsity
-from benchmark.pruners.magnitude import check_nm_sparsity, nm_mask, parse_nm, topk_mask
+from benchmark.pruners._layerwise import CalibrationPruner, linear_weight, prune_sequentially
+from benchmark.pruners.base import Masks, PruneData
+from benchmark.pruners.magnitude import nm_mask, topk_mask
 
 
 class NormCollector:
@@ -61,7 +61,7 @@ def wanda_mask(
     )
 
 
-class WandaPruner:
+class WandaPruner(CalibrationPruner):
     """Wanda (Sun et al., ICLR 2024): ``|W| * ||X||`` per output row, no weight update."""
 
     def __init__(
@@ -81,24 +81,12 @@ class WandaPruner:
         scope: only ``encoder_linear`` is supported.
         version: bumped whenever the method's numbers can change.
         """
-        if scope != "encoder_linear":
-            raise ValueError(f"WandaPruner supports scope=encoder_linear only, got {scope!r}")
-        self.nsamples = nsamples
-        self.max_length = max_length
-        self.batch_size = batch_size
-        self.structure = structure
-        self.nm = parse_nm(structure)
-        self.scope = scope
-        self.version = version
-        self.info: dict = {}
+        super().__init__(nsamples, max_length, batch_size, structure, scope, version)
 
     def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
         """Return Wanda masks; the model's pruned weights are zeroed in place for propagation."""
-        sparsity = check_sparsity(sparsity)
-        if self.nm:
-            check_nm_sparsity(self.nm, sparsity)
         start = time.perf_counter()
-        batches = calibration_batches(data, self.nsamples, self.max_length, self.batch_size)
+        sparsity, batches = self._start(data, sparsity)
 
         def prune_layer(lin: nn.Linear, coll: NormCollector) -> torch.Tensor:
             weight = linear_weight(lin)
