@@ -173,22 +173,22 @@ def build_textbugger(wrapper, opts: dict[str, Any], res: AttackResources):
     return attack, {}
 
 
-def build_bertattack(wrapper, opts: dict[str, Any], res: AttackResources):
-    """BERTAttackLi2020 as shipped, its masked LM from ``paths.masked_lm``."""
-    mod, cls = _recipe("bert_attack_li_2020", "BERTAttackLi2020")
-    with _swapped(mod, WordSwapMaskedLM=_masked_lm(res)):
-        attack = cls.build(wrapper)
-    _set_use_path(attack, res)
-    return attack, {"masked_lm": res.masked_lm or DEFAULT_MASKED_LM}
+def _build_masked_lm_recipe(module: str, cls_name: str):
+    """A stock recipe whose masked LM comes from ``paths.masked_lm``."""
+
+    def build(wrapper, opts: dict[str, Any], res: AttackResources):
+        mod, cls = _recipe(module, cls_name)
+        with _swapped(mod, WordSwapMaskedLM=_masked_lm(res)):
+            attack = cls.build(wrapper)
+        _set_use_path(attack, res)
+        return attack, {"masked_lm": res.masked_lm or DEFAULT_MASKED_LM}
+
+    build.__doc__ = f"{cls_name} as shipped, its masked LM from ``paths.masked_lm``."
+    return build
 
 
-def build_bae(wrapper, opts: dict[str, Any], res: AttackResources):
-    """BAEGarg2019 (BAE-R) as shipped, its masked LM from ``paths.masked_lm``."""
-    mod, cls = _recipe("bae_garg_2019", "BAEGarg2019")
-    with _swapped(mod, WordSwapMaskedLM=_masked_lm(res)):
-        attack = cls.build(wrapper)
-    _set_use_path(attack, res)
-    return attack, {"masked_lm": res.masked_lm or DEFAULT_MASKED_LM}
+build_bertattack = _build_masked_lm_recipe("bert_attack_li_2020", "BERTAttackLi2020")
+build_bae = _build_masked_lm_recipe("bae_garg_2019", "BAEGarg2019")  # BAE-R
 
 
 def build_bertattack_robustt(wrapper, opts: dict[str, Any], res: AttackResources):

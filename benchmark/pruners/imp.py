@@ -40,35 +40,15 @@ from benchmark.pruners.base import (
     apply_masks,
     check_sparsity,
     full_masks,
-    keep_count,
     prunable_params,
     remove_mask_hooks,
 )
-from benchmark.pruners.magnitude import topk_mask
+from benchmark.pruners.magnitude import global_topk_masks, layer_topk_masks
 from benchmark.training import Batch, TrainConfig, default_step, train
 
 log = logging.getLogger(__name__)
 
 StepFn = Callable[[nn.Module, Batch], torch.Tensor]
-
-
-def global_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
-    """One global top-k over all score tensors: keep ``keep_count(N, sparsity)`` entries.
-
-    Computed on the scores' device (they must share one); ties broken by position.
-    """
-    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
-    keep = topk_mask(flat, keep_count(flat.numel(), sparsity))
-    masks, offset = {}, 0
-    for name, s in scores.items():
-        masks[name] = keep[offset : offset + s.numel()].view_as(s).to(s.device)
-        offset += s.numel()
-    return masks
-
-
-def layer_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
-    """A top-k per tensor at the same sparsity."""
-    return {n: topk_mask(s.detach(), keep_count(s.numel(), sparsity)) for n, s in scores.items()}
 
 
 def magnitude_scores(model: nn.Module, scope: str, masks: Masks | None = None) -> dict:

@@ -25,6 +25,25 @@ def topk_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return mask.view_as(scores)
 
 
+def global_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
+    """One global top-k over all score tensors: keep ``keep_count(N, sparsity)`` entries.
+
+    Computed on the scores' device (they must share one); ties broken by position.
+    """
+    flat = torch.cat([s.detach().flatten().float() for s in scores.values()])
+    keep = topk_mask(flat, keep_count(flat.numel(), sparsity))
+    masks, offset = {}, 0
+    for name, s in scores.items():
+        masks[name] = keep[offset : offset + s.numel()].view_as(s).to(s.device)
+        offset += s.numel()
+    return masks
+
+
+def layer_topk_masks(scores: dict[str, torch.Tensor], sparsity: float) -> Masks:
+    """A top-k per tensor at the same sparsity."""
+    return {n: topk_mask(s.detach(), keep_count(s.numel(), sparsity)) for n, s in scores.items()}
+
+
 def nm_mask(scores: torch.Tensor, n: int, m: int) -> torch.Tensor:
     """Keep the ``n`` largest scores in every group of ``m`` consecutive inputs of each row."""
     rows, cols = scores.shape
@@ -90,18 +109,10 @@ class MagnitudePruner:
         if self.nm:
             check_nm_sparsity(self.nm, sparsity)
             return {n: nm_mask(p.detach().abs(), *self.nm) for n, p in params.items()}
+        scores = {n: p.detach().abs() for n, p in params.items()}
         if self.granularity == "layer":
-            return {
-                n: topk_mask(p.detach().abs(), keep_count(p.numel(), sparsity))
-                for n, p in params.items()
-            }
-        flat = torch.cat([p.detach().abs().flatten().float().cpu() for p in params.values()])
-        keep = topk_mask(flat, keep_count(flat.numel(), sparsity))
-        masks, offset = {}, 0
-        for n, p in params.items():
-            masks[n] = keep[offset : offset + p.numel()].view_as(p).to(p.device)
-            offset += p.numel()
-        return masks
+            return layer_topk_masks(scores, sparsity)
+        return global_topk_masks(scores, sparsity)
 
 
 class NoPruner:

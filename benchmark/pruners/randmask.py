@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.pruners.base import Masks, PruneData, check_sparsity, keep_count, prunable_params
-from benchmark.pruners.imp import copy_model, cpu_state, layer_topk_masks, masked_finetune, rewind
+from benchmark.pruners.imp import copy_model, cpu_state, masked_finetune, rewind
+from benchmark.pruners.magnitude import layer_topk_masks
 from benchmark.training import Batch, TrainConfig, accuracy, holdout_split
 
 log = logging.getLogger(__name__)

@@ -51,11 +51,11 @@ from benchmark.models.structure import prunable_linears
 from benchmark.pruners.base import Masks, PruneData, check_sparsity
 from benchmark.pruners.imp import (
     IterativeMagnitudePruner,
-    global_topk_masks,
     masked_finetune,
     pretrained_state,
     rewind,
 )
+from benchmark.pruners.magnitude import global_topk_masks
 from benchmark.training import Batch, TrainConfig, accuracy, holdout_split, train
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,8 @@ from benchmark.pruners.base import (
     prunable_params,
     remove_mask_hooks,
 )
-from benchmark.pruners.imp import global_topk_masks, pretrained_state, rewind
+from benchmark.pruners.imp import pretrained_state, rewind
+from benchmark.pruners.magnitude import global_topk_masks
 from benchmark.training import TrainConfig, train
 
 log = logging.getLogger(__name__)
