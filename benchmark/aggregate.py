@@ -42,6 +42,7 @@ def load_records(results_dir: Path) -> pd.DataFrame:
         cfg = rec.pop("cfg", None) or {}
         # The dense recipe and the W&B mode live only in the resolved config.
         rec["dense"] = (cfg.get("choices") or {}).get("dense")
+        rec["budget"] = (cfg.get("budget") or {}).get("name", "paper")  # training budget
         logger = cfg.get("logger") or {}
         rec["logger_mode"] = logger.get("mode") if logger.get("enabled") else None
         rec["logger_project"] = logger.get("project")

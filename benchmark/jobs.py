@@ -48,10 +48,25 @@ def build_job(cfg, choices: dict[str, Any]) -> tuple[Job, WandbMirror]:
     identity = {**resolved, "choices": names}
     run_id = run_id_of(identity)
     try:
+        check_budget(cfg, choices)
         return _build(cfg, names, resolved, identity, run_id)
     except Exception as exc:
         _record_build_failure(cfg, names, identity, run_id, exc)
         raise
+
+
+def check_budget(cfg, choices: dict[str, Any]) -> None:
+    """A training-based pruner asked for a non-paper budget it has no file for fails here,
+    rather than silently training with the paper's budget."""
+    budget = str(choices.get("budget") or "paper")
+    if budget == "paper" or choices.get("pruner_budget") is not None:
+        return
+    if any(str(key).endswith("max_steps") for key in cfg.pruner):  # it trains
+        pruner = choices.get("pruner")
+        raise UserError(
+            f"pruner {pruner!r} has no {budget!r} budget: add "
+            f"conf/pruner_budget/{pruner}_{budget}.yaml or use budget=paper"
+        )
 
 
 def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:

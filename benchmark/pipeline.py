@@ -26,7 +26,7 @@ from benchmark.profiling import measure
 from benchmark.pruners.base import PruneData, Pruner, apply_masks, check_sparsity, measure_sparsity
 from benchmark.records import RunRecord, provenance, short_hash, write_json_atomic
 from benchmark.seeding import seed_everything
-from benchmark.training import accuracy
+from benchmark.training import accuracy, set_progress
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     """Run the job, filling ``record`` in place; returns it with status ``ok``."""
     start = time.perf_counter()
     seed_everything(job.seed)
+    set_progress(job.progress)
     check_sparsity(job.sparsity)
     evals = load_split(job.dataset, job.dataset.eval_split, job.data_dir)
     if job.max_eval_examples:

@@ -19,7 +19,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 # Top-level config keys that do not change results and are left out of the run id.
-NON_IDENTITY_KEYS = ("paths", "logger", "hydra", "device", "force", "skip_existing", "progress")
+# ``budget`` only names the budget: its values are in the pruner config, which is identity.
+NON_IDENTITY_KEYS = (
+    "paths", "logger", "hydra", "device", "force", "skip_existing", "progress", "budget",
+)  # fmt: skip
 
 # Nested keys that do not change results either: how many processes share an attack sample
 # (each example is attacked under its own seed, so results are identical).

@@ -19,6 +19,16 @@ from tqdm.auto import tqdm
 
 from benchmark.data.loading import Example
 
+# Progress bars of every training loop (dense fine-tunes and training-based pruners); the
+# pipeline sets it from the job's ``progress`` option.
+SHOW_PROGRESS = True
+
+
+def set_progress(enabled: bool) -> None:
+    """Show (or hide) the training loops' progress bars."""
+    global SHOW_PROGRESS
+    SHOW_PROGRESS = bool(enabled)
+
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
@@ -159,7 +169,9 @@ def train(
     model.train()
     step, loss_ema, start = 0, float("nan"), time.perf_counter()
     stop = False
-    with tqdm(total=total, desc=desc, unit="step", dynamic_ncols=True) as bar:
+    with tqdm(
+        total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not SHOW_PROGRESS
+    ) as bar:
         while step < total:
             for batch in iterate_batches(
                 examples, tokenizer, cfg.batch_size, max_length, device, gen, cfg.group_by_length
