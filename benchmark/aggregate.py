@@ -2,7 +2,9 @@
 
 Reads every ``results/runs/**/<run_id>.json``, keeps status ``ok`` (failed ones are counted
 and reported), and writes ``results/leaderboard.csv`` and ``.md``: one row per (model, dense
-recipe, dataset, pruner, sparsity, attack), mean and std over seeds of each metric, and n.
+recipe, dataset, pruner, training budget, sparsity, attack), mean and std over seeds of each
+metric, and n. ``--summary EXP`` (repeatable) writes a compact table of those experiments:
+pruner x sparsity rows, Aua / Suc per attack (``results/tables/summary_<exp>[+<exp>].md``).
 
 ``--table <name>`` (a spec under ``conf/table/``; ``all`` for every spec) also rebuilds that
 paper table in the paper's layout beside the published numbers (``benchmark.tables``), as
@@ -23,7 +25,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-KEYS = ["model", "dense", "dataset", "pruner", "sparsity_target", "attack"]
+KEYS = ["model", "dense", "dataset", "pruner", "budget", "sparsity_target", "attack"]
 METRICS = [
     "dense_acc", "sparsity_actual", "clean_acc", "attack_clean_acc", "aua", "asr",
     "avg_queries", "prune_seconds",
@@ -136,6 +138,73 @@ def write_table(
     return table
 
 
+# Row and column order of the summary tables (others follow, alphabetically).
+SUMMARY_PRUNERS = ("none", "magnitude", "magnitude_global", "wanda", "sparsegpt", "akr", "imp",
+                   "lth", "rticket_no_adv", "rticket", "rticket_no_mask_learning", "seven",
+                   "randmask")  # fmt: skip
+SUMMARY_ATTACKS = ("deepwordbug", "pwws", "textfooler_offline", "textbugger_offline", "textfooler",
+                   "textbugger", "bertattack", "bertattack_robustt")  # fmt: skip
+
+
+def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:
+    return (order.index(name) if name in order else len(order), name)
+
+
+def summary_table(df: pd.DataFrame, exp_names: list[str]) -> pd.DataFrame:
+    """One row per (pruner, training budget, sparsity) of the experiments ``exp_names``.
+
+    Columns: sparsity reached, clean accuracy, pruning seconds (means over seeds, ``seeds`` says
+    how many), then ``Aua / Suc`` per attack (``SUMMARY_ATTACKS`` order); an attack a row was
+    not run with reads ``not run``. Rows are ordered by sparsity, then experiment (as given)
+    and pruner (``SUMMARY_PRUNERS`` order). Percentages have one decimal, except Aua when no
+    attack sample exceeds 100 examples (one example is then one point: no decimals). The
+    ``budget`` column is dropped when every row has the same training budget.
+    """
+    ok = df[(df["status"] == "ok") & df["exp_name"].isin(exp_names)].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["_exp"] = ok["exp_name"].map({e: i for i, e in enumerate(exp_names)})
+    ok["_pruner"] = ok["pruner"].map(lambda p: _rank(SUMMARY_PRUNERS, p))
+    attacks = sorted(ok["attack"].unique(), key=lambda a: _rank(SUMMARY_ATTACKS, a))
+    coarse = "n_total" in ok and ok["n_total"].max() <= 100
+    rows = []
+    keys = ["sparsity_target", "_exp", "_pruner", "pruner", "budget"]
+    for (sparsity, _e, _p, pruner, budget), group in ok.groupby(keys, sort=True, dropna=False):
+        row = {
+            "pruner": pruner, "budget": budget, "sparsity": sparsity,
+            "actual %": round(100 * group["sparsity_actual"].mean(), 1),
+            "clean %": round(100 * group["clean_acc"].mean(), 1),
+            "prune s": round(float(group["prune_seconds"].mean()), 1),
+            "seeds": group["seed"].nunique(),
+        }  # fmt: skip
+        for attack in attacks:
+            runs = group[group["attack"] == attack]
+            if runs.empty:
+                cell = "not run"
+            else:
+                aua, suc = 100 * runs["aua"].mean(), 100 * runs["asr"].mean()
+                cell = f"{aua:.0f} / {suc:.1f}" if coarse else f"{aua:.1f} / {suc:.1f}"
+            row[f"{attack} Aua/Suc %"] = cell
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if table["budget"].nunique(dropna=False) == 1:  # one budget: say it once, in the caption
+        table = table.drop(columns="budget")
+    return table
+
+
+def write_summary(df: pd.DataFrame, exp_names: list[str], results_dir: Path) -> Path:
+    """Write ``results/tables/summary_<exp>[+<exp>...].{md,csv}``; return the Markdown path."""
+    table = summary_table(df, exp_names)
+    out = Path(results_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "summary_" + "+".join(exp_names)
+    md = table.to_markdown(index=False) if not table.empty else "_no successful records_"
+    (out / f"{stem}.md").write_text(md + "\n", encoding="utf-8")
+    table.to_csv(out / f"{stem}.csv", index=False)
+    log.info("summary %s: %d rows -> %s/%s.{md,csv}", stem, len(table), out, stem)
+    return out / f"{stem}.md"
+
+
 def log_table_to_wandb(
     table: pd.DataFrame, name: str, records: pd.DataFrame, mode: str = "auto"
 ) -> bool:
@@ -184,6 +253,14 @@ def main(argv: list[str] | None = None) -> int:
         help=f"rebuild a paper table (repeatable; 'all'): {', '.join(table_names())}",
     )
     ap.add_argument(
+        "--summary",
+        action="append",
+        default=[],
+        metavar="EXP",
+        help="a compact table (pruner x sparsity rows, Aua/Suc per attack) of these "
+        "experiments together (repeatable): results/tables/summary_<exp>[+<exp>].{md,csv}",
+    )
+    ap.add_argument(
         "--variant",
         default=None,
         help="read a variant's runs, e.g. 'embedded' (conf/table/_variants.yaml)",
@@ -207,10 +284,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
         return 2
     write_leaderboard(args.results_dir)
-    if names:
+    if names or args.summary:
         df = load_records(args.results_dir)
         for name in names:
             write_table(df, name, args.results_dir, args.variant, args.wandb)
+        if args.summary:
+            write_summary(df, args.summary, args.results_dir)
     return 0
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 from benchmark.errors import UserError
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("model", "dataset", "dense", "pruner", "attack", "logger", "paths", "experiment")
+GROUPS = (
+    "model", "dataset", "dense", "pruner", "attack", "logger", "paths", "experiment", "budget",
+)  # fmt: skip
 
 
 def options(group: str) -> list[str]:

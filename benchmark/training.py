@@ -19,8 +19,12 @@ from tqdm.auto import tqdm
 
 from benchmark.data.loading import Example
 
+log = logging.getLogger(__name__)
+
+Batch = dict[str, torch.Tensor]
+
 # Progress bars of every training loop (dense fine-tunes and training-based pruners); the
-# pipeline sets it from the job's ``progress`` option.
+# pipeline sets it from the job's ``progress`` option. Without bars the loop logs every 10%.
 SHOW_PROGRESS = True
 
 
@@ -28,10 +32,6 @@ def set_progress(enabled: bool) -> None:
     """Show (or hide) the training loops' progress bars."""
     global SHOW_PROGRESS
     SHOW_PROGRESS = bool(enabled)
-
-log = logging.getLogger(__name__)
-
-Batch = dict[str, torch.Tensor]
 
 
 def encode(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> Batch:
@@ -190,6 +190,9 @@ def train(
                 loss_ema = loss if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_ema:.3f}")
+                if not SHOW_PROGRESS and step % max(1, total // 10) == 0:  # bars off: log 10%s
+                    log.info("%s: step %d/%d, loss %.4f, %.0f s", desc, step, total, loss_ema,
+                             time.perf_counter() - start)  # fmt: skip
                 if step >= total or stop:
                     break
             if stop:

@@ -68,6 +68,7 @@ def _replay(wrapper, batches: list[list[str]], repeats: int = 2) -> tuple[int, f
 def bench_one(name: str, model, tok, sample, batch_size: int, resources) -> dict:
     """Run one attack and its replay; the row of the report."""
     from benchmark.attacks.adapter import AttackSpec, PaddedModelWrapper, build_attack, run_attack
+    from benchmark.attacks.components import LocalSentenceEncoder
 
     wrapper = PaddedModelWrapper(model, tok, 64, batch_size)
     spec = AttackSpec(recipe=name, batch_size=batch_size)
@@ -77,6 +78,9 @@ def bench_one(name: str, model, tok, sample, batch_size: int, resources) -> dict
     attack.goal_function.model = recorder  # the goal function calls model(texts)
     summary = run_attack(attack, sample, seed=0, progress=False)
     n_texts, fwd_s = wrapper.n_texts, wrapper.forward_seconds
+    encoders = [c for c in attack.constraints if isinstance(c, LocalSentenceEncoder)]
+    enc_n = sum(e.n_encoded for e in encoders)
+    enc_s = sum(e.encode_seconds for e in encoders)
     raw_n, raw_s = _replay(PaddedModelWrapper(model, tok, 64, batch_size), recorder.batches)
     sizes = [len(b) for b in recorder.batches]
     return {
@@ -87,6 +91,7 @@ def bench_one(name: str, model, tok, sample, batch_size: int, resources) -> dict
         "attack_s": summary.seconds, "s_per_ex": summary.seconds / max(1, summary.n_total),
         "qps_attack": n_texts / summary.seconds, "qps_raw": raw_n / raw_s,
         "model_share": fwd_s / summary.seconds, "build": attack.build_info,
+        "encoder_texts": enc_n if encoders else None, "encoder_share": enc_s / summary.seconds,
     }  # fmt: skip
 
 
@@ -105,25 +110,33 @@ def report(rows: list[dict], args, source: str, load: tuple[str, str], threads: 
         f"Data: first {args.n} SST-2 validation sentences. CPU, torch threads {threads}, "
         "fp32, attack batch size "
         f"{args.batch_size}, padding to longest, max length 64.", "",
-        f"Load: before `{load[0]}`; after `{load[1]}`. The machine has 2 cores shared with a "
-        "fine-tune and other jobs, so absolute numbers are low and noisy; the ratio compares "
-        "runs made in the same conditions minutes apart.", "",
+        f"Load: before `{load[0]}`; after `{load[1]}`. Other jobs on the machine make "
+        "absolute numbers low and noisy; the ratio compares an attack and its replay, run "
+        "in the same conditions seconds apart.", "",
         "- *model q/s (attack)*: texts that reached the model / attack wall time.",
         "- *model q/s (raw)*: the same batches replayed through the same wrapper alone "
         "(faster of 2 passes).",
         "- *in model*: share of the attack's wall time spent inside the wrapper.",
         "- *TA queries/ex*: TextAttack's own count (cache hits included) per attacked example.",
+        "- *encoder texts* / *in encoder*: texts the substitute sentence encoder of the "
+        "`*_offline` attacks encoded (cache misses) and its share of the wall time.",
         "",
         "| attack | succ/fail/skip | TA queries/ex | model texts | calls (mean size) | "
-        "s/example | model q/s (attack) | model q/s (raw) | attack/raw | in model |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "s/example | model q/s (attack) | model q/s (raw) | attack/raw | in model | "
+        "encoder texts | in encoder |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['attack']} | {r['success']}/{r['failed']}/{r['skipped']} | "
             f"{r['ta_queries']:.1f} | {r['model_texts']} | {r['calls']} ({r['mean_call']:.1f}) | "
             f"{r['s_per_ex']:.2f} | {r['qps_attack']:.0f} | {r['qps_raw']:.0f} | "
-            f"{100 * r['qps_attack'] / r['qps_raw']:.0f}% | {100 * r['model_share']:.0f}% |"
+            f"{100 * r['qps_attack'] / r['qps_raw']:.0f}% | {100 * r['model_share']:.0f}% | "
+            + (
+                f"{r['encoder_texts']} | {100 * r['encoder_share']:.0f}% |"
+                if r["encoder_texts"] is not None
+                else "- | - |"
+            )
         )
     lines += ["", "Build details: " + "; ".join(f"{r['attack']}: {r['build']}" for r in rows), ""]
     return "\n".join(lines)

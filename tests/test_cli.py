@@ -31,6 +31,7 @@ def run_cli(*args: str, tmp: Path, module: str = "benchmark.run") -> subprocess.
     [
         (["pruner=magnitud"], "unknown pruner 'magnitud' (did you mean 'magnitude'?); valid:"),
         (["attack=textfool"], "unknown attack 'textfool'"),
+        (["budget=reduce"], "unknown budget 'reduce' (did you mean 'reduced'?)"),
         (["sparsity=1.0"], "sparsity must be in [0, 1), got 1.0"),
         (["-m", "sparsity=0.3,-0.1"], "sparsity must be in [0, 1), got -0.1"),
         (["sparsity=abc"], "sparsity must be a number in [0, 1), got 'abc'"),
@@ -115,3 +116,24 @@ def test_multirun_sweep_and_leaderboard(tmp_path):
     board = (tmp_path / "results" / "leaderboard.csv").read_text().splitlines()
     assert len(board) == 1 + 4  # header + one row per (pruner, sparsity)
     assert (tmp_path / "results" / "leaderboard.md").is_file()
+
+
+@pytest.mark.slow
+def test_training_pruners_sweep_from_the_cli(tmp_path):
+    """The training-based pruners in one sweep, under the reduced budget, on the tiny model."""
+    names = ["rticket", "seven", "randmask", "imp", "lth"]
+    proc = run_cli(
+        "-m", "experiment=smoke", f"pruner={','.join(names)}", "budget=reduced", "sparsity=0.3",
+        "attack.num_examples=4", "progress=false", tmp=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    records = [
+        json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "smoke").glob("*.json")
+    ]
+    assert sorted(r["pruner"] for r in records) == sorted(names)
+    for r in records:
+        assert r["status"] == "ok" and r["cfg"]["budget"]["name"] == "reduced"
+        assert abs(r["sparsity_actual"] - 0.3) < 0.01 and r["aua"] <= r["attack_clean_acc"]
+    steps = {r["pruner"]: r["cfg"]["pruner"] for r in records}
+    assert steps["seven"]["max_steps"] == 400 and steps["imp"]["max_steps"] == 60
+    assert "step 40/400" in proc.stdout + proc.stderr  # bars off: the loop logs its progress

@@ -274,3 +274,28 @@ def test_preset_lint(preset: str) -> None:
         int(cfg.attack.num_examples)
         for group in INSTANTIATED:
             instantiate(cfg[group])
+
+
+def test_summary_table_rows_columns_and_missing_cells() -> None:
+    def rec(exp, pruner, sparsity, attack, aua, seed=0, budget="paper"):
+        return {"status": "ok", "exp_name": exp, "pruner": pruner, "budget": budget,
+                "sparsity_target": sparsity, "attack": attack, "seed": seed, "aua": aua,
+                "asr": 0.5, "sparsity_actual": sparsity, "clean_acc": 0.8, "prune_seconds": 2.0,
+                "n_total": 100}  # fmt: skip
+
+    df = pd.DataFrame([
+        rec("post", "akr", 0.5, "pwws", 0.10), rec("post", "magnitude", 0.5, "pwws", 0.20),
+        rec("post", "magnitude", 0.5, "deepwordbug", 0.30),
+        rec("post", "magnitude", 0.5, "deepwordbug", 0.40, seed=1),
+        rec("train", "seven", 0.5, "deepwordbug", 0.05, budget="reduced"),
+        rec("post", "none", 0.0, "pwws", 0.25), rec("other", "wanda", 0.5, "pwws", 0.9),
+        {**rec("post", "wanda", 0.5, "pwws", 0.9), "status": "failed"},
+    ])  # fmt: skip
+    table = aggregate.summary_table(df, ["post", "train"])
+    assert list(table["pruner"]) == ["none", "magnitude", "akr", "seven"]
+    assert list(table.columns[-2:]) == ["deepwordbug Aua/Suc %", "pwws Aua/Suc %"]
+    mag = table.iloc[1]
+    assert mag["seeds"] == 2 and mag["deepwordbug Aua/Suc %"] == "35 / 50.0"
+    assert table.iloc[2]["deepwordbug Aua/Suc %"] == "not run"
+    assert table.iloc[3]["budget"] == "reduced" and table.iloc[3]["pwws Aua/Suc %"] == "not run"
+    assert "budget" not in aggregate.summary_table(df, ["post"]).columns  # one budget only

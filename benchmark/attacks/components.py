@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import sys
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -71,6 +72,7 @@ class LocalSentenceEncoder(SBERT):
         self.model_path = model_path
         self.batch_size = batch_size
         self.model = _sentence_transformer(model_path, str(ta_utils.device))
+        self.n_encoded, self.encode_seconds = 0, 0.0  # cumulative (scripts/bench_attack.py)
         self.reset_cache()
 
     def encode(self, sentences: list[str]) -> torch.Tensor:
@@ -82,12 +84,15 @@ class LocalSentenceEncoder(SBERT):
         """
         todo = list(dict.fromkeys(t for t in sentences if t not in self._cache))
         if todo:
+            start = time.perf_counter()
             with torch.no_grad():
                 emb = self.model.encode(
                     todo, batch_size=self.batch_size, show_progress_bar=False,
                     convert_to_tensor=True,
                 )  # fmt: skip
             self._cache.update(zip(todo, emb.float().cpu(), strict=True))
+            self.n_encoded += len(todo)
+            self.encode_seconds += time.perf_counter() - start
         return torch.stack([self._cache[t] for t in sentences])
 
     def reset_cache(self) -> None:

@@ -257,7 +257,7 @@ class RobustTicketPruner:
             acc = accuracy(model, data.tokenizer, held, data.max_length, data.device)
             model.train()  # accuracy() leaves the model in eval mode
             epoch = math.ceil((step + 1) / per_epoch)
-            l0 = float(l0_penalty(gates))
+            l0 = float(l0_penalty(gates).detach())
             history.append({"epoch": epoch, "step": step + 1, "heldout_acc": acc, "l0": l0})
             if self.mask_epoch == "last" or acc > best["acc"]:
                 scores = {n: g.log_alpha.detach().clone() for n, g in gates.items()}
