@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows = collect(args.results_dir, args.exp)
     if not rows:
-        print(f"no training phases in {args.results_dir}/runs/{args.exp}", file=sys.stderr)
+        sys.stderr.write(f"no training phases in {args.results_dir}/runs/{args.exp}\n")
         return 2
-    print(markdown(rows), end="")
+    sys.stdout.write(markdown(rows))
     return 0
 
 
