@@ -115,7 +115,7 @@ def _prune(job: Job, model, tok, record: RunRecord) -> None:
             tokenizer=tok, train=train, max_length=job.dataset.max_length, device=job.device,
             seed=job.seed,
             pretrained=lambda: load_pretrained(job.model, job.dataset, job.cache_dir / "tmp")[0],
-            cache_dir=job.cache_dir / "method" / key, progress=job.progress,
+            cache_dir=job.cache_dir / "method" / key,
         )  # fmt: skip
         with measure(job.device) as cost:
             masks = job.pruner.prune(model, data, job.sparsity)

@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 Batch = dict[str, torch.Tensor]
 
 # Progress bars of every training loop (dense fine-tunes and training-based pruners); the
-# pipeline sets it from the job's ``progress`` option. Without bars the loop logs every 10%.
+# pipeline sets it once per job from its ``progress`` option (the only switch: pruners and
+# dense recipes just call :func:`train`). Without bars the loop logs every 10%.
 SHOW_PROGRESS = True
 
 

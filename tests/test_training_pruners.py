@@ -12,6 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from benchmark import training
 from benchmark.data.tiny import tiny_splits
 from benchmark.dense_recipes import FreeLBFineTune, WeightAverage, average_states
 from benchmark.freelb import FreeLBStep, ascent_update
@@ -32,12 +33,13 @@ def _examples(split: str = "train") -> list[tuple[str, int]]:
 
 
 @pytest.fixture
-def tiny(tmp_path):
+def tiny(tmp_path, monkeypatch):
     """A tiny 'dense' model (seed 1), its tokenizer and PruneData rewinding to seed 0."""
+    monkeypatch.setattr(training, "SHOW_PROGRESS", False)  # no bars in the tests' output
     model, tok = build_tiny_bert(num_labels=2, workdir=tmp_path / "dense", seed=1)
     data = PruneData(
         tokenizer=tok, train=_examples(), max_length=32, device=torch.device("cpu"), seed=0,
-        pretrained=lambda: build_tiny_bert(2, tmp_path / "pre", seed=0)[0], progress=False,
+        pretrained=lambda: build_tiny_bert(2, tmp_path / "pre", seed=0)[0],
     )  # fmt: skip
     return model, tok, data
 

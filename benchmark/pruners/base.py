@@ -41,7 +41,6 @@ class PruneData:
         pretrained: loads the PRE-TRAINED (not task-fine-tuned) model, for rewinding (LTH,
             RobustT); None when unavailable.
         cache_dir: a folder for the method's own checkpoints, keyed by the caller.
-        progress: whether to show progress bars.
     """
 
     tokenizer: Any = None
@@ -51,7 +50,6 @@ class PruneData:
     seed: int = 0
     pretrained: Callable[[], nn.Module] | None = None
     cache_dir: Path | None = None
-    progress: bool = True
 
 
 @runtime_checkable
