@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import UserError
-from benchmark.registry import GROUPS, check_option
+from benchmark.jobs.registry import GROUPS, check_option
 
 log = logging.getLogger("benchmark.run")
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def run_task(cfg) -> dict[str, Any] | None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from benchmark.jobs import build_job, run_job
+    from benchmark.jobs.build import build_job, run_job
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

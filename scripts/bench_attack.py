@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     from benchmark.attacks.external import AttackResources
     from benchmark.data.loading import DatasetSpec, load_split
-    from benchmark.resources import use_nltk_data
+    from benchmark.attacks.resources import use_nltk_data
 
     nltk_dir = ROOT / ".resources" / "nltk_data"
     use_nltk_data(nltk_dir)

@@ -1,9 +1,12 @@
 """Time the pruners (magnitude, Wanda, SparseGPT, AKR) and a reference per-row OBS loop.
 
-Usage (the command that produced docs/performance_prune.md is written into it)::
+Usage (the command that produced docs/performance_prune.md is written into it; one call
+writes the whole page, one section per ``--run``)::
 
-    python scripts/bench_prune.py --model minilm --nsamples 128 --blocks 6 --rows 16
-    python scripts/bench_prune.py --model bert-base --nsamples 128 --blocks 1 --rows 4
+    python scripts/bench_prune.py --run minilm:16:6 --run bert-base:4:4 --blocks 1 --threads 1
+
+``--run MODEL:ROWS:REF_LAYERS``: the model (``minilm`` or ``bert-base``), the OBS rows timed per
+layer, and how many layers also run the reference loop.
 
 What is measured, and what is extrapolated (the report says which is which):
 
@@ -28,6 +31,7 @@ import argparse
 import copy
 import logging
 import math
+import os
 import platform
 import shlex
 import sys
@@ -174,30 +178,43 @@ def build_model(name: str):
     return model.eval(), tok
 
 
+def parse_run(text: str) -> tuple[str, int, int]:
+    """``MODEL:ROWS:REF_LAYERS`` -> (model, rows, ref_layers)."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in ("minilm", "bert-base"):
+        raise argparse.ArgumentTypeError(f"--run wants MODEL:ROWS:REF_LAYERS, got {text!r}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=["minilm", "bert-base"], default="minilm")
+    parser.add_argument("--run", type=parse_run, action="append", required=True,
+                        metavar="MODEL:ROWS:REF_LAYERS", help="one section of the page")
     parser.add_argument("--nsamples", type=int, default=128, help="calibration sentences")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--sparsity", type=float, default=0.5)
     parser.add_argument("--blocks", type=int, default=None, help="blocks timed (default all)")
-    parser.add_argument("--rows", type=int, default=16, help="OBS rows timed per layer")
-    parser.add_argument("--ref-layers", type=int, default=6, help="layers with reference loop")
     parser.add_argument("--obs-impl", default="lowrank", choices=["full", "lowrank"])
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--out", default=str(ROOT / "docs" / "performance_prune.md"))
-    parser.add_argument("--append", action="store_true", help="append to --out")
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
+    sections = [bench_one(args, *run) for run in args.run]
+    write_page(args, sections, load_before, os.getloadavg()[0])
 
-    model, tok = build_model(args.model)
+
+def bench_one(args, model_name: str, rows: int, ref_layers: int) -> list[str]:
+    """Time every pruner on one model; the report section as Markdown lines."""
+    model, tok = build_model(model_name)
     n_layers = len(_base_model(model)[1].encoder.layer)
     blocks = args.blocks or n_layers
     scale = n_layers / blocks
     spec = DatasetSpec(name="sst2", num_labels=2, max_length=args.max_length)
-    train = load_split(spec, "train", "/work/shared/data")
+    train = load_split(spec, "train", args.data_dir)
     data = PruneData(tokenizer=tok, train=train, max_length=args.max_length, seed=0)
     small = truncate(model, blocks)
 
@@ -213,9 +230,9 @@ def main() -> None:
         pruner.prune(m, data, args.sparsity)
         dt = clock() - start
         results.append((name, dt, dt * scale, "measured"))
-        log.info("%s: %.2fs on %d block(s)", name, dt, blocks)
+        log.info("%s %s: %.2fs on %d block(s)", model_name, name, dt, blocks)
 
-    timer = ObsTimer(rows=args.rows, ref_layers=args.ref_layers)
+    timer = ObsTimer(rows=rows, ref_layers=ref_layers)
     akr_mod.obs_prune = timer
     try:
         m = copy.deepcopy(small)
@@ -230,15 +247,10 @@ def main() -> None:
     # reference loop and the filler rows run inside the call), plus OBS extrapolated to all rows.
     akr_time = total - timer.seconds - timer.overhead + timer.extrapolated
     results.append((f"akr ({args.obs_impl}, {akr.info['obs_dtype']})", akr_time, akr_time * scale,
-                    f"OBS on {args.rows} rows/layer, x d_out/rows"))  # fmt: skip
-    log.info("akr: %.2fs (OBS measured %.2fs, extrapolated %.2fs)", total, timer.seconds,
-             timer.extrapolated)  # fmt: skip
-
-    ref_rows = timer.ref_rows
-    ref_total = sum(r["ref_s_per_row"] * r["d_out"] for r in ref_rows)
-    akr_total = sum(r["akr_s_per_row"] * r["d_out"] for r in ref_rows)
-    write_report(args, model, blocks, n_layers, results, ref_rows, ref_total, akr_total,
-                 timer, total, data)  # fmt: skip
+                    f"OBS on {rows} rows/layer, x d_out/rows"))  # fmt: skip
+    log.info("%s akr: %.2fs (OBS measured %.2fs, extrapolated %.2fs)", model_name, total,
+             timer.seconds, timer.extrapolated)  # fmt: skip
+    return section(model_name, rows, blocks, n_layers, results, timer, total)
 
 
 def complexity_section() -> list[str]:
@@ -259,22 +271,12 @@ def complexity_section() -> list[str]:
     ]
 
 
-def write_report(args, model, blocks, n_layers, results, ref_rows, ref_total, akr_total,
-                 timer, akr_measured, data) -> None:  # fmt: skip
-    """Write (or append) the Markdown report."""
-    cmd = "python scripts/bench_prune.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def section(model_name, rows, blocks, n_layers, results, timer, akr_measured) -> list[str]:
+    """One model's section of the page."""
     sgpt = next(r for r in results if r[0] == "sparsegpt")
     akr = next(r for r in results if r[0].startswith("akr"))
     lines = [
-        f"## {args.model}: {n_layers} layers, timed on {blocks} block(s)",
-        "",
-        f"Command: `{cmd}`",
-        "",
-        f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} thread(s), CPU shared with a higher-priority background job, "
-        "so all times are PROCESS CPU SECONDS (time.process_time, all threads), not wall time. "
-        f"Calibration: {args.nsamples} SST-2 training sentences (seed 0), max length "
-        f"{args.max_length}, sparsity {args.sparsity}.",
+        f"## {model_name}: {n_layers} blocks, timed on {blocks}",
         "",
         "| method | measured CPU s | full-model CPU s (extrapolated) | how |",
         "|---|---:|---:|---|",
@@ -285,10 +287,15 @@ def write_report(args, model, blocks, n_layers, results, ref_rows, ref_total, ak
     lines += [
         "",
         f"AKR CPU time of the timing run: {akr_measured:.1f} s, of which OBS on "
-        f"{args.rows} rows/layer {timer.seconds:.1f} s (extrapolated to all rows: "
-        f"{timer.extrapolated:.1f} s).",
-        f"AKR time / SparseGPT time at equal calibration size: {akr[1] / sgpt[1]:.1f}x.",
+        f"{rows} rows/layer {timer.seconds:.1f} s (extrapolated to all rows: "
+        f"{timer.extrapolated:.1f} s). AKR / SparseGPT at equal calibration size: "
+        f"{akr[1] / sgpt[1]:.1f}x.",
         "",
+    ]
+    ref_rows = timer.ref_rows
+    if not ref_rows:
+        return lines
+    lines += [
         "Reference per-row OBS loop vs the AKR solver on the same rows and the same (W-bar, H):",
         "",
         "| layer (d_out x d_in+1) | rows timed | ref s/row | AKR s/row | speed-up | masks equal | "
@@ -302,20 +309,46 @@ def write_report(args, model, blocks, n_layers, results, ref_rows, ref_total, ak
             f"{r['masks_equal']} | {r['mask_agreement']:.4f} | "
             f"{r['max_abs_w_diff']:.2e} ({r['w_scale']:.2e}) |"
         )
-    if ref_rows:
-        lines.append("")
-        lines.append(
-            f"Speed-up of the AKR solver over the reference loop on these layers "
-            f"(time-weighted): {ref_total / akr_total:.2f}x."
-        )
-    lines.append("")
-    lines += complexity_section()
+    ref_total = sum(r["ref_s_per_row"] * r["d_out"] for r in ref_rows)
+    akr_total = sum(r["akr_s_per_row"] * r["d_out"] for r in ref_rows)
+    lines += [
+        "",
+        f"Speed-up of the AKR solver over the reference loop on these layers "
+        f"(time-weighted by d_out): {ref_total / akr_total:.2f}x.",
+        "",
+    ]
+    return lines
+
+
+def write_page(args, sections: list[list[str]], load_before: float, load_after: float) -> None:
+    """The whole page: how it was measured, the complexity table, one section per run."""
+    cmd = "python scripts/bench_prune.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    lines = [
+        "# Pruner timings",
+        "",
+        f"Generated by `{cmd}` (the whole page; do not edit by hand).",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s); 1-minute load average {load_before:.2f} "
+        f"before, {load_after:.2f} after. Times are PROCESS CPU SECONDS (time.process_time, "
+        "all threads of this process), which other jobs on a shared machine do not inflate as "
+        "much as wall time; compare ratios within this page, not absolute times across machines. "
+        f"Calibration: {args.nsamples} SST-2 training sentences (seed 0), max length "
+        f"{args.max_length}, sparsity {args.sparsity}, AKR solver `{args.obs_impl}`.",
+        "",
+        "What is measured and what is extrapolated: magnitude, Wanda and SparseGPT run whole on "
+        "the timed blocks (scaled by blocks); AKR runs whole on the timed blocks except its greedy "
+        "OBS, which runs on the first ROWS output rows of each layer and is scaled by d_out/rows "
+        "(rows are independent); the reference loop is a re-implementation of the official "
+        "per-row greedy OBS, on the same rows and the same (W-bar, H).",
+        "",
+        *complexity_section(),
+    ]
+    for sec in sections:
+        lines += sec
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(lines) + "\n"
-    if args.append and out.exists():
-        text = out.read_text(encoding="utf-8") + "\n" + text
-    out.write_text(text, encoding="utf-8")
+    out.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     log.info("wrote %s", out)
 
 

@@ -55,7 +55,7 @@ if [ -z "${SKIP_APT:-}" ] && [ ! -f /usr/share/wordnet/data.noun ] && command -v
 fi
 
 # 4. offline resources into .resources/nltk_data (stopwords, WordNet, POS tagger, TextAttack marker).
-"$PY" -m benchmark.resources prepare
+"$PY" -m benchmark.attacks.resources prepare
 
 # 5. machine-local config: the dataset mirror (git-ignored conf/local/default.yaml).
 data_dir=${DATA_DIR:-}

@@ -46,7 +46,7 @@ def trained_tiny(tmp_path_factory):
     """The tiny BERT fine-tuned on the tiny task (validation accuracy 1.0), shared per session."""
     from benchmark.data.tiny import tiny_splits
     from benchmark.models.loading import build_tiny_bert
-    from benchmark.training import TrainConfig, train
+    from benchmark.training.loop import TrainConfig, train
 
     torch.manual_seed(0)
     model, tok = build_tiny_bert(2, tmp_path_factory.mktemp("tiny_trained"))

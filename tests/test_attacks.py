@@ -18,8 +18,8 @@ from benchmark.attacks.adapter import (
 )
 from benchmark.attacks.external import AttackResources, check_external
 from benchmark.errors import UserError
-from benchmark.registry import options
-from benchmark.resources import NLTK_RESOURCES, check, parse_intentional, use_nltk_data
+from benchmark.jobs.registry import options
+from benchmark.attacks.resources import NLTK_RESOURCES, check, parse_intentional, use_nltk_data
 
 ROOT = Path(__file__).resolve().parents[1]
 NLTK_DIR = ROOT / ".resources" / "nltk_data"
@@ -30,7 +30,7 @@ N_EXAMPLES = 4
 
 @pytest.fixture(scope="module", autouse=True)
 def nltk_ready():
-    """NLTK data prepared by ``python -m benchmark.resources prepare`` (needed by TextAttack)."""
+    """NLTK data prepared by ``python -m benchmark.attacks.resources prepare`` (needed by TextAttack)."""
     use_nltk_data(NLTK_DIR)
     try:
         check(["stopwords", "wordnet", "pos_tagger", "universal_tagset"], str(NLTK_DIR), "tests")
@@ -371,7 +371,7 @@ def test_stock_specs_stop_offline(name, tmp_path, monkeypatch):
 
 def test_intentional_parser_and_install(tmp_path, monkeypatch):
     import benchmark.attacks.external as ext
-    from benchmark.resources import install_homoglyphs
+    from benchmark.attacks.resources import install_homoglyphs
 
     good = ("# intentional.txt\n0021 ;\t01C3 #* ( ! → ǃ ) EXCLAMATION MARK → LATIN LETTER "
             "RETROFLEX CLICK\n0061 ;\t0430 #* ( a → а ) LATIN SMALL LETTER A → CYRILLIC\n")  # fmt: skip

@@ -12,8 +12,8 @@ import yaml
 from omegaconf import OmegaConf
 
 from benchmark.errors import UserError
-from benchmark.jobs import check_budget
-from benchmark.records import run_id_of
+from benchmark.jobs.build import check_budget
+from benchmark.records.store import run_id_of
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -96,7 +96,7 @@ def test_reduced_preset_selects_the_reduced_budget():
 def test_leaderboard_keeps_budgets_apart(tmp_path):
     import json
 
-    from benchmark.aggregate import leaderboard, load_records
+    from benchmark.reporting.aggregate import leaderboard, load_records
 
     base = {"status": "ok", "model": "m", "dataset": "d", "pruner": "seven", "attack": "a",
             "sparsity_target": 0.5, "seed": 0, "clean_acc": 0.5}  # fmt: skip

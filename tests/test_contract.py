@@ -13,7 +13,7 @@ from benchmark.pruners.base import (
     remove_mask_hooks,
 )
 from benchmark.pruners.magnitude import MagnitudePruner, NoPruner, nm_mask, topk_mask
-from benchmark.registry import build
+from benchmark.jobs.registry import build
 
 EXPECTED_LINEARS = (
     "attention.self.query", "attention.self.key", "attention.self.value",

@@ -114,7 +114,7 @@ def test_joblib_launcher_two_workers_then_table(tmp_path: Path) -> None:
 
 
 def test_pruned_cache_concurrent_writers_keep_one_entry(tmp_path: Path) -> None:
-    from benchmark.pipeline import _store_pruned
+    from benchmark.jobs.pipeline import _store_pruned
 
     folder = tmp_path / "pruned" / "abc123"
     a, b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)

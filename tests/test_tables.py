@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from benchmark import aggregate
-from benchmark.plots import plot_sparsity_curves
-from benchmark.tables import (
+from benchmark.reporting import aggregate
+from benchmark.reporting.plots import plot_sparsity_curves
+from benchmark.reporting.tables import (
     apply_variant,
     build_table,
     load_reference,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.tracking import WandbMirror
+from benchmark.records.tracking import WandbMirror
 
 
 def test_disabled_mirror_is_a_no_op(tmp_path):

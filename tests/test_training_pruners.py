@@ -12,10 +12,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from benchmark import training
+from benchmark.training import loop as training
 from benchmark.data.tiny import tiny_splits
-from benchmark.dense_recipes import FreeLBFineTune, WeightAverage, average_states
-from benchmark.freelb import FreeLBStep, ascent_update
+from benchmark.training.dense_recipes import FreeLBFineTune, WeightAverage, average_states
+from benchmark.training.freelb import FreeLBStep, ascent_update
 from benchmark.models.loading import build_tiny_bert
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners.base import PruneData, apply_masks, measure_sparsity, prunable_params
@@ -23,7 +23,7 @@ from benchmark.pruners.imp import imp_schedule, masked_finetune
 from benchmark.pruners.randmask import sample_mask
 from benchmark.pruners.rticket import BETA, GAMMA, ZETA, HardConcreteGate, lambda_schedule
 from benchmark.pruners.seven import SevenScore, cubic_remain
-from benchmark.training import TrainConfig, encode, holdout_split
+from benchmark.training.loop import TrainConfig, encode, holdout_split
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

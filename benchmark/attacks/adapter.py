@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from benchmark.attacks.external import AttackResources
 from benchmark.data.loading import Example
-from benchmark.seeding import seed_everything
+from benchmark.jobs.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def _recipe_resources() -> dict[str, list[str]]:
     return {name: list(d.nltk) for name, d in BUILDERS.items()}
 
 
-# NLTK resources each attack name needs locally (see benchmark.resources); the external
+# NLTK resources each attack name needs locally (see benchmark.attacks.resources); the external
 # resources (embeddings, encoders, masked LMs) are in benchmark.attacks.recipes.BUILDERS.
 RECIPE_RESOURCES: dict[str, list[str]] = _recipe_resources()
 

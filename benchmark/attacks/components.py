@@ -1,7 +1,7 @@
 """TextAttack components of the offline attack variants.
 
 Imported lazily by :mod:`benchmark.attacks.recipes` (importing TextAttack needs NLTK's
-stopwords, see :mod:`benchmark.resources`).
+stopwords, see :mod:`benchmark.attacks.resources`).
 """
 
 from __future__ import annotations

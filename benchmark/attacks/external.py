@@ -211,7 +211,7 @@ def check_homoglyphs(res: AttackResources, attack: str) -> None:
     if not path.is_file():
         raise UserError(
             f"attack {attack!r} needs {path} (Unicode intentional.txt; missing from the "
-            "textattack 0.3.11 wheel); run `python -m benchmark.resources prepare "
+            "textattack 0.3.11 wheel); run `python -m benchmark.attacks.resources prepare "
             "--homoglyphs-file <intentional.txt>` or use textbugger_offline"
         )
 

@@ -130,7 +130,7 @@ def _no_nltk_downloads() -> Iterator[None]:
 
     ``WordSwapWordNet`` (PWWS) calls ``nltk.download("omw-1.4")`` on every construction: a
     network request inside a run (minutes of timeouts offline). English WordNet does not need
-    omw-1.4; the WordNet data itself is checked beforehand (``benchmark.resources.check``).
+    omw-1.4; the WordNet data itself is checked beforehand (``benchmark.attacks.resources.check``).
     """
     import nltk
 
@@ -353,7 +353,7 @@ class RecipeDef:
     Attributes:
         build: ``(wrapper, options, resources) -> (Attack, info)``.
         base: the TextAttack recipe class it starts from.
-        nltk: NLTK resources it needs (``benchmark.resources.NLTK_RESOURCES`` keys).
+        nltk: NLTK resources it needs (``benchmark.attacks.resources.NLTK_RESOURCES`` keys).
         external: ``(options, resources) -> kinds`` of ``external.CHECKS`` it needs.
     """
 
@@ -400,7 +400,7 @@ def recipe_def(name: str) -> RecipeDef:
 def check_attack_resources(spec: AttackSpec, res: AttackResources, attack: str) -> None:
     """Raise ``UserError`` for the first missing resource (NLTK first, then external)."""
     from benchmark.attacks.external import check_external
-    from benchmark.resources import check
+    from benchmark.attacks.resources import check
 
     d = recipe_def(spec.recipe)
     check(list(spec.resources) or list(d.nltk), res.nltk_data, attack)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.freelb import FreeLBStep
+from benchmark.training.freelb import FreeLBStep
 from benchmark.pruners.base import (
     Masks,
     PruneData,
@@ -44,7 +44,7 @@ from benchmark.pruners.base import (
     remove_mask_hooks,
 )
 from benchmark.pruners.magnitude import global_topk_masks, layer_topk_masks
-from benchmark.training import Batch, TrainConfig, default_step, train
+from benchmark.training.loop import Batch, TrainConfig, default_step, train
 
 log = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ from torch import nn
 from benchmark.pruners.base import Masks, PruneData, check_sparsity, keep_count, prunable_params
 from benchmark.pruners.imp import copy_model, cpu_state, masked_finetune, rewind
 from benchmark.pruners.magnitude import layer_topk_masks
-from benchmark.training import Batch, TrainConfig, accuracy, holdout_split
+from benchmark.training.loop import Batch, TrainConfig, accuracy, holdout_split
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchmark.freelb import FreeLBStep
+from benchmark.training.freelb import FreeLBStep
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners.base import Masks, PruneData, check_sparsity
 from benchmark.pruners.imp import (
@@ -56,7 +56,7 @@ from benchmark.pruners.imp import (
     rewind,
 )
 from benchmark.pruners.magnitude import global_topk_masks
-from benchmark.training import Batch, TrainConfig, accuracy, holdout_split, train
+from benchmark.training.loop import Batch, TrainConfig, accuracy, holdout_split, train
 
 log = logging.getLogger(__name__)
 

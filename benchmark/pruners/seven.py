@@ -49,7 +49,7 @@ from benchmark.pruners.base import (
 )
 from benchmark.pruners.imp import pretrained_state, rewind
 from benchmark.pruners.magnitude import global_topk_masks
-from benchmark.training import TrainConfig, train
+from benchmark.training.loop import TrainConfig, train
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,199 @@
+"""One job: dense model -> prune -> clean accuracy -> attack -> record.
+
+``benchmark.run`` turns the Hydra config into a :class:`Job` (typed objects only) and calls
+:func:`execute`; everything here is plain Python, testable without Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmark.attacks.adapter import AttackSpec
+from benchmark.data.loading import DatasetSpec, load_split, sample_indices
+from benchmark.training.dense import DenseRecipe, get_dense, load_pretrained
+from benchmark.models.loading import ModelSpec
+from benchmark.jobs.profiling import measure
+from benchmark.pruners.base import PruneData, Pruner, apply_masks, check_sparsity, measure_sparsity
+from benchmark.records.store import RunRecord, provenance, short_hash, write_json_atomic
+from benchmark.jobs.seeding import seed_everything
+from benchmark.training.loop import accuracy, set_progress
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Job:
+    """Everything one job needs, as typed objects (built from the config by ``benchmark.run``)."""
+
+    run_id: str
+    exp_name: str
+    names: dict[str, str]  # config group -> chosen option (model, dataset, pruner, attack, dense)
+    seed: int
+    sparsity: float
+    device: torch.device
+    model: ModelSpec
+    dataset: DatasetSpec
+    dense: DenseRecipe
+    pruner: Pruner
+    attack: AttackSpec
+    results_dir: Path
+    cache_dir: Path
+    data_dir: str | None = None
+    nltk_data: str | None = None
+    eval_batch_size: int = 64
+    max_eval_examples: int | None = None
+    cache_pruned: bool = True
+    progress: bool = True
+    cfg: dict[str, Any] = field(default_factory=dict)
+    prune_key_cfg: dict[str, Any] = field(default_factory=dict)
+
+
+def new_record(job: Job) -> RunRecord:
+    """A record with the job's identity and provenance filled in (status ``running``)."""
+    return RunRecord(
+        run_id=job.run_id, status="running", exp_name=job.exp_name,
+        model=job.names["model"], dataset=job.names["dataset"], pruner=job.names["pruner"],
+        attack=job.names["attack"], seed=job.seed, sparsity_target=job.sparsity,
+        pruner_version=getattr(job.pruner, "version", None), attack_version=job.attack.version,
+        split=job.dataset.eval_split, scope=getattr(job.pruner, "scope", None),
+        device=_device_name(job.device), cfg=job.cfg,
+        started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
+    )  # fmt: skip
+
+
+def execute(job: Job, record: RunRecord) -> RunRecord:
+    """Run the job, filling ``record`` in place; returns it with status ``ok``."""
+    start = time.perf_counter()
+    seed_everything(job.seed)
+    set_progress(job.progress)
+    check_sparsity(job.sparsity)
+    evals = load_split(job.dataset, job.dataset.eval_split, job.data_dir)
+    if job.max_eval_examples:
+        evals = evals[: job.max_eval_examples]
+    if job.attack.enabled:  # fail on a missing resource before any expensive work
+        job.attack.check_resources(_attack_resources(job), job.names["attack"])
+    model, tok, dense_info = get_dense(
+        job.model, job.dataset, job.dense, job.data_dir, job.cache_dir, job.device
+    )
+    record.dense_acc = dense_info.get("dense_acc")
+    record.dense_info = dense_info
+    _prune(job, model, tok, record)
+    record.n_eval = len(evals)
+    record.clean_acc = accuracy(
+        model, tok, evals, job.dataset.max_length, job.device, job.eval_batch_size
+    )
+    log.info("clean accuracy %.4f on %d examples", record.clean_acc, len(evals))
+    if job.attack.enabled:
+        _attack(job, model, tok, evals, record)
+    record.duration_s = time.perf_counter() - start
+    record.status = "ok"
+    return record
+
+
+def _prune(job: Job, model, tok, record: RunRecord) -> None:
+    """Prune ``model`` in place (or load the cached pruned weights) and record the cost."""
+    key = short_hash({"dense": record.dense_info.get("key"), **job.prune_key_cfg})
+    folder = job.cache_dir / "pruned" / key
+    if job.cache_pruned and (folder / "info.json").is_file():
+        model.load_state_dict(torch.load(folder / "weights.pt", map_location=job.device))
+        info = json.loads((folder / "info.json").read_text())
+        info["cached"] = True
+        log.info("pruned weights from cache %s (pruning took %.1f s)", folder, info["seconds"])
+    else:
+        train = load_split(job.dataset, job.dataset.train_split, job.data_dir)
+        data = PruneData(
+            tokenizer=tok, train=train, max_length=job.dataset.max_length, device=job.device,
+            seed=job.seed,
+            pretrained=lambda: load_pretrained(job.model, job.dataset, job.cache_dir / "tmp")[0],
+            cache_dir=job.cache_dir / "method" / key,
+        )  # fmt: skip
+        with measure(job.device) as cost:
+            masks = job.pruner.prune(model, data, job.sparsity)
+            apply_masks(model, masks, permanent=True)
+        info = {
+            "seconds": cost.seconds, "peak_mem_mb": cost.peak_mem_mb,
+            "memory_kind": cost.memory_kind, "method": getattr(job.pruner, "info", {}),
+            "cached": False,
+        }  # fmt: skip
+        if job.cache_pruned:
+            _store_pruned(folder, model, info)
+    model.eval()
+    record.prune_seconds = info["seconds"]
+    record.prune_peak_mem_mb = info["peak_mem_mb"]
+    record.prune_info = info
+    record.sparsity_actual = measure_sparsity(model, record.scope or "encoder_linear")
+    log.info(
+        "pruned with %s: target %.4f, actual %.4f, %.2f s, peak +%.0f MiB",
+        job.names["pruner"], job.sparsity, record.sparsity_actual, info["seconds"],
+        info["peak_mem_mb"],
+    )  # fmt: skip
+
+
+def _store_pruned(folder: Path, model, info: dict[str, Any]) -> None:
+    """Write a pruned-cache entry under a unique temp name, then rename it into place.
+
+    Concurrent jobs with the same key (joblib, Slurm arrays) each write their own temp folder;
+    the first rename wins, a later one fails (the target exists and is not empty) and that
+    job's copy is dropped. The temp folder is always removed, also when writing fails.
+    """
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}-{time.time_ns()}")
+    try:
+        tmp.mkdir(parents=True)
+        torch.save(model.state_dict(), tmp / "weights.pt")
+        write_json_atomic(tmp / "info.json", info)
+        try:
+            tmp.rename(folder)
+        except OSError:  # another job stored the same key first: keep its entry
+            log.debug("pruned cache %s already written by another job", folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _attack(job: Job, model, tok, evals, record: RunRecord) -> None:
+    """Attack the fixed seeded sample and put the counts and metrics into the record."""
+    from benchmark.attacks.adapter import PaddedModelWrapper, build_attack, run_attack
+
+    idx = sample_indices(len(evals), job.attack.num_examples, job.attack.seed)
+    sample = [evals[i] for i in idx]
+    wrapper = PaddedModelWrapper(
+        model, tok, job.dataset.max_length, job.attack.batch_size, bf16=job.attack.bf16
+    )
+    attack = build_attack(job.attack, wrapper, _attack_resources(job))
+    record.cfg["attack_build"] = attack.build_info  # resolved choices (not part of the run id)
+    log_path = job.results_dir / "runs" / job.exp_name / f"{job.run_id}.attack.jsonl"
+    summary = run_attack(
+        attack, sample, job.attack.seed, log_path, job.progress, workers=job.attack.workers
+    )
+    for key, value in summary.metrics().items():
+        if key == "seconds":
+            record.attack_seconds = value
+        else:
+            setattr(record, key, value)
+    log.info(
+        "attack %s on %d examples: clean %.3f, aua %.3f, asr %.3f, %.1f queries, %.0f s",
+        job.names["attack"], summary.n_total, summary.attack_clean_acc, summary.aua,
+        summary.asr, summary.avg_queries, summary.seconds,
+    )  # fmt: skip
+
+
+def _attack_resources(job: Job):
+    """The attack's resource paths: the ``paths`` group of the job's config."""
+    from benchmark.attacks.external import AttackResources
+
+    return AttackResources.from_paths({**job.cfg.get("paths", {}), "nltk_data": job.nltk_data})
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return "cpu"

@@ -1,0 +1,41 @@
+"""Config groups are the registry: ``conf/<group>/<name>.yaml`` defines option ``name``.
+
+Unknown names fail with the valid names and a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from benchmark.errors import UserError
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+GROUPS = (
+    "model", "dataset", "dense", "pruner", "attack", "logger", "paths", "experiment", "budget",
+)  # fmt: skip
+
+
+def options(group: str) -> list[str]:
+    """Names of the options of a config group."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def check_option(group: str, name: str) -> None:
+    """Raise :class:`UserError` when ``name`` is not an option of ``group``."""
+    valid = options(group)
+    if name in valid or (group == "experiment" and name == "null"):
+        return
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"unknown {group} {name!r}{hint}; valid: {', '.join(valid)}")
+
+
+def build(group: str, name: str, **overrides):
+    """Compose option ``name`` of ``group`` alone and instantiate it (Python callers, tests)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    check_option(group, name)
+    cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
+    return instantiate(OmegaConf.merge(cfg, overrides))

@@ -1,0 +1,1 @@
+"""Reporting: records -> leaderboards, summaries, the papers' tables and plots."""
