@@ -76,7 +76,7 @@ def bench_one(name: str, model, tok, sample, batch_size: int, resources) -> dict
     attack = build_attack(spec, wrapper, resources)
     recorder = RecordingWrapper(wrapper)
     attack.goal_function.model = recorder  # the goal function calls model(texts)
-    summary = run_attack(attack, sample, seed=0, progress=False)
+    summary, _ = run_attack(attack, sample, seed=0, progress=False)
     n_texts, fwd_s = wrapper.n_texts, wrapper.forward_seconds
     encoders = [c for c in attack.constraints if isinstance(c, LocalSentenceEncoder)]
     enc_n = sum(e.n_encoded for e in encoders)

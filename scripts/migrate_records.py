@@ -23,6 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmark.records.identity import data_source, normalise  # noqa: E402
 from benchmark.records.store import run_id_of, write_json_atomic  # noqa: E402
 
 # Module moves of the "house" regrouping (benchmark/<module>.py -> benchmark/<room>/<module>.py).
@@ -44,8 +45,30 @@ def _rename_targets(obj: Any) -> Any:
     return obj
 
 
+def _add_data_source(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Identity includes the data source (contract): the fingerprint of the files the record's
+    ``paths.data_dir`` holds now. Run only where those files are the ones the records were made
+    from (here: the shared SST-2 mirror, unchanged since)."""
+    if "data_source" in cfg:
+        return cfg
+    data_dir = (cfg.get("paths") or {}).get("data_dir")
+    return {**cfg, "data_source": data_source(cfg["dataset"], data_dir)}
+
+
+def _attack_time_limit(cfg: dict[str, Any]) -> dict[str, Any]:
+    """New attack key ``max_seconds_per_example`` (default null: no limit, as before)."""
+    attack = cfg.get("attack")
+    if not isinstance(attack, dict) or attack.get("recipe") == "none":
+        return cfg
+    return {**cfg, "attack": {**attack, "max_seconds_per_example": attack.get(
+        "max_seconds_per_example")}}
+
+
 MIGRATIONS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("house: module moves", _rename_targets),
+    ("contract: normalised values", normalise),
+    ("contract: data source in identity", _add_data_source),
+    ("contract: per-example attack time limit", _attack_time_limit),
 ]
 
 

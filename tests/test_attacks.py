@@ -258,8 +258,8 @@ def offline_runs(tiny_wrapper, res, examples):
         spec = AttackSpec(recipe=name)
         spec.check_resources(res)
         attack = build_attack(spec, tiny_wrapper, res)
-        first = run_attack(attack, examples, seed=3, progress=False)
-        second = run_attack(attack, examples, seed=3, progress=False)
+        first, _ = run_attack(attack, examples, seed=3, progress=False)
+        second, _ = run_attack(attack, examples, seed=3, progress=False)
         out[name] = (attack, first, second)
     return out
 
@@ -290,11 +290,76 @@ def test_offline_attack_same_seed_same_summary(name, offline_runs):
 def test_workers_equal_serial(name, offline_runs, examples, tmp_path):
     attack, serial, _ = offline_runs[name]
     log = tmp_path / "a.jsonl"
-    parallel = run_attack(attack, examples, seed=3, log_path=log, progress=False, workers=2)
+    parallel, _ = run_attack(attack, examples, seed=3, log_path=log, progress=False, workers=2)
     assert _numbers(parallel) == _numbers(serial)
     rows = [__import__("json").loads(x) for x in log.read_text().splitlines()]
-    assert [r["index"] for r in rows] == list(range(N_EXAMPLES))
-    assert all((r["perturbed_pct"] is None) == (r["result"] != "success") for r in rows)
+    assert [r["example_index"] for r in rows] == list(range(N_EXAMPLES))
+    assert all((r["perturbed_frac"] is None) == (r["result"] != "successful") for r in rows)
+
+
+def _strip_time(rows):
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+def test_log_has_the_protocol_fields(offline_runs, examples, tmp_path):
+    attack, _, _ = offline_runs["deepwordbug"]
+    idx = [10 + 3 * i for i in range(len(examples))]  # indices into a larger split
+    _, rows = run_attack(attack, examples, seed=3, log_path=tmp_path / "l.jsonl",
+                         progress=False, indices=idx)
+    for r in rows:
+        assert r["example_index"] in idx and r["label"] in (0, 1)
+        assert r["result"] in ("successful", "failed", "skipped")
+        assert 0.0 <= r["orig_true_prob"] <= 1.0 and 0.0 <= r["pert_true_prob"] <= 1.0
+        if r["result"] == "successful":
+            assert r["pert_pred"] != r["label"] and r["char_edit_distance"] > 0
+            assert r["pert_true_prob"] < 0.5
+        if r["result"] == "failed":
+            assert r["pert_pred"] == r["label"] == r["orig_pred"]
+
+
+def test_killed_attack_resumes_to_the_same_log(offline_runs, examples, tmp_path):
+    """An attack interrupted after 3 examples (last line cut mid-write) and relaunched ends
+    with the same per-example log as an uninterrupted run."""
+    attack, _, _ = offline_runs["deepwordbug"]
+    full_log = tmp_path / "full.jsonl"
+    _, full = run_attack(attack, examples, seed=3, log_path=full_log, progress=False)
+    cut = tmp_path / "cut.jsonl"
+    lines = full_log.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:3]) + lines[3][:20])  # killed while writing line 4
+    calls = []
+    real = attack.attack
+    attack.attack = lambda *a, **k: calls.append(1) or real(*a, **k)
+    try:
+        summary, resumed = run_attack(attack, examples, seed=3, log_path=cut, progress=False)
+    finally:
+        attack.attack = real
+    assert len(calls) == len(examples) - 3  # the 3 complete rows were not attacked again
+    assert _strip_time(resumed) == _strip_time(full)
+    assert _strip_time([__import__("json").loads(x) for x in cut.read_text().splitlines()]) \
+        == _strip_time(full)
+    assert summary.n_total == len(examples)
+
+
+def test_time_limit_counts_as_limit(offline_runs, examples):
+    import time as _time
+
+    attack, _, _ = offline_runs["deepwordbug"]
+    real = attack.attack
+
+    def slow(*a, **k):
+        _time.sleep(2.0)
+        return real(*a, **k)
+
+    attack.attack = slow
+    try:
+        summary, rows = run_attack(attack, examples[:2], seed=3, progress=False,
+                                   max_seconds_per_example=0.2)
+    finally:
+        attack.attack = real
+    assert [r["result"] for r in rows] == ["limit", "limit"]
+    assert all(r["limit"] == "seconds" for r in rows)
+    assert summary.n_limit == 2 and summary.n_failed == 0 and summary.aua == 0.0
+    assert summary.metrics()["aua_upper"] == 1.0
 
 
 def test_bf16_wrapper_close(trained_tiny):

@@ -112,3 +112,15 @@ def test_leaderboard_keeps_budgets_apart(tmp_path):
     # records written before budgets existed were trained with the paper's budget
     assert board.loc["paper", "n"] == 2 and board.loc["reduced", "n"] == 1
     assert board.loc["reduced", "clean_acc_mean"] == 0.6
+
+
+def test_randmask_reduced_early_stopping_cannot_end_a_stage_early():
+    """Official: patience 100 evaluations x 50 steps, about half of a 10-epoch stage. The reduced
+    budget keeps that proportion: no stage can stop before half of its 200-step cap (patience 5
+    x eval_every 5 could stop one at step 30)."""
+    paper = _compose("pruner=randmask").pruner
+    reduced = _compose("pruner=randmask", "budget=reduced").pruner
+    assert paper.patience == 100 and paper.eval_every == 50 and paper.stage_epochs == 10
+    earliest_stop = reduced.eval_every * (1 + reduced.patience)  # best at the first evaluation
+    assert earliest_stop > 50 and earliest_stop >= reduced.stage_max_steps / 2
+    assert reduced.candidate_max_steps >= reduced.eval_every * reduced.eval_last

@@ -16,9 +16,11 @@ import yaml
 
 from benchmark.reporting import aggregate
 from benchmark.reporting.plots import plot_sparsity_curves
+from benchmark.reporting.stats import wilson_interval
 from benchmark.reporting.tables import (
     apply_variant,
     build_table,
+    build_tables,
     load_reference,
     load_spec,
     method_selector,
@@ -68,10 +70,16 @@ def synthetic_records(spec, seeds: int = 3) -> pd.DataFrame:
             rows.append({**base, "seed": 0, "status": "failed", "error": "RuntimeError: boom"})
             continue
         for seed in range(seeds):
+            # counts of 1000 examples: failed (survived) 300+2i+20s, successful 500-i-10s,
+            # skipped the rest; clean accuracy on a 1000-sentence split 850+i+10s
+            n_failed, n_success = 300 + 2 * i + 20 * seed, 500 - i - 10 * seed
             rows.append({
-                **base, "seed": seed, "status": "ok", "error": None,
-                "clean_acc": 0.80 + 0.001 * i + 0.01 * seed, "aua": 0.30 + 0.002 * i + 0.02 * seed,
-                "asr": 0.60 - 0.001 * i - 0.01 * seed, "avg_queries": 100.0 + i + 10 * seed,
+                **base, "seed": seed, "status": "ok", "error": None, "n_eval": 1000,
+                "clean_acc": (850 + i + 10 * seed) / 1000, "n_total": 1000,
+                "n_failed": n_failed, "n_success": n_success,
+                "n_skipped": 1000 - n_failed - n_success,
+                "attack_clean_acc": (n_failed + n_success) / 1000, "aua": n_failed / 1000,
+                "asr": n_success / (n_success + n_failed), "avg_queries": 100.0 + i + 10 * seed,
             })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -88,9 +96,9 @@ def _check_golden(name: str, text: str) -> None:
 @pytest.mark.parametrize("name", PAPER_TABLES)
 def test_table_layout_matches_golden(name: str) -> None:
     spec = load_spec(name)
-    table = build_table(synthetic_records(spec), spec)
+    table, numbers = build_tables(synthetic_records(spec), spec)
     _check_golden(f"{name}.md", render_markdown(table, spec, [f"plots/{name}_sst2_x.png"]))
-    _check_golden(f"{name}.csv", table.to_csv(index=False))
+    _check_golden(f"{name}.csv", numbers.to_csv(index=False))
     if name == "akr_table1":
         _check_golden(f"{name}.tex", render_latex(table, spec))
 
@@ -118,9 +126,20 @@ def test_cell_semantics() -> None:
     first = table.iloc[0]  # Dense / finetune: failed, SST-2
     assert first["SST-2 Clean% ours"] == "failed: RuntimeError: boom"
     assert first["SST-2 Clean% paper"] == "92.3" and first["SST-2 Clean% Δ"] == ""
-    # AG News cell of the first row: i = 1, three seeds: mean 0.811, std 0.01.
-    assert first["AG News Clean% ours"] == "81.1±1.0 (n=3/5)"
+    # AG News cell of the first row: i = 1, three seeds: attacked-sample accuracy
+    # (301 + 499 + 20 s) / 1000 -> mean 0.811, std 0.01; no attack logs, so the interval is the
+    # mean of the per-seed Wilson bounds of 811, 821, 831 of 1000.
+    bounds = [wilson_interval(k, 1000) for k in (801, 811, 821)]
+    lo, hi = (100 * sum(b[j] for b in bounds) / 3 for j in (0, 1))
+    assert first["AG News Clean% ours"] == f"81.1±1.0 [{lo:.1f}, {hi:.1f}] (n=3/5)"
     assert first["AG News Clean% Δ"] == f"{81.1 - 94.7:+.1f}"
+    # the whole split's accuracy is its own column: (850 + 1 + 10 s) / 1000 -> 86.1
+    assert first["AG News Acc% (split) ours"].startswith("86.1±1.0 [")
+    _, numbers = build_tables(recs, spec)
+    assert numbers.iloc[0]["AG News Clean% mean"] == pytest.approx(81.1)
+    assert numbers.iloc[0]["AG News Clean% ci_low"] == pytest.approx(lo)
+    assert numbers.iloc[0]["AG News Clean% n"] == 3
+    assert numbers.iloc[0]["AG News Clean% ci"] == "wilson-mean"
     superticket = table[table["Method"] == "SuperTicket"].iloc[0]
     assert superticket["SST-2 Aua% ours"] == "n/a: not implemented"
     assert superticket["SST-2 Aua% paper"] == "14.3"
@@ -134,8 +153,16 @@ def test_row_metric_counts_seeds_not_records() -> None:
     recs = synthetic_records(spec, seeds=1)
     table = build_table(recs, spec)
     lth = table[(table["Dataset"] == "AG News") & (table["Method"] == "LTH")].iloc[0]
-    assert "n=" not in lth["Clean% ours"] and "±" not in lth["Clean% ours"]
-    assert lth["Clean% paper"] == "93.7"
+    cell = lth["Acc% (split) ours"]
+    assert "n=" not in cell and "±" not in cell
+    # one seed: Wilson of a record's counts (clean accuracy k of n_eval = 1000); the synthetic
+    # records of the row's three attacks differ slightly (real ones share the split accuracy)
+    mine = recs[(recs["dataset"] == "agnews") & (recs["pruner"] == "lth")]
+    ks = sorted(round(1000 * c) for c in mine["clean_acc"])
+    assert len(ks) == 3 and cell.startswith(f"{sum(ks) / 30:.1f} [")
+    walls = [wilson_interval(k, 1000) for k in ks]
+    assert any(cell.endswith(f"[{100 * lo:.1f}, {100 * hi:.1f}]") for lo, hi in walls)
+    assert lth["Acc% (split) paper"] == "93.7"
     assert lth["BERT-Attack #Query paper"] == "394.4"
 
 
@@ -150,7 +177,8 @@ def test_variant_reads_substituted_records_and_says_so() -> None:
         model="minilm_l6", attack=plain["attack"].replace({"textfooler": "textfooler_offline"})
     )  # fmt: skip
     table = build_table(swapped, spec)
-    assert table.iloc[1]["SST-2 Clean% ours"] == "81.3±1.0 (n=3/5)"
+    assert table.iloc[1]["SST-2 Clean% ours"].startswith("81.3±1.0 [")
+    assert table.iloc[1]["SST-2 Clean% ours"].endswith("] (n=3/5)")
     assert "Variant `embedded`" in render_markdown(table, spec)
     with pytest.raises(ValueError, match="unknown variant"):
         apply_variant(load_spec("akr_table1"), "nope")
@@ -281,7 +309,8 @@ def test_summary_table_rows_columns_and_missing_cells() -> None:
         return {"status": "ok", "exp_name": exp, "pruner": pruner, "budget": budget,
                 "sparsity_target": sparsity, "attack": attack, "seed": seed, "aua": aua,
                 "asr": 0.5, "sparsity_actual": sparsity, "clean_acc": 0.8, "prune_seconds": 2.0,
-                "n_total": 100}  # fmt: skip
+                "n_total": 100, "n_failed": round(aua * 100), "n_success": 40,
+                "n_skipped": 60 - round(aua * 100)}  # fmt: skip
 
     df = pd.DataFrame([
         rec("post", "akr", 0.5, "pwws", 0.10), rec("post", "magnitude", 0.5, "pwws", 0.20),
@@ -295,7 +324,34 @@ def test_summary_table_rows_columns_and_missing_cells() -> None:
     assert list(table["pruner"]) == ["none", "magnitude", "akr", "seven"]
     assert list(table.columns[-2:]) == ["deepwordbug Aua/Suc %", "pwws Aua/Suc %"]
     mag = table.iloc[1]
-    assert mag["seeds"] == 2 and mag["deepwordbug Aua/Suc %"] == "35 / 50.0"
+    # two seeds without attack logs: mean of the per-seed Wilson bounds of 30/100 and 40/100
+    lo = 100 * (wilson_interval(30, 100)[0] + wilson_interval(40, 100)[0]) / 2
+    hi = 100 * (wilson_interval(30, 100)[1] + wilson_interval(40, 100)[1]) / 2
+    assert mag["seeds"] == 2 and mag["deepwordbug Aua/Suc %"] == f"35 [{lo:.0f}, {hi:.0f}] / 50.0"
     assert table.iloc[2]["deepwordbug Aua/Suc %"] == "not run"
     assert table.iloc[3]["budget"] == "reduced" and table.iloc[3]["pwws Aua/Suc %"] == "not run"
     assert "budget" not in aggregate.summary_table(df, ["post"]).columns  # one budget only
+
+
+def test_degenerate_row_is_marked_and_duplicates_count_once() -> None:
+    spec = load_spec("embedded_post_training")
+    base = {"exp_name": "embedded_post_training", "model": "bert_base_uncased", "dataset": "sst2",
+            "attack": "textfooler", "pruner": "magnitude", "dense": "finetune", "status": "ok",
+            "error": None, "seed": 0, "n_eval": 872, "n_total": 100, "n_failed": 49,
+            "n_success": 2, "n_skipped": 49, "attack_clean_acc": 0.51, "aua": 0.49,
+            "asr": 2 / 51, "majority_rate": 444 / 872}  # fmt: skip
+    recs = pd.DataFrame([
+        # 446/872 = 51.1%: Wilson [47.8, 54.5] holds the majority rate 50.9% -> degenerate
+        {**base, "sparsity_target": 0.875, "clean_acc": 446 / 872, "run_id": "a"},
+        {**base, "sparsity_target": 0.875, "clean_acc": 446 / 872, "run_id": "a"},  # same job
+        {**base, "sparsity_target": 0.5, "clean_acc": 757 / 872, "run_id": "b"},
+    ])  # fmt: skip
+    table, numbers = build_tables(recs, spec)
+    rows = table.set_index(["Sparsity", "Method"])
+    assert rows.loc[("87.5%", "Magnitude"), "Degenerate"] == "yes"
+    assert rows.loc[("50%", "Magnitude"), "Degenerate"] == ""
+    lo, hi = wilson_interval(49, 100)
+    cell = rows.loc[("87.5%", "Magnitude"), "TextFooler Aua% ours"]
+    assert cell == f"49.0 [{100 * lo:.1f}, {100 * hi:.1f}]"  # one seed: n=1 despite the copy
+    assert numbers.set_index(["Sparsity", "Method"]).loc[("87.5%", "Magnitude"),
+                                                         "TextFooler Aua% n"] == 1  # fmt: skip

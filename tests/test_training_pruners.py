@@ -12,10 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from benchmark.training import loop as training
 from benchmark.data.tiny import tiny_splits
-from benchmark.training.dense_recipes import FreeLBFineTune, WeightAverage, average_states
-from benchmark.training.freelb import FreeLBStep, ascent_update
 from benchmark.models.loading import build_tiny_bert
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners.base import PruneData, apply_masks, measure_sparsity, prunable_params
@@ -23,6 +20,9 @@ from benchmark.pruners.imp import imp_schedule, masked_finetune
 from benchmark.pruners.randmask import sample_mask
 from benchmark.pruners.rticket import BETA, GAMMA, ZETA, HardConcreteGate, lambda_schedule
 from benchmark.pruners.seven import SevenScore, cubic_remain
+from benchmark.training import loop as training
+from benchmark.training.dense_recipes import FreeLBFineTune, WeightAverage, average_states
+from benchmark.training.freelb import FreeLBStep, ascent_update
 from benchmark.training.loop import TrainConfig, encode, holdout_split
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -176,8 +176,16 @@ def test_holdout_split_is_seeded_and_disjoint():
 
 
 def test_imp_schedule():
+    # official (LT_glue.py:371): round k removes 1/(10 - k) of the rest = 10%, 20%, ... overall
     s = imp_schedule(0.5, 0.1)
-    assert len(s) == 7 and s[-1] == 0.5 and s[0] == pytest.approx(0.1)
+    assert s == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+    remaining = 1.0
+    for k, target in enumerate(s):
+        remaining *= 1 - 1 / (10 - k)
+        assert 1 - remaining == pytest.approx(target)
+    assert imp_schedule(0.35, 0.1) == pytest.approx([0.1, 0.2, 0.3, 0.35])
+    g = imp_schedule(0.5, 0.1, "geometric")
+    assert len(g) == 7 and g[-1] == 0.5 and g[0] == pytest.approx(0.1)
     assert imp_schedule(0.0, 0.1) == []
 
 

@@ -1,10 +1,21 @@
 """Run a TextAttack attack on a model and summarise it from raw counts.
 
 Definitions (METHODS.md), over the ``n_total`` attacked examples:
-``attack_clean_acc = (success + failed) / total``; ``aua = failed / total``;
+``attack_clean_acc = (success + failed + limit) / total``; ``aua = failed / total``;
 ``asr = success / (success + failed)``; ``avg_queries`` = mean model queries per attacked
 (not skipped) example; ``avg_perturbed_frac`` = mean fraction of words changed in successful
-attacks. TextAttack's own rounded percentages are never used.
+attacks. TextAttack's own rounded percentages are never used. An example that hits a
+per-example limit (``max_seconds_per_example``, or ``query_budget`` exhausted without success)
+is counted in ``n_limit``: it was classified correctly and not broken within the limit, so it
+is neither a survivor (``failed``) nor a success; Aua counts it as not surviving, and Aua's
+upper bound ``(failed + limit) / total`` is recorded beside it.
+
+The per-example log (``<run_id>.attack.jsonl``) is written as the attack goes, one flushed
+JSON line per example; a job interrupted mid-attack resumes from it. Each line holds
+``example_index`` (index into the evaluation split, so runs on the same seeded sample pair
+up), ``label``, ``result`` (successful / failed / skipped / limit), ``queries``, the
+predictions and the probability of the true label before and after, the texts, and the
+perturbed-word fraction and character edit distance.
 
 Attack names and what they build live in :mod:`benchmark.attacks.recipes`; their external
 resources (paths config keys) in :mod:`benchmark.attacks.external`. ``run_attack`` can split
@@ -75,6 +86,8 @@ class AttackSpec:
         options: the recipe's own options (e.g. ``candidates: auto`` of textfooler_offline).
         workers: processes the sample is split across (CPU; results equal a serial run).
         bf16: run the victim model's queries under bfloat16 autocast (any device).
+        max_seconds_per_example: wall-clock limit of one example's attack (None = none); an
+            example that hits it is logged as ``limit`` and counted in ``n_limit``.
     """
 
     recipe: str = "none"
@@ -87,6 +100,7 @@ class AttackSpec:
     options: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
     bf16: bool = False
+    max_seconds_per_example: float | None = None
 
     def __post_init__(self) -> None:
         """Plain containers (Hydra passes DictConfig / ListConfig); validate workers."""
@@ -122,11 +136,13 @@ class AttackSummary:
     avg_queries: float
     avg_perturbed_frac: float
     seconds: float
+    n_limit: int = 0
 
     @property
     def attack_clean_acc(self) -> float:
-        """(success + failed) / total: accuracy of the model on the attacked sample."""
-        return (self.n_success + self.n_failed) / self.n_total if self.n_total else float("nan")
+        """(success + failed + limit) / total: accuracy of the model on the attacked sample."""
+        correct = self.n_success + self.n_failed + self.n_limit
+        return correct / self.n_total if self.n_total else float("nan")
 
     @property
     def aua(self) -> float:
@@ -140,11 +156,22 @@ class AttackSummary:
         return self.n_success / attacked if attacked else float("nan")
 
     def metrics(self) -> dict[str, Any]:
-        """Counts and metrics as a flat dict (record fields)."""
-        return {
+        """Counts, metrics and their 95% Wilson intervals as a flat dict (record fields)."""
+        from benchmark.reporting.stats import wilson_interval
+
+        out = {
             **asdict(self), "attack_clean_acc": self.attack_clean_acc, "aua": self.aua,
             "asr": self.asr,
+            "aua_upper": (self.n_failed + self.n_limit) / self.n_total if self.n_total
+            else float("nan"),
         }  # fmt: skip
+        attacked = self.n_success + self.n_failed
+        for name, k, n in (
+            ("attack_clean_acc", self.n_success + self.n_failed + self.n_limit, self.n_total),
+            ("aua", self.n_failed, self.n_total), ("asr", self.n_success, attacked),
+        ):  # fmt: skip
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = wilson_interval(k, n)
+        return out
 
 
 def _textattack_wrapper_base():
@@ -237,59 +264,126 @@ def build_attack(spec: AttackSpec, wrapper, resources: AttackResources | None = 
     return attack
 
 
-def attack_one(attack, index: int, text: str, label: int, seed: int) -> dict[str, Any]:
-    """Attack one example under seed ``seed + index``; its log row (result, queries, texts)."""
+class ExampleTimeout(Exception):
+    """Raised inside an attack when it exceeds ``max_seconds_per_example``."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Interrupt the body after ``seconds`` (main thread of a process; SIGALRM based)."""
+    import signal
+    import threading
+
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(_signum, _frame):
+        raise ExampleTimeout
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _true_prob(goal_result, label: int) -> float | None:
+    raw = getattr(goal_result, "raw_output", None)
+    if raw is None:
+        return None
+    return float(np.asarray(torch.as_tensor(raw).detach().cpu(), dtype=np.float64)[label])
+
+
+def attack_one(
+    attack, index: int, text: str, label: int, seed: int, position: int | None = None,
+    max_seconds: float | None = None, query_budget: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Attack one example under seed ``seed + position``; its log row.
+
+    ``index`` is the example's index in the evaluation split, ``position`` its place in the
+    attack sample (the seed offset, as before; defaults to ``index``).
+    """
+    import Levenshtein
     from textattack.attack_results import (
         FailedAttackResult,
         SkippedAttackResult,
         SuccessfulAttackResult,
     )
 
-    seed_everything(seed + index)  # TextAttack draws from the global RNGs
+    position = index if position is None else position
+    seed_everything(seed + position)  # TextAttack draws from the global RNGs
     for constraint in attack.constraints:  # per-example caches of our components
         if hasattr(constraint, "reset_cache"):
             constraint.reset_cache()
-    result = attack.attack(text, int(label))
+    started = time.perf_counter()
+    try:
+        with _time_limit(max_seconds):
+            result = attack.attack(text, int(label))
+    except ExampleTimeout:
+        return {
+            "example_index": index, "position": position, "label": int(label),
+            "result": "limit", "limit": "seconds", "queries": None, "original": text,
+            "perturbed": None, "seconds": time.perf_counter() - started,
+        }  # fmt: skip
+    limit = None
     if isinstance(result, SkippedAttackResult):
         kind = "skipped"
     elif isinstance(result, SuccessfulAttackResult):
-        kind = "success"
+        kind = "successful"
     elif isinstance(result, FailedAttackResult):
         kind = "failed"
+        if query_budget and result.perturbed_result.num_queries >= query_budget:
+            kind, limit = "limit", "queries"
     else:  # MaximizedAttackResult etc. do not occur with classification goals
         raise TypeError(f"unexpected attack result {type(result).__name__}")
     orig = result.original_result.attacked_text
     pert = result.perturbed_result.attacked_text
     n_words = len(orig.words)
-    n_changed = len(orig.all_words_diff(pert)) if kind == "success" else 0
-    return {
-        "index": index, "label": int(label), "result": kind,
+    n_changed = len(orig.all_words_diff(pert)) if kind == "successful" else 0
+    row = {
+        "example_index": index, "position": position, "label": int(label), "result": kind,
         "queries": int(result.perturbed_result.num_queries),
+        "orig_pred": int(result.original_result.output),
+        "pert_pred": int(result.perturbed_result.output),
+        "orig_true_prob": _true_prob(result.original_result, int(label)),
+        "pert_true_prob": _true_prob(result.perturbed_result, int(label)),
         "original": orig.text, "perturbed": pert.text, "n_words": n_words,
-        "n_perturbed_words": n_changed if kind == "success" else None,
-        "perturbed_frac": n_changed / max(1, n_words) if kind == "success" else None,
-        "perturbed_pct": 100.0 * n_changed / max(1, n_words) if kind == "success" else None,
+        "n_perturbed_words": n_changed if kind == "successful" else None,
+        "perturbed_frac": n_changed / max(1, n_words) if kind == "successful" else None,
+        "char_edit_distance": (
+            Levenshtein.distance(orig.text, pert.text) if kind == "successful" else None
+        ),
+        "seconds": time.perf_counter() - started,
     }  # fmt: skip
+    if limit:
+        row["limit"] = limit
+    return row
 
 
 # Per-process state of fork workers (set by the pool initializer; not used otherwise).
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(attack, seed: int, threads: int) -> None:
+def _worker_init(attack, seed: int, threads: int, limits: dict[str, Any]) -> None:
     torch.set_num_threads(threads)
     _WORKER["attack"] = attack
     _WORKER["seed"] = seed
+    _WORKER["limits"] = limits
 
 
-def _worker_run(job: tuple[int, str, int]) -> dict[str, Any]:
-    index, text, label = job
-    return attack_one(_WORKER["attack"], index, text, label, _WORKER["seed"])
+def _worker_run(job: tuple[int, int, str, int]) -> dict[str, Any]:
+    position, index, text, label = job
+    return attack_one(_WORKER["attack"], index, text, label, _WORKER["seed"], position,
+                      **_WORKER["limits"])  # fmt: skip
 
 
 def _rows_parallel(
-    attack, examples: Sequence[Example], seed: int, workers: int
-) -> Iterator[dict[str, Any]]:
+    attack, jobs: list[tuple[int, int, str, int]], seed: int, workers: int,
+    limits: dict[str, Any],
+) -> Iterator[dict[str, Any]]:  # fmt: skip
     """Rows in example order, computed by ``workers`` forked processes.
 
     The attack (model included) reaches the workers by ``fork``, not pickling; each example
@@ -299,13 +393,12 @@ def _rows_parallel(
         raise ValueError("attack.workers > 1 is CPU-only (CUDA cannot be used after fork)")
     ctx = multiprocessing.get_context("fork")
     threads = max(1, torch.get_num_threads() // workers)
-    jobs = [(i, text, int(label)) for i, (text, label) in enumerate(examples)]
     # `import textattack` sets TOKENIZERS_PARALLELISM=True; a fast tokenizer that has used its
     # thread pool then deadlocks in a forked child. "false" makes the children tokenise serially.
     old = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(attack, seed, threads)) as pool:
+        with ctx.Pool(workers, initializer=_worker_init, initargs=(attack, seed, threads, limits)) as pool:
             yield from pool.imap(_worker_run, jobs, chunksize=1)
     finally:
         if old is None:
@@ -317,18 +410,40 @@ def _rows_parallel(
 def summarise(rows: Iterable[dict[str, Any]], seconds: float) -> AttackSummary:
     """Counts and means of per-example rows (see the module docstring)."""
     rows = list(rows)
-    kinds = [r["result"] for r in rows]
-    queries = [r["queries"] for r in rows if r["result"] != "skipped"]
-    perturbed = [r["perturbed_frac"] for r in rows if r["result"] == "success"]
+    kinds = [_kind(r) for r in rows]
+    queries = [r["queries"] for r, k in zip(rows, kinds) if k != "skipped" and r["queries"]]
+    perturbed = [r["perturbed_frac"] for r, k in zip(rows, kinds) if k == "successful"]
     return AttackSummary(
         n_total=len(rows),
-        n_success=kinds.count("success"),
+        n_success=kinds.count("successful"),
         n_failed=kinds.count("failed"),
         n_skipped=kinds.count("skipped"),
+        n_limit=kinds.count("limit"),
         avg_queries=float(np.mean(queries)) if queries else float("nan"),
         avg_perturbed_frac=float(np.mean(perturbed)) if perturbed else float("nan"),
         seconds=seconds,
     )
+
+
+def _kind(row: dict[str, Any]) -> str:
+    """A row's result (logs written before schema 2 said ``success``)."""
+    return "successful" if row["result"] == "success" else row["result"]
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a per-example log (a line cut off by a kill is dropped)."""
+    rows = []
+    if not path.is_file():
+        return rows
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if not line.endswith("\n"):
+                break  # the last line was being written when the job died
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return rows
 
 
 def run_attack(
@@ -338,26 +453,58 @@ def run_attack(
     log_path: Path | None = None,
     progress: bool = True,
     workers: int = 1,
-) -> AttackSummary:
-    """Attack every example and count the results.
+    indices: Sequence[int] | None = None,
+    max_seconds_per_example: float | None = None,
+    query_budget: int | None = None,
+) -> tuple[AttackSummary, list[dict[str, Any]]]:
+    """Attack every example and count the results; (summary, rows in sample order).
 
     Args:
         attack: a ``textattack.Attack``.
         examples: the fixed attack sample as ``(text, label)``.
-        seed: base seed; example ``i`` is attacked under ``seed + i``.
-        log_path: where to write one JSON line per example (original, perturbed, result,
-            queries, perturbed words and %), or None.
+        seed: base seed; the example at position ``i`` of the sample is attacked under
+            ``seed + i``.
+        log_path: the per-example log, appended to and flushed line by line. Rows already in
+            it (a job interrupted mid-attack) are kept and their examples not attacked again,
+            provided they match the sample (same positions and example indices); otherwise
+            the log is started anew.
         progress: show a progress bar.
         workers: processes to split the sample across (1 = in this process).
+        indices: the examples' indices in the evaluation split (default: 0..n-1).
+        max_seconds_per_example, query_budget: per-example limits (rows say ``limit``).
     """
     start = time.perf_counter()
-    if workers > 1 and len(examples) > 1:
-        it = _rows_parallel(attack, examples, seed, min(workers, len(examples)))
-    else:
-        it = (attack_one(attack, i, t, y, seed) for i, (t, y) in enumerate(examples))
-    rows = list(tqdm(it, total=len(examples), desc="attack", disable=not progress))
+    indices = list(range(len(examples))) if indices is None else [int(i) for i in indices]
+    limits = {"max_seconds": max_seconds_per_example, "query_budget": query_budget}
+    done: list[dict[str, Any]] = []
     if log_path is not None:
+        done = read_log(log_path)
+        expected = [(p, indices[p]) for p in range(min(len(done), len(indices)))]
+        if len(done) > len(indices) or [(r.get("position"), r.get("example_index"))
+                                          for r in done] != expected:  # fmt: skip
+            done = []
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        # rewrite what is kept (drops a cut-off last line), then append
         with log_path.open("w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    return summarise(rows, time.perf_counter() - start)
+            fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in done)
+        if done:
+            log.info("attack: resuming after %d of %d examples (%s)", len(done),
+                     len(examples), log_path)  # fmt: skip
+    jobs = [(p, indices[p], t, int(y)) for p, (t, y) in enumerate(examples)][len(done) :]
+    if workers > 1 and len(jobs) > 1:
+        it = _rows_parallel(attack, jobs, seed, min(workers, len(jobs)), limits)
+    else:
+        it = (attack_one(attack, i, t, y, seed, p, **limits) for p, i, t, y in jobs)
+    rows = list(done)
+    fh = log_path.open("a", encoding="utf-8") if log_path is not None else None
+    try:
+        for row in tqdm(it, total=len(examples), initial=len(done), desc="attack",
+                        disable=not progress):  # fmt: skip
+            rows.append(row)
+            if fh is not None:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.flush()
+    finally:
+        if fh is not None:
+            fh.close()
+    return summarise(rows, time.perf_counter() - start), rows

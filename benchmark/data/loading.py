@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,13 +76,66 @@ def _load_local(spec: DatasetSpec, split: str, data_dir: Path) -> list[Example]:
             "set paths.data_dir to a folder holding <dataset>/<split>.csv, "
             "or paths.data_dir=null to load from the Hugging Face Hub"
         )
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
-            raise UserError(f"{path} must have a header with columns text,label")
-        rows = [(r["text"], int(r["label"])) for r in reader]
+    rows = _read_csv(path)
+    check_labels(rows, spec, f"{path}")
     log.info("loaded %d examples from %s", len(rows), path)
     return rows
+
+
+def _read_csv(path: Path) -> list[Example]:
+    """Rows of a ``text,label`` CSV, validated with the file and line named: UTF-8 (a BOM is
+    accepted), no ragged rows, integer labels, at least one row; fields of any length."""
+    csv.field_size_limit(sys.maxsize)
+    rows: list[Example] = []
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = next(reader, None)
+            if not header or not {"text", "label"} <= {h.strip() for h in header}:
+                raise UserError(f"{path} must have a header with columns text,label")
+            cols = [h.strip() for h in header]
+            ti, li = cols.index("text"), cols.index("label")
+            for row in reader:
+                line = reader.line_num
+                if not row:
+                    continue
+                if len(row) != len(cols):
+                    raise UserError(f"{path}:{line}: {len(row)} fields, the header has "
+                                    f"{len(cols)}")  # fmt: skip
+                try:
+                    label = int(row[li].strip())
+                except ValueError:
+                    raise UserError(f"{path}:{line}: label {row[li]!r} is not an integer") from None
+                rows.append((row[ti], label))
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise UserError(f"{path}: malformed CSV ({exc})") from None
+    if not rows:
+        raise UserError(f"{path} has no examples")
+    return rows
+
+
+def check_labels(rows: list[Example], spec: DatasetSpec, where: str) -> None:
+    """Labels must lie in [0, num_labels) (``dataset.num_labels``)."""
+    for i, (_, y) in enumerate(rows):
+        if not 0 <= y < spec.num_labels:
+            raise UserError(
+                f"{where}: example {i + 1} has label {y}, outside [0, {spec.num_labels}) "
+                f"(dataset.num_labels={spec.num_labels})"
+            )
+
+
+def split_warnings(rows: list[Example], spec: DatasetSpec, split: str) -> list[str]:
+    """Warnings a record carries about a split (e.g. one class only)."""
+    labels = {y for _, y in rows}
+    out = []
+    if len(labels) == 1:
+        out.append(f"split {split!r} of {spec.name} has one class only ({labels.pop()})")
+    elif split == spec.train_split and len(labels) != spec.num_labels:
+        raise UserError(f"split {split!r} of {spec.name} has {len(labels)} classes but "
+                        f"dataset.num_labels={spec.num_labels}; set dataset.num_labels")  # fmt: skip
+    return out
 
 
 def _load_hub(spec: DatasetSpec, split: str) -> list[Example]:
@@ -97,7 +151,9 @@ def _load_hub(spec: DatasetSpec, split: str) -> list[Example]:
             f"Hugging Face Hub ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
             "set paths.data_dir to a local mirror with <dataset>/<split>.csv"
         ) from exc
-    return [(str(r[spec.text_column]), int(r[spec.label_column])) for r in ds]
+    rows = [(str(r[spec.text_column]), int(r[spec.label_column])) for r in ds]
+    check_labels(rows, spec, f"{spec.hub_path}/{spec.hub_name or ''} split {split!r}")
+    return rows
 
 
 def sample_indices(n: int, k: int, seed: int) -> list[int]:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +19,17 @@ from benchmark.data.loading import DatasetSpec
 from benchmark.errors import UserError
 from benchmark.models.loading import ModelSpec, resolve_device
 from benchmark.jobs.pipeline import Job, execute, new_record
+from benchmark.jobs.validate import validate
+from benchmark.records.identity import data_source, normalise
 from benchmark.records.store import (
+    CorruptRecord,
     RunRecord,
+    failed_path,
     provenance,
     read_record,
     record_path,
     run_id_of,
+    write_json_atomic,
     write_record,
 )
 from benchmark.records.tracking import WandbMirror
@@ -35,23 +43,83 @@ SUMMARY_FIELDS = (
 )  # fmt: skip
 
 
-def build_job(cfg, choices: dict[str, Any]) -> tuple[Job, WandbMirror]:
-    """Instantiate everything a job needs from the composed config.
+@dataclass
+class Identity:
+    """A composed config's job identity: option names, resolved values, run id, record path."""
 
-    A failure here (bad value or method config) still leaves a ``failed`` record under the
-    job's run id, so a sweep's missing cells are explained.
+    names: dict[str, str]
+    resolved: dict[str, Any]
+    identity: dict[str, Any]
+    run_id: str
+    path: Path
+
+
+def job_identity(cfg, choices: dict[str, Any]) -> Identity:
+    """Validate the composed config (one line per problem) and compute its run identity.
+
+    The identity is the resolved config (normalised, see :mod:`benchmark.records.identity`),
+    the chosen option names and the data source (content fingerprint of local files, or the
+    Hub name and revision); :func:`run_id_of` drops the keys that do not change results.
     """
     from omegaconf import OmegaConf
 
     names = {g: str(choices.get(g)) for g in NAMED_GROUPS}
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    identity = {**resolved, "choices": names}
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except Exception as exc:  # a bad interpolation
+        raise UserError(f"config cannot be resolved: {error_text(exc)}") from exc
+    resolved = normalise(resolved)
+    validate(resolved, names)
+    paths = resolved.get("paths") or {}
+    identity = {
+        **resolved, "choices": names,
+        "data_source": data_source(resolved["dataset"], paths.get("data_dir")),
+    }  # fmt: skip
     run_id = run_id_of(identity)
+    path = record_path(Path(paths["results_dir"]), str(resolved["exp_name"]), run_id)
+    return Identity(names, resolved, identity, run_id, path)
+
+
+def existing_record(ident: Identity, force: bool) -> dict[str, Any] | None:
+    """The job's record if one exists. A corrupt one is an error naming the file, unless
+    ``force`` (then it is rebuilt)."""
+    try:
+        return read_record(ident.path)
+    except CorruptRecord as exc:
+        if not force:
+            raise UserError(f"{exc}; rerun with force=true to rebuild it") from exc
+        log.warning("%s; rebuilding it (force=true)", exc)
+        return None
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when records cannot be written under ``folder``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write records under {folder} ({exc.strerror or exc}); "
+            "set paths.results_dir to a writable folder"
+        ) from exc
+
+
+def build_job(cfg, choices: dict[str, Any], ident: Identity | None = None,
+              protect: bool = False) -> tuple[Job, WandbMirror]:  # fmt: skip
+    """Instantiate everything a job needs from the composed config.
+
+    A failure here (bad value or method config) still leaves a ``failed`` record under the
+    job's run id, so a sweep's missing cells are explained; with ``protect`` (an ``ok`` record
+    exists: a forced rerun) it goes beside it as ``<run_id>.failed.json``.
+    """
+    ident = ident or job_identity(cfg, choices)
     try:
         check_budget(cfg, choices)
-        return _build(cfg, names, resolved, identity, run_id)
+        return _build(cfg, ident.names, ident.resolved, ident.identity, ident.run_id)
     except Exception as exc:
-        _record_build_failure(cfg, names, identity, run_id, exc)
+        _record_build_failure(cfg, ident, exc, protect)
         raise
 
 
@@ -101,18 +169,16 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
     return job, tracker
 
 
-def _record_build_failure(cfg, names, identity, run_id: str, exc: Exception) -> None:
-    try:
-        sparsity = float(cfg.sparsity)
-    except (TypeError, ValueError):
-        sparsity = float("nan")
+def _record_build_failure(cfg, ident: Identity, exc: Exception, protect: bool) -> None:
+    names = ident.names
     record = RunRecord(
-        run_id=run_id, status="failed", error=error_text(exc), exp_name=str(cfg.exp_name),
-        model=names["model"], dataset=names["dataset"], pruner=names["pruner"],
-        attack=names["attack"], seed=int(cfg.seed), sparsity_target=sparsity, cfg=identity,
-        **provenance(),
+        run_id=ident.run_id, status="failed", error=error_text(exc),
+        exp_name=str(cfg.exp_name), model=names["model"], dataset=names["dataset"],
+        pruner=names["pruner"], attack=names["attack"], seed=int(cfg.seed),
+        sparsity_target=float(cfg.sparsity), cfg=ident.identity, **provenance(),
     )  # fmt: skip
-    path = write_record(record, Path(cfg.paths.results_dir))
+    path = failed_path(ident.path) if protect else ident.path
+    write_json_atomic(path, record.to_dict())
     log.info("record: %s (failed before the job started)", path)
 
 
@@ -122,23 +188,29 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {msg}"
 
 
-def run_job(job: Job, tracker: WandbMirror, force: bool, skip_existing: bool) -> dict[str, Any]:
-    """Run one job unless its record exists; always write a record, always close W&B."""
-    path = record_path(job.results_dir, job.exp_name, job.run_id)
-    existing = read_record(path)
-    if existing and existing.get("status") == "ok" and skip_existing and not force:
-        log.info("skip: record %s exists (force=true to rerun)", path)
-        log_summary(existing)
-        return existing
-    from benchmark.attacks.resources import use_nltk_data
+class JobTerminated(BaseException):
+    """SIGTERM (what Slurm sends at a time-out) turned into an exception, so the job's record
+    says so. A BaseException: ``except Exception`` blocks in libraries do not swallow it."""
 
+
+def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, Any]:
+    """Run one job; always write a record, always close W&B.
+
+    ``protect``: the job has an ``ok`` record (a ``force=true`` rerun). A failure of the rerun
+    (error, Ctrl-C, SIGTERM) then goes to ``<run_id>.failed.json`` beside it, and the ``ok``
+    record and its attack log stay as they were; a successful rerun replaces both together.
+    """
+    from benchmark.attacks.resources import use_nltk_data
+    from benchmark.jobs.pipeline import log_path, partial_log_path
+
+    path = record_path(job.results_dir, job.exp_name, job.run_id)
     use_nltk_data(job.nltk_data)  # before TextAttack is imported
     record = new_record(job)
     out_dir = path.parent / "wandb"
     tags = [job.names["pruner"], job.names["attack"], job.names["dataset"]]
-    tracker.start(job.run_id, job.exp_name, job.cfg, tags, out_dir)
     failed = True
     try:
+        tracker.start(job.run_id, job.exp_name, job.cfg, tags, out_dir)
         execute(job, record)
         failed = False
     except BaseException as exc:
@@ -147,10 +219,21 @@ def run_job(job: Job, tracker: WandbMirror, force: bool, skip_existing: bool) ->
         raise
     finally:
         record.wandb_run_id = tracker.run_id
-        write_record(record, job.results_dir)
+        if record.status == "ok":
+            partial = partial_log_path(job)
+            if partial.exists():
+                os.replace(partial, log_path(job))
+            elif job.attack.enabled is False and log_path(job).exists():
+                log_path(job).unlink()  # an old log of a rerun without attack
+            write_record(record, job.results_dir)
+            failed_path(path).unlink(missing_ok=True)
+            written = path
+        else:
+            written = failed_path(path) if protect else path
+            write_json_atomic(written, record.to_dict())
         tracker.log_record(record.to_dict())
         tracker.finish(failed=failed)
-        log.info("record: %s (%s)", path, record.status)
+        log.info("record: %s (%s)", written, record.status)
     log_summary(record.to_dict())
     return record.to_dict()
 

@@ -19,14 +19,16 @@ from typing import Any
 import torch
 
 from benchmark.attacks.adapter import AttackSpec
-from benchmark.data.loading import DatasetSpec, load_split, sample_indices
+from benchmark.attacks.evaluation import constant_clf_aua, evaluate_clean
+from benchmark.data.loading import DatasetSpec, load_split, sample_indices, split_warnings
 from benchmark.training.dense import DenseRecipe, get_dense, load_pretrained
 from benchmark.models.loading import ModelSpec
 from benchmark.jobs.profiling import measure
 from benchmark.pruners.base import PruneData, Pruner, apply_masks, check_sparsity, measure_sparsity
+from benchmark.records.identity import code_hash
 from benchmark.records.store import RunRecord, provenance, short_hash, write_json_atomic
 from benchmark.jobs.seeding import seed_everything
-from benchmark.training.loop import accuracy, set_progress
+from benchmark.training.loop import set_progress
 
 log = logging.getLogger(__name__)
 
@@ -78,21 +80,25 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     set_progress(job.progress)
     check_sparsity(job.sparsity)
     evals = load_split(job.dataset, job.dataset.eval_split, job.data_dir)
+    record.warnings += split_warnings(evals, job.dataset, job.dataset.eval_split)
     if job.max_eval_examples:
         evals = evals[: job.max_eval_examples]
     if job.attack.enabled:  # fail on a missing resource before any expensive work
         job.attack.check_resources(_attack_resources(job), job.names["attack"])
     model, tok, dense_info = get_dense(
-        job.model, job.dataset, job.dense, job.data_dir, job.cache_dir, job.device
-    )
+        job.model, job.dataset, job.dense, job.data_dir, job.cache_dir, job.device,
+        holdout=getattr(job.pruner, "dense_holdout", None), data=job.cfg.get("data_source"),
+    )  # fmt: skip
     record.dense_acc = dense_info.get("dense_acc")
     record.dense_info = dense_info
     _prune(job, model, tok, record)
-    record.n_eval = len(evals)
-    record.clean_acc = accuracy(
+    clean = evaluate_clean(
         model, tok, evals, job.dataset.max_length, job.device, job.eval_batch_size
     )
-    log.info("clean accuracy %.4f on %d examples", record.clean_acc, len(evals))
+    for key, value in clean.fields().items():
+        setattr(record, key, value)
+    log.info("clean accuracy %.4f on %d examples (most predicted class: %.1f%%)",
+             record.clean_acc, len(evals), 100 * record.pred_majority_share)  # fmt: skip
     if job.attack.enabled:
         _attack(job, model, tok, evals, record)
     record.duration_s = time.perf_counter() - start
@@ -102,15 +108,15 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
 
 def _prune(job: Job, model, tok, record: RunRecord) -> None:
     """Prune ``model`` in place (or load the cached pruned weights) and record the cost."""
-    key = short_hash({"dense": record.dense_info.get("key"), **job.prune_key_cfg})
+    key = short_hash({"dense": record.dense_info.get("key"), **job.prune_key_cfg,
+                      "code": code_hash(job.cfg.get("pruner", {}).get("_target_"))})  # fmt: skip
     folder = job.cache_dir / "pruned" / key
-    if job.cache_pruned and (folder / "info.json").is_file():
-        model.load_state_dict(torch.load(folder / "weights.pt", map_location=job.device))
-        info = json.loads((folder / "info.json").read_text())
-        info["cached"] = True
+    info = _load_pruned(folder, model, job.device) if job.cache_pruned else None
+    if info is not None:
         log.info("pruned weights from cache %s (pruning took %.1f s)", folder, info["seconds"])
     else:
         train = load_split(job.dataset, job.dataset.train_split, job.data_dir)
+        record.warnings += split_warnings(train, job.dataset, job.dataset.train_split)
         data = PruneData(
             tokenizer=tok, train=train, max_length=job.dataset.max_length, device=job.device,
             seed=job.seed,
@@ -137,6 +143,24 @@ def _prune(job: Job, model, tok, record: RunRecord) -> None:
         job.names["pruner"], job.sparsity, record.sparsity_actual, info["seconds"],
         info["peak_mem_mb"],
     )  # fmt: skip
+
+
+def _load_pruned(folder: Path, model, device) -> dict[str, Any] | None:
+    """A pruned-cache entry loaded into ``model``, or None when there is none. An entry that
+    cannot be read (truncated by a kill, corrupt) is named in the log, removed and rebuilt."""
+    if not (folder / "info.json").is_file():
+        return None
+    try:
+        info = json.loads((folder / "info.json").read_text())
+        state = torch.load(folder / "weights.pt", map_location=device)
+        model.load_state_dict(state)
+    except Exception as exc:  # truncated file, bad pickle, wrong shapes
+        log.warning("pruned cache %s is unreadable (%s: %s); pruning again", folder,
+                    type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    info["cached"] = True
+    return info
 
 
 def _store_pruned(folder: Path, model, info: dict[str, Any]) -> None:
@@ -170,20 +194,34 @@ def _attack(job: Job, model, tok, evals, record: RunRecord) -> None:
     )
     attack = build_attack(job.attack, wrapper, _attack_resources(job))
     record.cfg["attack_build"] = attack.build_info  # resolved choices (not part of the run id)
-    log_path = job.results_dir / "runs" / job.exp_name / f"{job.run_id}.attack.jsonl"
-    summary = run_attack(
-        attack, sample, job.attack.seed, log_path, job.progress, workers=job.attack.workers
-    )
+    summary, _ = run_attack(
+        attack, sample, job.attack.seed, partial_log_path(job), job.progress,
+        workers=job.attack.workers, indices=idx,
+        max_seconds_per_example=job.attack.max_seconds_per_example,
+        query_budget=job.attack.query_budget,
+    )  # fmt: skip
     for key, value in summary.metrics().items():
         if key == "seconds":
             record.attack_seconds = value
         else:
             setattr(record, key, value)
+    record.constant_clf_aua = constant_clf_aua([y for _, y in sample], record.pred_majority_label)
     log.info(
         "attack %s on %d examples: clean %.3f, aua %.3f, asr %.3f, %.1f queries, %.0f s",
         job.names["attack"], summary.n_total, summary.attack_clean_acc, summary.aua,
         summary.asr, summary.avg_queries, summary.seconds,
     )  # fmt: skip
+
+
+def log_path(job: Job) -> Path:
+    """The per-example attack log of a finished job (beside its record)."""
+    return job.results_dir / "runs" / job.exp_name / f"{job.run_id}.attack.jsonl"
+
+
+def partial_log_path(job: Job) -> Path:
+    """The log of a job in progress: renamed to :func:`log_path` when the job ends ``ok``, so
+    a finished record and its log are always replaced together (a failed rerun leaves both)."""
+    return job.results_dir / "runs" / job.exp_name / f"{job.run_id}.attack.partial.jsonl"
 
 
 def _attack_resources(job: Job):

@@ -16,14 +16,15 @@ GROUPS = (
 )  # fmt: skip
 
 
-def options(group: str) -> list[str]:
-    """Names of the options of a config group."""
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def options(group: str, extra_dirs: list[Path] | tuple[Path, ...] = ()) -> list[str]:
+    """Names of the options of a config group (built-in, plus a user's config folders)."""
+    names = {p.stem for d in (CONF_DIR, *extra_dirs) for p in (Path(d) / group).glob("*.yaml")}
+    return sorted(names)
 
 
-def check_option(group: str, name: str) -> None:
+def check_option(group: str, name: str, extra_dirs: list[Path] | tuple[Path, ...] = ()) -> None:
     """Raise :class:`UserError` when ``name`` is not an option of ``group``."""
-    valid = options(group)
+    valid = options(group, extra_dirs)
     if name in valid or (group == "experiment" and name == "null"):
         return
     close = difflib.get_close_matches(name, valid, n=1)

@@ -80,6 +80,13 @@ def load_classifier(source: str, num_labels: int, revision: str | None = None, k
         model = AutoModelForSequenceClassification.from_pretrained(
             path, num_labels=num_labels, revision=revision
         )
+    except (RuntimeError, ValueError) as exc:  # a checkpoint whose head does not fit the task
+        if "size mismatch" not in str(exc) and "mismatched" not in str(exc):
+            raise
+        raise UserError(
+            f"checkpoint {path!r} does not fit the task: its classifier head has another size "
+            f"than dataset.num_labels={num_labels} ({key or 'model.pretrained'})"
+        ) from exc
     except OSError as exc:
         raise UserError(
             f"could not load model {path!r} ({str(exc).splitlines()[0][:160]}); the Hub is "

@@ -5,18 +5,32 @@ NeurIPS 2015; LTH for BERT: Chen et al., "The Lottery Ticket Hypothesis for Pre-
 Networks", NeurIPS 2020 (IMP with rewinding to the pre-trained weights). Both are baselines of
 RobustT (Zheng et al., ACL 2022) and AKR (Li et al., EMNLP 2023).
 
-Starting from the dense fine-tuned model, each round removes ``rate_per_round`` of the
-weights still kept (by magnitude, globally over the scope by default), then fine-tunes with
-the masks enforced. Round ``r`` therefore has sparsity ``1 - (1 - rate)^r``, and the last
-round is clipped to the target. LTH (``rewind=True``) loads the PRE-TRAINED model
-(``PruneData.pretrained``; embeddings, pooler and a freshly initialised classifier included)
-before every round's fine-tune; IMP continues from the current weights.
+Starting from the dense fine-tuned model, each round prunes by magnitude (globally over the
+scope by default) and then fine-tunes with the masks enforced. LTH (``rewind=True``) loads the
+PRE-TRAINED weights (``PruneData.pretrained``) before every round's fine-tune; IMP continues
+from the current weights.
+
+Official code (VITA-Group/BERT-Tickets @ 4d8e035, ``LT_glue.py``), reproduced by default:
+- Schedule ``round_schedule: linear``: round k (0-based) removes 1/(10 - k) of the remaining
+  weights (``:371``), i.e. the sparsity after round k is (k + 1) / 10 of the ORIGINAL weights:
+  10%, 20%, ..., 5 rounds to 50% (``rate_per_round`` 0.1 is the step). The last round is clipped
+  to the target. ``round_schedule: geometric`` is the classic 1 - (1 - rate)^r (7 rounds to 50%).
+- Learning rate ``lr_schedule: official``: every round gets a fresh AdamW and a fresh linear
+  decay whose length is ALL rounds' steps, with 0 warm-up (``:205``, ``:216-220`` and
+  ``:387-401``): round r's rate falls from lr to lr * (1 - 1/R) and restarts at lr.
+  ``lr_schedule: per_round`` is one warm-up + decay to 0 per round (``warmup_ratio``).
+- Weight decay 0 (``:656``), gradient clipping 1.0 (``:325``, ``:658``), random batches.
+- The pooler is pruned with the encoder (``:126``; scope ``encoder_linear+pooler``).
+- LTH rewinds only the keys of the encoder body (``'bert' in key``, ``:180``): the classifier
+  head keeps its trained weights across rounds (``reset_head: false``). ``reset_head: true``
+  loads the pre-trained model's fresh head too (the previous behaviour of this module).
 
 Options: ``adversarial=True`` replaces cross-entropy by FreeLB in every round's fine-tune
 (configs ``imp_freelb`` / ``lth_freelb``).
-Differences from the papers: the per-round budget is one ``TrainConfig`` (3 epochs, lr 2e-5 by
-default, the dense fine-tune's settings) with weight decay on all parameters (the papers'
-code exempts biases and LayerNorm); the last checkpoint of each round is kept (no selection).
+Differences from the official code: it trains from the pre-trained model and prunes every
+``save_steps`` inside one run; here round 0's training is the dense fine-tune the model arrives
+with. Weight decay, when set, applies to all parameters (the code exempts biases and LayerNorm;
+with its default 0 this does not matter). The last checkpoint of each round is kept.
 
 The module also holds helpers shared by the training-based pruners (global top-k masks,
 rewinding, masked fine-tuning).
@@ -33,7 +47,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from benchmark.training.freelb import FreeLBStep
 from benchmark.pruners.base import (
     Masks,
     PruneData,
@@ -44,6 +57,7 @@ from benchmark.pruners.base import (
     remove_mask_hooks,
 )
 from benchmark.pruners.magnitude import global_topk_masks, layer_topk_masks
+from benchmark.training.freelb import FreeLBStep
 from benchmark.training.loop import Batch, TrainConfig, default_step, train
 
 log = logging.getLogger(__name__)
@@ -73,9 +87,20 @@ def pretrained_state(data: PruneData) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
 
 
-def rewind(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` (a plain state dict) into ``model``; mask hooks must be removed first."""
+def rewind(model: nn.Module, state: dict[str, torch.Tensor], keep_head: bool = False) -> None:
+    """Load ``state`` (a plain state dict) into ``model``; mask hooks must be removed first.
+
+    ``keep_head``: load only the base model's keys (``model.base_model_prefix``, e.g.
+    ``bert.``), so the classifier keeps its current weights (BERT-Tickets ``LT_glue.py:180``).
+    """
+    if keep_head:
+        prefix = f"{getattr(model, 'base_model_prefix', 'bert')}."
+        state = {k: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise RuntimeError(f"rewind: no key starts with {prefix!r}")
     missing, unexpected = model.load_state_dict(state, strict=False)
+    if keep_head:
+        missing = [k for k in missing if k.startswith(prefix)]
     if unexpected or [k for k in missing if not k.endswith("position_ids")]:
         raise RuntimeError(f"rewind: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
@@ -127,12 +152,22 @@ def masked_finetune(
     return stats
 
 
-def imp_schedule(target: float, rate: float) -> list[float]:
-    """Sparsities of the IMP rounds: ``1 - (1 - rate)^r`` up to the target (last one clipped)."""
+def imp_schedule(target: float, rate: float, mode: str = "linear") -> list[float]:
+    """Sparsities of the IMP rounds up to the target (last one clipped to it).
+
+    ``linear`` (BERT-Tickets ``LT_glue.py:371``, removing 1/(10 - k) of the remaining weights
+    with rate 0.1): rate, 2 rate, 3 rate, ... of the original weights.
+    ``geometric``: 1 - (1 - rate)^r (the same fraction of the remaining weights every round).
+    """
     if not 0 < rate < 1:
         raise ValueError(f"rate_per_round must be in (0, 1), got {rate}")
+    if mode not in ("linear", "geometric"):
+        raise ValueError(f"round_schedule must be 'linear' or 'geometric', got {mode!r}")
     if target <= 0:
         return []
+    if mode == "linear":
+        rounds = max(1, math.ceil(target / rate - 1e-9))
+        return [min(target, rate * r) for r in range(1, rounds)] + [target]
     rounds = max(1, math.ceil(math.log(1 - target) / math.log(1 - rate) - 1e-9))
     return [min(target, 1 - (1 - rate) ** r) for r in range(1, rounds)] + [target]
 
@@ -144,42 +179,55 @@ class IterativeMagnitudePruner:
         self,
         rewind: bool = False,
         rate_per_round: float = 0.1,
+        round_schedule: str = "linear",
+        lr_schedule: str = "official",
+        reset_head: bool = False,
         granularity: str = "global",
         epochs: float = 3.0,
         max_steps: int | None = None,
         lr: float = 2e-5,
         batch_size: int = 32,
-        weight_decay: float = 0.01,
-        warmup_ratio: float = 0.1,
+        weight_decay: float = 0.0,
+        warmup_ratio: float = 0.0,
+        grad_clip: float | None = 1.0,
+        group_by_length: bool = False,
         max_train_examples: int | None = None,
         adversarial: bool = False,
         adv_steps: int = 5,
         adv_lr: float = 0.03,
         adv_init_mag: float = 0.05,
         adv_norm: str = "example",
-        scope: str = "encoder_linear",
+        scope: str = "encoder_linear+pooler",
         version: int = 1,
     ) -> None:
         """Args:
         rewind: LTH (rewind to the pre-trained weights before each round's fine-tune) or IMP.
-        rate_per_round: fraction of the remaining weights removed per round (Chen et al.: 0.1).
+        rate_per_round: the step of the round schedule (0.1).
+        round_schedule: ``linear`` (official: 10%, 20%, ... of the original) or ``geometric``.
+        lr_schedule: ``official`` (fresh linear decay over all rounds' steps each round, no
+            warm-up) or ``per_round`` (warm-up ``warmup_ratio`` and decay to 0 in each round).
+        reset_head: LTH only; also rewind the classifier head (False: keep it, official).
         granularity: ``global`` (one threshold, Chen et al.) or ``layer``.
-        epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio /
-            max_train_examples: the fine-tuning budget of EACH round (TrainConfig fields).
+        epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio / grad_clip /
+            group_by_length / max_train_examples: the fine-tuning budget of EACH round.
         adversarial: fine-tune every round with FreeLB instead of cross-entropy.
         adv_steps / adv_lr / adv_init_mag / adv_norm: FreeLB settings (RobustT's by default).
         scope / version: as for every pruner.
         """
         if granularity not in ("global", "layer"):
             raise ValueError(f"granularity must be 'global' or 'layer', got {granularity!r}")
-        imp_schedule(0.5, rate_per_round)  # validates the rate
+        imp_schedule(0.5, rate_per_round, round_schedule)  # validates rate and mode
+        if lr_schedule not in ("official", "per_round"):
+            raise ValueError(f"lr_schedule must be 'official' or 'per_round', got {lr_schedule!r}")
         self.rewind = rewind
         self.rate_per_round = rate_per_round
+        self.round_schedule, self.lr_schedule = round_schedule, lr_schedule
+        self.reset_head = bool(reset_head)
         self.granularity = granularity
         self.train_kwargs = {
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
-            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-            "max_train_examples": max_train_examples,
+            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "grad_clip": grad_clip,
+            "group_by_length": group_by_length, "max_train_examples": max_train_examples,
         }  # fmt: skip
         self.step_fn = freelb_or_ce(adversarial, adv_steps, adv_lr, adv_init_mag, adv_norm)
         self.adversarial = adversarial
@@ -193,13 +241,18 @@ class IterativeMagnitudePruner:
         """Run the IMP rounds; return the final masks and per-round statistics."""
         select = global_topk_masks if self.granularity == "global" else layer_topk_masks
         masks = full_masks(model, self.scope)
+        schedule = imp_schedule(sparsity, self.rate_per_round, self.round_schedule)
         rounds = []
-        for r, s in enumerate(imp_schedule(sparsity, self.rate_per_round)):
+        for r, s in enumerate(schedule):
             masks = select(magnitude_scores(model, self.scope, masks), s)
             if rewind_state is not None:
-                rewind(model, rewind_state)
+                rewind(model, rewind_state, keep_head=not self.reset_head)
             cfg = TrainConfig(seed=data.seed + r, **self.train_kwargs)
-            stats = masked_finetune(model, data, masks, cfg, self.step_fn, f"imp round {r + 1}")
+            kw: dict[str, Any] = {}
+            if self.lr_schedule == "official":  # LT_glue.py:398-401: t_total of all rounds
+                kw["schedule_total"] = len(schedule) * cfg.total_steps(len(data.train))
+            stats = masked_finetune(model, data, masks, cfg, self.step_fn, f"imp round {r + 1}",
+                                    **kw)  # fmt: skip
             rounds.append({"sparsity": s, **stats})
             log.info("IMP round %d: sparsity %.4f, loss %.4f", r + 1, s, stats["final_loss"])
         return masks, rounds
@@ -214,6 +267,8 @@ class IterativeMagnitudePruner:
             "rewound_to": "pretrained" if self.rewind else None,
             "fine_tune": "freelb" if self.adversarial else "cross_entropy",
             "checkpoint": "last", "granularity": self.granularity,
+            "round_schedule": self.round_schedule, "lr_schedule": self.lr_schedule,
+            "head": None if not self.rewind else ("reset" if self.reset_head else "kept"),
         }  # fmt: skip
         return masks
 

@@ -4,29 +4,49 @@ Deterministic Barriers: Randomized Pruning Mask Generation and Selection", Findi
 
 Iterative pruning with knowledge distillation from the dense model, through sparsity stages
 (paper: 0.54 -> 0.83 -> 0.92 -> 0.9375; stages at or above the target are dropped and the
-target is appended). In each stage:
+target is appended). First the dense model gets one distillation epoch without masks
+(``dense_epochs``). Then, in each stage:
 1. Mask generation per matrix: ``p_i ~ |w_i|^power`` (power 5); draw ``keep_k`` indices
    without replacement ``T = max(1, int((N - keep_k) * ratio))`` times (Gumbel top-k, exact for
    sampling without replacement) and keep the ``keep_k`` most drawn (ties: larger |w|). The
    ratio cycles through 5e-5, 1e-4, 8e-5, 3e-4 across the 8 candidates. Weights pruned in an
    earlier stage are zero, have probability 0 and stay pruned.
 2. Early mask evaluation: each candidate trains one epoch from the previous stage's weights
-   (lr 2e-4, 10% warm-up, distillation loss), is evaluated every 50 steps on a held-out part of
-   the TRAINING split (seeded), and scores the mean of its last 10 evaluations.
-3. The best candidate is trained again from the previous stage's weights for
-   ``stage_epochs`` with the distillation loss, with early stopping on the held-out accuracy
-   (best checkpoint kept).
+   (lr 2e-4, 10% warm-up then linear decay, distillation loss), is evaluated every 50 steps on
+   a held-out part of the TRAINING split (seeded), and scores the mean of its last 10
+   evaluations.
+3. The best candidate is trained again from the previous stage's weights for ``stage_epochs``
+   (10) with the distillation loss, lr 5e-5, ``constant_with_warmup`` (10% warm-up; the last
+   stage ``linear``), with early stopping on the held-out accuracy (patience 100
+   evaluations; best checkpoint kept).
 Distillation loss: MSE of all hidden states + MSE of all attention maps + soft cross-entropy
-of the logits (temperature ``temperature``), against the dense model as it entered ``prune``.
-``deterministic=True`` is the paper's deterministic baseline: one candidate, per-matrix
-magnitude top-k, no early evaluation, same training.
+of the logits (temperature ``temperature``) averaged over batch x classes, against the dense
+model as it entered ``prune``. ``deterministic=True`` is the paper's deterministic baseline:
+one candidate, per-matrix magnitude top-k, no early evaluation, same training.
 
-Differences from the paper (not stated there; our choices, documented here):
-- The full stage training restarts from the previous stage's weights (not from the winning
-  candidate's one-epoch weights); its budget and patience are config values
-  (``stage_epochs`` 3, ``patience`` 5 evaluations).
-- The three distillation terms have weight 1 and temperature 1; no hard-label loss.
-- Weight decay 0.01 on all parameters (AdamW), gradient clipping 1.0 (the shared loop).
+Official code (mexiQQ/Pruning-with-randomness @ 9c9aea5), reproduced by default:
+- Stage budget 10 epochs (``mrpc/run_experiment_mrpc_random_quickcall.sh:20``), early stopping
+  with patience 100 evaluations every 50 steps (``utils_randomness.py:49``, ``:146-165``).
+- Full stage: the saved optimizer state is reloaded (``experiment_soups_quickcall.py:233-236``),
+  which restores the run's lr 5e-5 (candidates had set 2e-4, ``:192-193``); schedule
+  ``constant_with_warmup`` (script ``:25``) with 10% warm-up, ``linear`` for the last stage
+  (``:253-258``).
+- Batch 64 (script ``:15``), weight decay 0 (``parameters.py:111``), no gradient clipping
+  (``utils_randomness.py:117-121``: backward, step, zero_grad), random batches.
+- Soft cross-entropy ``(-p * log q).mean()`` over batch x classes (``utils_randomness.py:432-435``;
+  ``soft_ce: sum`` sums over classes, the textbook form, C times larger).
+- One dense distillation epoch before the first stage (``experiment_soups_quickcall.py:138``),
+  lr 5e-5 with the run's schedule and 10% warm-up (``:119-126``), best checkpoint kept.
+
+Differences from the official code, all deliberate:
+- Selection data: the code early-stops every phase and scores the LAST stage's candidates on
+  the evaluation split (``:138``, ``:217``, ``:260``); here every evaluation uses a held-out
+  part of the TRAINING split (a defect not reproduced: the attacked split is never looked at).
+- The full stage restarts a fresh AdamW at lr 5e-5 from the previous stage's best weights; the
+  code also restores the Adam moments saved with them (not carried over here).
+- The code trains on TinyBERT-augmented data (``--aug_train``, script ``:13``); the augmented
+  sets are not available offline, so the original training split is used.
+- The three distillation terms have weight 1 (as the code); temperature 1.
 """
 
 from __future__ import annotations
@@ -43,7 +63,7 @@ from torch import nn
 from benchmark.pruners.base import Masks, PruneData, check_sparsity, keep_count, prunable_params
 from benchmark.pruners.imp import copy_model, cpu_state, masked_finetune, rewind
 from benchmark.pruners.magnitude import layer_topk_masks
-from benchmark.training.loop import Batch, TrainConfig, accuracy, holdout_split
+from benchmark.training.loop import Batch, TrainConfig, accuracy, holdout_split, train
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +100,11 @@ def sample_mask(
     return mask.view_as(weight)
 
 
-def distillation_loss(student_out, teacher_out, temperature: float = 1.0) -> torch.Tensor:
-    """Hidden-state MSE + attention MSE + soft cross-entropy on the logits."""
+def distillation_loss(
+    student_out, teacher_out, temperature: float = 1.0, soft_ce: str = "mean"
+) -> torch.Tensor:
+    """Hidden-state MSE + attention MSE + soft cross-entropy on the logits (``soft_ce``:
+    ``mean`` over batch x classes, official; ``sum`` over classes, mean over the batch)."""
     hid = sum(
         F.mse_loss(s, t)
         for s, t in zip(student_out.hidden_states, teacher_out.hidden_states, strict=True)
@@ -91,17 +114,24 @@ def distillation_loss(student_out, teacher_out, temperature: float = 1.0) -> tor
         for s, t in zip(student_out.attentions, teacher_out.attentions, strict=True)
     )
     t_prob = F.softmax(teacher_out.logits / temperature, dim=-1)
-    soft = -(t_prob * F.log_softmax(student_out.logits / temperature, dim=-1)).sum(-1).mean()
+    cross = -(t_prob * F.log_softmax(student_out.logits / temperature, dim=-1))
+    if soft_ce == "mean":  # utils_randomness.py:432-435: mean over batch x classes
+        soft = cross.mean()
+    elif soft_ce == "sum":
+        soft = cross.sum(-1).mean()
+    else:
+        raise ValueError(f"soft_ce must be 'mean' or 'sum', got {soft_ce!r}")
     return hid + att + soft
 
 
 class DistillStep:
     """A ``step_fn``: distillation loss against a frozen teacher, back-propagated."""
 
-    def __init__(self, teacher: nn.Module, temperature: float = 1.0) -> None:
-        """Args: the frozen teacher and the logit temperature."""
+    def __init__(self, teacher: nn.Module, temperature: float = 1.0, soft_ce: str = "mean") -> None:
+        """Args: the frozen teacher, the logit temperature and the soft-CE reduction."""
         self.teacher = teacher
         self.temperature = temperature
+        self.soft_ce = soft_ce
 
     def __call__(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Compute and back-propagate the distillation loss (labels are not used)."""
@@ -109,7 +139,7 @@ class DistillStep:
         with torch.no_grad():
             t_out = self.teacher(**inputs, output_hidden_states=True, output_attentions=True)
         s_out = model(**inputs, output_hidden_states=True, output_attentions=True)
-        loss = distillation_loss(s_out, t_out, self.temperature)
+        loss = distillation_loss(s_out, t_out, self.temperature, self.soft_ce)
         loss.backward()
         return loss.detach()
 
@@ -126,16 +156,25 @@ class RandMaskPruner:
         deterministic: bool = False,
         candidate_epochs: float = 1.0,
         candidate_max_steps: int | None = None,
+        candidate_lr: float = 2e-4,
+        candidate_schedule: str = "linear",
         eval_every: int = 50,
         eval_last: int = 10,
-        stage_epochs: float = 3.0,
+        dense_epochs: float = 1.0,
+        dense_max_steps: int | None = None,
+        stage_epochs: float = 10.0,
         stage_max_steps: int | None = None,
-        patience: int = 5,
-        lr: float = 2e-4,
-        batch_size: int = 32,
-        weight_decay: float = 0.01,
+        stage_schedule: str = "constant_with_warmup",
+        last_stage_schedule: str = "linear",
+        patience: int = 100,
+        lr: float = 5e-5,
+        batch_size: int = 64,
+        weight_decay: float = 0.0,
         warmup_ratio: float = 0.1,
+        grad_clip: float | None = None,
+        group_by_length: bool = False,
         temperature: float = 1.0,
+        soft_ce: str = "mean",
         holdout_examples: int = 1000,
         max_train_examples: int | None = None,
         scope: str = "encoder_linear",
@@ -146,11 +185,16 @@ class RandMaskPruner:
         num_candidates / ratios / power: mask generation (8; 5e-5, 1e-4, 8e-5, 3e-4; 5).
         deterministic: the magnitude baseline (one candidate, no early evaluation).
         candidate_epochs / candidate_max_steps: early-evaluation budget per candidate (1 epoch).
+        candidate_lr / candidate_schedule: the candidates' optimiser (2e-4, linear).
         eval_every / eval_last: evaluate every 50 steps; score = mean of the last 10.
+        dense_epochs / dense_max_steps: the initial dense distillation (1 epoch; 0: none).
         stage_epochs / stage_max_steps / patience: full stage training with early stopping
-            (patience counted in evaluations).
-        lr / batch_size / weight_decay / warmup_ratio: optimiser (2e-4, 32, 0.01, 0.1).
-        temperature: distillation temperature of the logits.
+            (10 epochs, patience 100 evaluations).
+        stage_schedule / last_stage_schedule: the full stages' schedule (constant_with_warmup;
+            the last stage linear).
+        lr / batch_size / weight_decay / warmup_ratio / grad_clip / group_by_length: the
+            optimiser of the dense epoch and the full stages (5e-5, 64, 0, 0.1, none, False).
+        temperature / soft_ce: distillation temperature and soft-CE reduction (``mean``).
         holdout_examples: held-out part of the training split for all evaluations (seeded).
         max_train_examples: subsample the training split (smoke runs).
         scope / version: as for every pruner.
@@ -163,13 +207,19 @@ class RandMaskPruner:
         self.power = power
         self.deterministic = deterministic
         self.candidate_budget = {"epochs": candidate_epochs, "max_steps": candidate_max_steps}
+        self.candidate_lr, self.candidate_schedule = candidate_lr, candidate_schedule
+        self.dense_budget = {"epochs": dense_epochs, "max_steps": dense_max_steps}
         self.stage_budget = {"epochs": stage_epochs, "max_steps": stage_max_steps}
+        self.stage_schedule, self.last_stage_schedule = stage_schedule, last_stage_schedule
         self.eval_every, self.eval_last, self.patience = eval_every, eval_last, patience
         self.opt = {
             "lr": lr, "batch_size": batch_size, "weight_decay": weight_decay,
-            "warmup_ratio": warmup_ratio, "max_train_examples": max_train_examples,
+            "warmup_ratio": warmup_ratio, "grad_clip": grad_clip,
+            "group_by_length": group_by_length, "max_train_examples": max_train_examples,
         }  # fmt: skip
-        self.temperature = temperature
+        if soft_ce not in ("mean", "sum"):
+            raise ValueError(f"soft_ce must be 'mean' or 'sum', got {soft_ce!r}")
+        self.temperature, self.soft_ce = temperature, soft_ce
         self.holdout_examples = holdout_examples
         self.scope = scope
         self.version = version
@@ -214,39 +264,48 @@ class RandMaskPruner:
 
         return after_step
 
-    def run_stage(self, model, data, sparsity, teacher, rest, held, gen) -> tuple[Masks, dict]:
+    def select_candidate(self, scores: Sequence[float]) -> int:
+        """Index of the candidate with the best held-out score (first on ties)."""
+        return max(range(len(scores)), key=lambda c: scores[c]) if scores else 0
+
+    def run_stage(
+        self, model, data, sparsity, teacher, rest, held, gen, last: bool = False
+    ) -> tuple[Masks, dict]:
         """One stage: candidates, early evaluation, full training with early stopping."""
         base = cpu_state(model)
         cands = self.candidates(model, sparsity, gen)
-        step_fn = DistillStep(teacher, self.temperature)
+        step_fn = DistillStep(teacher, self.temperature, self.soft_ce)
         scores: list[float] = []
         if len(cands) > 1:
             for c, masks in enumerate(cands):
                 rewind(model, base)
                 evals: list[float] = []
-                cfg = TrainConfig(seed=data.seed + c, **self.candidate_budget, **self.opt)
+                cfg = TrainConfig(seed=data.seed + c, **self.candidate_budget,
+                                  **{**self.opt, "lr": self.candidate_lr})  # fmt: skip
                 masked_finetune(model, data, masks, cfg, step_fn, f"candidate {c}", rest,
-                                after_step=self._evaluator(model, data, held, evals))  # fmt: skip
+                                after_step=self._evaluator(model, data, held, evals),
+                                schedule=self.candidate_schedule)  # fmt: skip
                 if not evals:  # budget shorter than eval_every: evaluate once at the end
                     evals.append(
                         accuracy(model, data.tokenizer, held, data.max_length, data.device)
                     )
                 scores.append(sum(evals[-self.eval_last :]) / len(evals[-self.eval_last :]))
-        best = max(range(len(cands)), key=lambda c: scores[c]) if scores else 0
+        best = self.select_candidate(scores)
         rewind(model, base)
         es: dict[str, Any] = {"best": -math.inf, "state": None, "since": 0, "step": None}
         cfg = TrainConfig(seed=data.seed, **self.stage_budget, **self.opt)
         evals = []
+        schedule = self.last_stage_schedule if last else self.stage_schedule
         stats = masked_finetune(
             model, data, cands[best], cfg, step_fn, f"stage {sparsity:g}", rest,
-            after_step=self._evaluator(model, data, held, evals, es),
+            after_step=self._evaluator(model, data, held, evals, es), schedule=schedule,
         )  # fmt: skip
         if es["state"] is not None:
             rewind(model, es["state"])
         info = {
             "sparsity": sparsity, "candidate_scores": scores, "chosen": best,
             "ratio": None if self.deterministic else self.ratios[best % len(self.ratios)],
-            "train_steps": stats["steps"], "best_step": es["step"],
+            "train_steps": stats["steps"], "best_step": es["step"], "schedule": schedule,
             "best_heldout_acc": None if es["state"] is None else es["best"],
         }  # fmt: skip
         return cands[best], info
@@ -259,9 +318,12 @@ class RandMaskPruner:
         gen = torch.Generator(device=data.device).manual_seed(data.seed)
         masks = {n: torch.ones_like(p, dtype=torch.bool) for n, p in
                  prunable_params(model, self.scope).items()}  # fmt: skip
+        dense_info = self.distill_dense(model, data, teacher, rest, held)
         stages = []
-        for s in self.stage_targets(sparsity):
-            masks, info = self.run_stage(model, data, s, teacher, rest, held, gen)
+        targets = self.stage_targets(sparsity)
+        for i, s in enumerate(targets):
+            last = i == len(targets) - 1
+            masks, info = self.run_stage(model, data, s, teacher, rest, held, gen, last)
             stages.append(info)
             log.info("randmask stage %.4f: candidate %d chosen (%s)", s, info["chosen"],
                      info["candidate_scores"])  # fmt: skip
@@ -270,5 +332,25 @@ class RandMaskPruner:
             "selection_split": {"from": "train", "n_heldout": len(held), "n_train": len(rest),
                                 "seed": data.seed},
             "teacher": "dense model as given", "checkpoint": "best held-out accuracy per stage",
+            "dense_distillation": dense_info,
         }  # fmt: skip
         return masks
+
+    def distill_dense(self, model, data, teacher, rest, held) -> dict[str, Any] | None:
+        """The official code's dense distillation epoch before the first stage
+        (``experiment_soups_quickcall.py:138``): no masks, early stopping, best kept."""
+        if not (self.dense_budget["epochs"] or self.dense_budget["max_steps"]):
+            return None
+        es: dict[str, Any] = {"best": -math.inf, "state": None, "since": 0, "step": None}
+        cfg = TrainConfig(seed=data.seed, **self.dense_budget, **self.opt)
+        evals: list[float] = []
+        stats = train(
+            model, data.tokenizer, rest, cfg, data.max_length, data.device,
+            step_fn=DistillStep(teacher, self.temperature, self.soft_ce),
+            after_step=self._evaluator(model, data, held, evals, es),
+            schedule=self.stage_schedule, desc="randmask dense distillation",
+        )  # fmt: skip
+        if es["state"] is not None:
+            rewind(model, es["state"])
+        return {"train_steps": stats["steps"], "best_step": es["step"],
+                "best_heldout_acc": None if es["state"] is None else es["best"]}  # fmt: skip

@@ -7,33 +7,47 @@ Language Models", ACL 2022; official code github.com/ruizheng20/robust_ticket).
    linear decay), the weights of the fine-tuned model stay frozen. Loss: FreeLB adversarial
    loss on the word embeddings (K = 5 steps of size 0.03, per-example normalised gradient,
    init magnitude 0.05, no bound, each step's loss / K) plus lambda * L0, where
-   L0 = mean over layers of mean(sigmoid(log_alpha - beta * log(-gamma / zeta))) and lambda is
-   0 for the first 10% of steps, ramps linearly to 1 over the next 30% and is scaled by 0.5.
+   L0 = mean over layers of mean(sigmoid(log_alpha - beta * log(-gamma / zeta))).
 2. Epoch choice: after each epoch the deterministic gate (eval mode) is scored on a held-out
-   part of the TRAINING split (seeded); the best epoch's scores are kept (``mask_epoch``).
+   part of the TRAINING split; the best epoch's scores are kept (``mask_epoch``). The
+   held-out part is carved with a fixed seed (``holdout_seed``) and declared through
+   :attr:`RobustTicketPruner.dense_holdout`, so the dense fine-tune that produced the starting
+   model can leave exactly these examples out (``benchmark.training.dense.get_dense``).
 3. Draw: one global magnitude top-k over sigmoid(log_alpha) of all masked layers.
 4. Rewind all weights to the PRE-TRAINED model (``PruneData.pretrained``, with its fresh
-   classifier) and fine-tune the ticket with plain cross-entropy, masks enforced.
+   classifier) and fine-tune the ticket with plain cross-entropy, masks enforced, no clipping.
 
-Ablations (RobustT Table 3): ``adversarial=False`` (plain cross-entropy for the mask scores,
-config ``rticket_no_adv``) and ``mask_learning=False`` (masks from IMP on the fine-tuned model
-with the same FreeLB loss, then the same rewind and retrain; config
-``rticket_no_mask_learning``).
+Official code (ruizheng20/robust_ticket @ b33bd52), reproduced by default:
+- L0 ramp. ``search_ticket.py:216`` advances its counter by ``len(model_inputs)`` (3 keys for
+  BERT: input_ids, token_type_ids, attention_mask) per batch, and ``:279-282`` ramps lambda
+  from ``0.1 * E * L`` to ``(0.1 + 0.3) * E * L`` of that counter (E epochs, L batches each).
+  In optimiser steps that is startup 0.1 / 3 and warm-up 0.3 / 3 of the run: our defaults
+  ``lambda_startup = 1/30``, ``lambda_warmup = 0.1`` (full lambda at 13.3% of mask training;
+  the arguments' reading 0.1 / 0.3 is a config override). The counter is advanced before
+  lambda is computed, so the ramp is evaluated at the 1-based step count (as here).
+- Order: the task-loss gradient is clipped to norm 1.0 (``:276``), then the L0 gradient is
+  added unclipped (``:283-284``), then the optimiser steps.
+- Ticket fine-tune without gradient clipping (``draw_retrain_ticket.py:418-427``).
 
-Differences from the paper / official code, all deliberate:
-- The code's lambda ramp counts ``len(model_inputs)`` (the number of dict keys, 2-3) per batch
-  instead of batches, so its ramp runs 2-3x faster than its arguments say; we ramp in
-  optimiser steps with the arguments' fractions (startup 0.1, warm-up 0.3).
-- The code back-propagates the L0 term after gradient clipping; here it joins the gradient
-  before the shared loop clips (clip 1.0). The L0 gradient is ~1/numel per score, negligible.
-- The code selects the epoch on the GLUE dev split (= the attacked evaluation split for SST-2)
-  and the authors then pick the ticket from a grid of epochs x sparsities by attack results on
-  the evaluation set. We choose only the epoch, on a held-out part of the training split, and
-  record it in ``self.info``; no selection ever touches the evaluation split.
+Differences from the official code, all deliberate:
+- Clip scope (``clip_scope``). The code clips ``model.parameters()`` (``:276``) but zeroes only
+  the optimiser's (mask score) gradients (``:214``), and the BERT weights keep
+  ``requires_grad`` (``masked_bert.py:199-202`` is never called), so their gradients
+  accumulate over the whole run inside the clipped norm and shrink the score update more and
+  more. A defect, not reproduced by default: ``clip_scope: scores`` clips the score gradients
+  only. ``clip_scope: official`` reproduces the accumulation (all parameters get gradients,
+  never zeroed, clipped together; slower and needs memory for every weight's gradient).
+- Selection data. The code selects the epoch on GLUE validation for SST-2 (the attacked split;
+  ``search_ticket.py:140-145``) and on a random 10% of the training split for IMDB / AG News
+  (``:122-129``), which the dense model was fine-tuned on. Here: a seeded held-out part of the
+  training split that the dense model did not see (when the caller honours ``dense_holdout``).
+  The authors then pick the ticket from a grid of epochs x sparsities by attack results on the
+  evaluation set; we choose only the epoch and record it in ``self.info``.
 - Ticket fine-tune: weight decay applies to all parameters (the code exempts biases and
-  LayerNorm) and the last checkpoint is kept (the code attacks every epoch's checkpoint).
-- The mask covers ``scope``; the paper masks the pooler too (``encoder_linear+pooler``, our
-  config default), so the recorded sparsity includes the pooler.
+  LayerNorm); 3 epochs and the last checkpoint (the stage-3 script's loop variable overwrites
+  ``epoch=10`` so it trains 13-19 epochs, a script defect; it attacks every epoch's checkpoint).
+- The mask covers ``scope``; the paper and code mask the pooler too (``encoder_linear+pooler``,
+  our default), so the recorded sparsity includes the pooler.
 """
 
 from __future__ import annotations
@@ -46,7 +60,6 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from benchmark.training.freelb import FreeLBStep
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners.base import Masks, PruneData, check_sparsity
 from benchmark.pruners.imp import (
@@ -56,7 +69,8 @@ from benchmark.pruners.imp import (
     rewind,
 )
 from benchmark.pruners.magnitude import global_topk_masks
-from benchmark.training.loop import Batch, TrainConfig, accuracy, holdout_split, train
+from benchmark.training.freelb import FreeLBStep
+from benchmark.training.loop import TrainConfig, accuracy, default_step, holdout_split, train
 
 log = logging.getLogger(__name__)
 
@@ -153,10 +167,16 @@ class RobustTicketPruner:
         mask_weight_decay: float = 1e-6,
         mask_init: float = LOG_ALPHA_INIT,
         lambda_amp: float = 0.5,
-        lambda_startup: float = 0.1,
-        lambda_warmup: float = 0.3,
+        lambda_startup: float = 1.0 / 30.0,
+        lambda_warmup: float = 0.1,
         mask_epoch: str = "best",
         holdout_examples: int = 1000,
+        holdout_seed: int = 0,
+        holdout_before_dense: bool = True,
+        grad_clip: float | None = 1.0,
+        clip_scope: str = "scores",
+        ticket_grad_clip: float | None = None,
+        group_by_length: bool = False,
         adv_steps: int = 5,
         adv_lr: float = 0.03,
         adv_init_mag: float = 0.05,
@@ -178,9 +198,16 @@ class RobustTicketPruner:
         mask_epochs / mask_max_steps: mask-learning budget (paper: 20 epochs).
         mask_lr / mask_weight_decay: AdamW on the scores (paper: 0.1 / 1e-6; AG News 0.05).
         mask_init: initial log_alpha (ln 5).
-        lambda_amp / lambda_startup / lambda_warmup: the L0 weight schedule.
+        lambda_amp / lambda_startup / lambda_warmup: the L0 weight schedule (fractions of the
+            mask-learning steps; 1/30 and 0.1 reproduce the official ramp).
         mask_epoch: ``best`` (held-out accuracy) or ``last`` mask-learning epoch.
-        holdout_examples: size of the held-out part carved from the training split (seeded).
+        holdout_examples / holdout_seed: the held-out part carved from the training split.
+        holdout_before_dense: declare the held-out part as :attr:`dense_holdout` (the dense
+            fine-tune then leaves it out); False: no declaration (the old behaviour).
+        grad_clip: clip norm of the mask-learning task loss (1.0; None: no clipping).
+        clip_scope: ``scores`` (default) or ``official`` (the code's accumulated-gradient norm).
+        ticket_grad_clip: clip norm of the ticket fine-tune (None: none, as the code).
+        group_by_length: length-grouped batches (False: random batches, as the code).
         adv_steps / adv_lr / adv_init_mag / adv_norm: FreeLB settings.
         imp_rate_per_round / imp_epochs / imp_max_steps: IMP budget when mask_learning=False.
         ticket_epochs / ticket_max_steps / ticket_lr: the ticket's fine-tune (3 epochs, 2e-5).
@@ -190,6 +217,13 @@ class RobustTicketPruner:
         """
         if mask_epoch not in ("best", "last"):
             raise ValueError(f"mask_epoch must be 'best' or 'last', got {mask_epoch!r}")
+        if clip_scope not in ("scores", "official"):
+            raise ValueError(f"clip_scope must be 'scores' or 'official', got {clip_scope!r}")
+        self.holdout_seed = int(holdout_seed)
+        self.holdout_before_dense = bool(holdout_before_dense)
+        self.grad_clip, self.clip_scope = grad_clip, clip_scope
+        self.ticket_grad_clip = ticket_grad_clip
+        self.group_by_length = bool(group_by_length)
         self.adversarial = adversarial
         self.mask_learning = mask_learning
         self.mask_epochs, self.mask_max_steps = mask_epochs, mask_max_steps
@@ -216,36 +250,43 @@ class RobustTicketPruner:
         self.version = version
         self.info: dict[str, Any] = {}
 
+    @property
+    def dense_holdout(self) -> dict[str, int] | None:
+        """The training examples the dense fine-tune must leave out (RobustT's selection data)."""
+        if not (self.mask_learning and self.holdout_before_dense):
+            return None
+        return {"n_holdout": int(self.holdout_examples), "seed": self.holdout_seed}
+
     # -- stage 1: mask learning -------------------------------------------------------------
     def learn_scores(self, model: nn.Module, data: PruneData) -> dict[str, torch.Tensor]:
         """Train the gate scores; return the chosen epoch's log_alpha per weight name."""
-        rest, held = holdout_split(data.train, self.holdout_examples, data.seed)
+        rest, held = holdout_split(data.train, self.holdout_examples, self.holdout_seed)
         gen = torch.Generator(device=data.device).manual_seed(data.seed)
         gates = attach_gates(model, self.scope, self.mask_init, gen)
+        scores = [g.log_alpha for g in gates.values()]
+        if self.clip_scope == "official":  # every weight gets a gradient that is never zeroed
+            for p in model.parameters():
+                p.requires_grad_(True)
         cfg = TrainConfig(
             epochs=self.mask_epochs, max_steps=self.mask_max_steps, batch_size=self.batch_size,
             lr=self.mask_lr, weight_decay=self.mask_weight_decay, warmup_ratio=0.1,
-            max_train_examples=self.max_train_examples, seed=data.seed,
+            grad_clip=self.grad_clip, max_train_examples=self.max_train_examples,
+            group_by_length=self.group_by_length, seed=data.seed,
         )  # fmt: skip
         n_train = min(len(rest), self.max_train_examples or len(rest))
         total = cfg.total_steps(len(rest))
         per_epoch = max(1, math.ceil(n_train / self.batch_size))
         state = {"step": 0, "lambda": 0.0}
 
-        def reg(_model: nn.Module) -> torch.Tensor:
+        def add_l0(step: int) -> None:
+            """L0 gradient after the clip (search_ticket.py:276-284), ramp at step + 1."""
             state["lambda"] = lambda_schedule(
-                state["step"], total, self.lambda_startup, self.lambda_warmup, self.lambda_amp
+                step + 1, total, self.lambda_startup, self.lambda_warmup, self.lambda_amp
             )
-            return state["lambda"] * l0_penalty(gates)
+            (state["lambda"] * l0_penalty(gates)).backward()
 
-        if self.adversarial:
-            step_fn = FreeLBStep(**self.adv, extra_loss=reg)
-        else:
-
-            def step_fn(m: nn.Module, batch: Batch) -> torch.Tensor:
-                loss = m(**batch).loss + reg(m)
-                loss.backward()
-                return loss.detach()
+        step_fn = FreeLBStep(**self.adv) if self.adversarial else default_step
+        clip_params = list(model.parameters()) if self.clip_scope == "official" else scores
 
         history: list[dict[str, float]] = []
         best: dict[str, Any] = {"acc": -1.0, "scores": None, "epoch": None}
@@ -260,24 +301,28 @@ class RobustTicketPruner:
             l0 = float(l0_penalty(gates).detach())
             history.append({"epoch": epoch, "step": step + 1, "heldout_acc": acc, "l0": l0})
             if self.mask_epoch == "last" or acc > best["acc"]:
-                scores = {n: g.log_alpha.detach().clone() for n, g in gates.items()}
-                best.update(acc=acc, scores=scores, epoch=epoch)
+                snap = {n: g.log_alpha.detach().clone() for n, g in gates.items()}
+                best.update(acc=acc, scores=snap, epoch=epoch)
 
         try:
             stats = train(
                 model, data.tokenizer, rest, cfg, data.max_length, data.device,
-                params=[g.log_alpha for g in gates.values()], step_fn=step_fn,
-                after_step=after_step, desc="rticket mask learning",
+                params=scores, step_fn=step_fn, after_step=after_step, after_clip=add_l0,
+                clip_params=clip_params, desc="rticket mask learning",
             )  # fmt: skip
         finally:
             detach_gates(model, self.scope)
+            for p in model.parameters():
+                p.grad = None
         self.info["mask_learning"] = {
             "steps": stats["steps"], "seconds": stats["seconds"], "final_loss": stats["final_loss"],
             "loss": "freelb" if self.adversarial else "cross_entropy", "epochs": history,
             "selected_epoch": best["epoch"], "selected_heldout_acc": best["acc"],
             "selection": f"{self.mask_epoch} held-out accuracy of the eval-mode gates",
             "selection_split": {"from": "train", "n_heldout": len(held), "n_train": len(rest),
-                                "seed": data.seed},
+                                "seed": self.holdout_seed,
+                                "declared_to_dense": self.dense_holdout is not None},
+            "lambda_final": state["lambda"], "clip_scope": self.clip_scope,
         }  # fmt: skip
         return best["scores"]
 
@@ -297,13 +342,14 @@ class RobustTicketPruner:
                 adv_init_mag=self.adv["init_mag"], adv_norm=self.adv["norm"],
                 max_train_examples=self.max_train_examples, scope=self.scope, **self.imp,
             )  # fmt: skip
-            masks = imp.prune(model, data, sparsity)
+            masks = imp.prune(model, data, sparsity)  # IMP's own (official) defaults
             self.info["imp"] = imp.info
         for p in model.parameters():
             p.requires_grad_(True)
         rewind(model, pre)
         cfg = TrainConfig(
             batch_size=self.batch_size, max_train_examples=self.max_train_examples,
+            grad_clip=self.ticket_grad_clip, group_by_length=self.group_by_length,
             seed=data.seed, **self.ticket,
         )  # fmt: skip
         stats = masked_finetune(model, data, masks, cfg, desc="rticket ticket fine-tune")

@@ -3,8 +3,8 @@
 Prunes during fine-tuning, starting from the PRE-TRAINED model (the dense fine-tuned model
 handed to ``prune`` is only overwritten: SEVEN never sees it). After every optimiser step in
 the pruning window ``[window_start, window_start + window_length)``, with g the minibatch
-gradient of each prunable weight (as clipped by the loop, PLATON-style) and i the index of the
-update inside the window:
+gradient of each prunable weight (raw: no clipping, as the official code) and i the index
+of the update inside the window:
 
     m <- a1 m + (1 - a1)|g|          v <- a2 v + (1 - a2) g^2
     m_hat = m / (1 - a1^(i+1))       v_hat = sqrt(v / (1 - a2^(i+1))) + 1e-9
@@ -13,9 +13,20 @@ update inside the window:
 Pruned weights get score 0. One global top-k over the scope keeps
 ``remain(i) = keep + (1 - keep)(1 - (i+1)/window_length)^3`` of the weights (cubic schedule),
 so the target sparsity is reached at the window's last step; training continues with the
-final masks until the budget ends. Defaults: a1 = 0.8, a2 = 0.9, lr 2e-5, batch 32, 10 epochs,
+final masks until the budget ends. Defaults: a1 = 0.8, a2 = 0.8, lr 2e-5, batch 32, 10 epochs,
 AdamW without weight decay; SST-2 window start 1000, length 4000 (the official code hard-codes
 per-dataset windows; here they are config values).
+
+Official code (xiaojinying/SEVEN @ 85e5903), reproduced by default:
+- No learning-rate scheduler is built (``train.py:29-32`` builds only the optimizer and
+  passes no ``lr_scheduler``, default None at ``strategies/pruner.py:24,30``; ``utils.py:229-230``
+  steps one only if it exists): constant lr (``schedule: constant``; ``linear`` is an option).
+- No gradient clipping (``utils.py:227-249``: backward, then step): the scores see the raw
+  minibatch gradients (``grad_clip: null``).
+- Every ``nn.Linear`` except the classifier is pruned (``pruning/abstract.py:71-76``), the
+  pooler included: scope ``encoder_linear+pooler``.
+- ``alpha_2 = 0.8`` as in the README's command (``readme.md:44``; the argparse default is 0.9).
+- Random batches (no length grouping).
 
 Differences from the official code, all deliberate:
 - Masks are enforced by ``torch.nn.utils.prune`` pre-hooks (so pruned weights get zero
@@ -102,22 +113,26 @@ class SevenPruner:
         window_start: int = 1000,
         window_length: int = 4000,
         beta1: float = 0.8,
-        beta2: float = 0.9,
+        beta2: float = 0.8,
         epochs: float = 10.0,
         max_steps: int | None = None,
         lr: float = 2e-5,
         batch_size: int = 32,
         weight_decay: float = 0.0,
         warmup_ratio: float = 0.0,
+        schedule: str = "constant",
+        grad_clip: float | None = None,
+        group_by_length: bool = False,
         max_train_examples: int | None = None,
-        scope: str = "encoder_linear",
+        scope: str = "encoder_linear+pooler",
         version: int = 1,
     ) -> None:
         """Args:
         window_start / window_length: the pruning window in optimiser steps (SST-2: 1000/4000).
-        beta1 / beta2: the moment coefficients a1, a2 (0.8 / 0.9).
-        epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio /
-            max_train_examples: the fine-tuning budget (TrainConfig fields).
+        beta1 / beta2: the moment coefficients a1, a2 (0.8 / 0.8, the official command).
+        epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio / grad_clip /
+            group_by_length / max_train_examples: the fine-tuning budget (TrainConfig fields).
+        schedule: learning-rate schedule (``constant``: official; see ``make_scheduler``).
         scope / version: as for every pruner.
         """
         if window_start < 0 or window_length < 1:
@@ -126,9 +141,10 @@ class SevenPruner:
         self.beta1, self.beta2 = beta1, beta2
         self.train_kwargs = {
             "epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size,
-            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio,
-            "max_train_examples": max_train_examples,
+            "weight_decay": weight_decay, "warmup_ratio": warmup_ratio, "grad_clip": grad_clip,
+            "group_by_length": group_by_length, "max_train_examples": max_train_examples,
         }  # fmt: skip
+        self.schedule = schedule
         self.scope = scope
         self.version = version
         self.info: dict[str, Any] = {}
@@ -171,7 +187,7 @@ class SevenPruner:
         try:
             stats = train(
                 model, data.tokenizer, data.train, cfg, data.max_length, data.device,
-                before_zero_grad=before_zero_grad, desc="seven",
+                before_zero_grad=before_zero_grad, schedule=self.schedule, desc="seven",
             )  # fmt: skip
         finally:
             remove_mask_hooks(model)

@@ -16,12 +16,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+# 2: intervals, degenerate-model and calibration fields, n_limit, data source in identity,
+#    per-example logs with example_index, thread/BLAS provenance.
+SCHEMA_VERSION = 2
 
 # Top-level config keys that do not change results and are left out of the run id.
 # ``budget`` only names the budget: its values are in the pruner config, which is identity.
 NON_IDENTITY_KEYS = (
     "paths", "logger", "hydra", "device", "force", "skip_existing", "progress", "budget",
+    "attack_build",  # resolved at build time and stored in the record, never an input
 )  # fmt: skip
 
 # Nested keys that do not change results either: how many processes share an attack sample
@@ -60,6 +63,7 @@ class RunRecord:
     seed: int
     sparsity_target: float
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     pruner_version: int | None = None
     attack_version: int | None = None
@@ -68,16 +72,34 @@ class RunRecord:
     sparsity_actual: float | None = None
     dense_acc: float | None = None
     clean_acc: float | None = None
+    clean_acc_ci_low: float | None = None
+    clean_acc_ci_high: float | None = None
     n_eval: int | None = None
+    n_eval_correct: int | None = None
+    majority_rate: float | None = None  # share of the most frequent TRUE class of the split
+    pred_majority_label: int | None = None
+    pred_majority_share: float | None = None  # share of the most PREDICTED class
+    ece: float | None = None
+    mean_max_prob: float | None = None
     attack_clean_acc: float | None = None
+    attack_clean_acc_ci_low: float | None = None
+    attack_clean_acc_ci_high: float | None = None
     aua: float | None = None
+    aua_ci_low: float | None = None
+    aua_ci_high: float | None = None
+    aua_upper: float | None = None  # (failed + limit) / total
+    constant_clf_aua: float | None = None
     asr: float | None = None
+    asr_ci_low: float | None = None
+    asr_ci_high: float | None = None
     avg_queries: float | None = None
     avg_perturbed_frac: float | None = None
     n_total: int | None = None
     n_success: int | None = None
     n_failed: int | None = None
     n_skipped: int | None = None
+    n_limit: int | None = None
+    inference: dict[str, Any] = field(default_factory=dict)  # cost figures, not identity
     prune_seconds: float | None = None
     prune_peak_mem_mb: float | None = None
     attack_seconds: float | None = None
@@ -87,6 +109,7 @@ class RunRecord:
     git_sha: str | None = None
     git_dirty: bool | None = None
     versions: dict[str, str] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)  # threads, BLAS, deterministic flags
     device: str | None = None
     started_at: str | None = None
     wandb_run_id: str | None = None
@@ -124,12 +147,53 @@ def write_record(record: RunRecord, results_dir: Path) -> Path:
     return path
 
 
+class CorruptRecord(Exception):
+    """A record file that exists but is not a readable record (truncated, invalid JSON)."""
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
-    """Read a record, or None when the file does not exist."""
+    """Read a record, or None when the file does not exist; :class:`CorruptRecord` when it
+    cannot be read as one (the message names the path)."""
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptRecord(f"record {path} is not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or "run_id" not in data or "status" not in data:
+        raise CorruptRecord(f"record {path} is not a record (no run_id/status)")
+    return data
+
+
+def failed_path(path: Path) -> Path:
+    """Where a failed rerun of a finished job is written: beside the ``ok`` record."""
+    return Path(path).with_name(Path(path).stem + ".failed.json")
+
+
+def compute_provenance() -> dict[str, Any]:
+    """What decides the floating-point results on this machine: torch threads, the BLAS and
+    LAPACK backends torch was built with, and the deterministic-algorithm flags."""
+    import torch
+
+    import re
+
+    cfg = torch.__config__.show()
+
+    def info(key: str) -> str | None:
+        m = re.search(rf"\b{key}=([^,\s]+)", cfg)
+        return m.group(1) if m else None
+
+    blas, lapack = info("BLAS_INFO"), info("LAPACK_INFO")
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "blas": blas, "lapack": lapack,
+        "mkl": torch.backends.mkl.is_available(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+    }  # fmt: skip
 
 
 def provenance() -> dict[str, Any]:
@@ -155,4 +219,5 @@ def provenance() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             continue
-    return {"git_sha": sha, "git_dirty": dirty, "versions": versions}
+    return {"git_sha": sha, "git_dirty": dirty, "versions": versions,
+            "compute": compute_provenance()}

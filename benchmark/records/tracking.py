@@ -47,11 +47,21 @@ class WandbMirror:
             return
         import wandb
 
+        from benchmark.errors import UserError
+
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            project=self.project, entity=self.entity, mode=self.mode, group=group, name=run_id,
-            config=config, tags=[*self.tags, *tags], dir=str(out_dir), reinit="finish_previous",
-        )  # fmt: skip
+        try:
+            self.run = wandb.init(
+                project=self.project, entity=self.entity, mode=self.mode, group=group,
+                name=run_id, config=config, tags=[*self.tags, *tags], dir=str(out_dir),
+                reinit="finish_previous",
+            )  # fmt: skip
+        except Exception as exc:  # no login, no network, bad settings
+            first = str(exc).splitlines()[0][:160] if str(exc) else ""
+            raise UserError(
+                f"W&B could not start ({type(exc).__name__}: {first}); use logger.mode=offline "
+                "or logger=none"
+            ) from exc
 
     def log_record(self, record: dict[str, Any]) -> None:
         """Put the record's metrics and status into the run summary."""

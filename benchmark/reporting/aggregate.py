@@ -1,27 +1,41 @@
 """``python -m benchmark.aggregate``: records -> leaderboard and paper tables.
 
-Reads every ``results/runs/**/<run_id>.json``, keeps status ``ok`` (failed ones are counted
-and reported), and writes ``results/leaderboard.csv`` and ``.md``: one row per (model, dense
-recipe, dataset, pruner, training budget, sparsity, attack), mean and std over seeds of each
-metric, and n. ``--summary EXP`` (repeatable) writes a compact table of those experiments:
-pruner x sparsity rows, Aua / Suc per attack (``results/tables/summary_<exp>[+<exp>].md``).
+Reads every ``results/runs/**/<run_id>.json`` (and its ``<run_id>.attack.jsonl`` attack log
+when there is one), keeps status ``ok`` (failed ones are counted and reported), and writes
+``results/leaderboard.csv`` and ``.md``: one row per configuration (the record's ``cfg``
+without the seed; shown by model, dense recipe, dataset, pruner, training budget, sparsity,
+attack), a job stored twice counted once; mean, std, 95% interval over seeds of each metric,
+n, and whether the model is degenerate (docs/statistics.md). ``--summary EXP`` (repeatable)
+writes a compact table of those experiments: pruner x sparsity rows, Aua [interval] / Suc per
+attack (``results/tables/summary_<exp>[+<exp>].md``).
 
 ``--table <name>`` (a spec under ``conf/table/``; ``all`` for every spec) also rebuilds that
 paper table in the paper's layout beside the published numbers (``benchmark.reporting.tables``), as
 ``results/tables/<name>.{md,csv,tex}`` (the numbers behind it are in the leaderboard), and plots
 clean accuracy and Aua against sparsity under ``results/tables/plots/``. ``--variant
 embedded`` reads the embedded-model / offline-attack runs of the same table instead.
+
+``--compare EXP --reference PRUNER[@SPARSITY]`` writes paired per-example comparisons of EXP's
+rows against the reference (``results/tables/compare_<EXP>.{csv,md}``,
+``benchmark.reporting.compare``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import logging
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+
+from benchmark.reporting.stats import cluster_bootstrap, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +44,158 @@ METRICS = [
     "dense_acc", "sparsity_actual", "clean_acc", "attack_clean_acc", "aua", "asr",
     "avg_queries", "prune_seconds",
 ]  # fmt: skip
+# Proportions that get an interval (fractions); the others get mean and std only.
+PROPORTIONS = ("clean_acc", "attack_clean_acc", "aua", "asr")
+BOOTSTRAP_SEED = 0
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading: records, identity, attack logs
+
+
+def config_identity(cfg: dict[str, Any] | None, rec: dict[str, Any]) -> dict[str, Any]:
+    """What makes a record's configuration: its resolved ``cfg`` minus the seed and what follows
+    from it (``attack.seed``, ``dense.seed`` when equal to ``seed``), minus the keys that do
+    not change results (the run id's ``NON_IDENTITY_KEYS``, ``attack.workers``), minus
+    ``exp_name`` and ``attack_build``; plus the record's own names (model, dataset, pruner,
+    attack, sparsity, training budget), so that records without a full ``cfg`` still separate.
+    """
+    from benchmark.records.store import NON_IDENTITY_KEYS, NON_IDENTITY_NESTED
+
+    cfg = copy.deepcopy(cfg or {})
+    seed = cfg.get("seed", rec.get("seed"))
+    drop = {*NON_IDENTITY_KEYS, "seed", "exp_name", "attack_build"}
+    ident = {k: v for k, v in cfg.items() if k not in drop}
+    for group, keys in NON_IDENTITY_NESTED.items():
+        if isinstance(ident.get(group), dict):
+            ident[group] = {k: v for k, v in ident[group].items() if k not in keys}
+    if isinstance(ident.get("attack"), dict):
+        ident["attack"].pop("seed", None)
+    if isinstance(ident.get("dense"), dict) and ident["dense"].get("seed", object()) == seed:
+        ident["dense"].pop("seed")
+    ident["_record"] = {k: rec.get(k) for k in ("model", "dataset", "pruner", "attack",
+                                                "sparsity_target", "budget", "dense")}  # fmt: skip
+    return ident
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@functools.cache
+def _default_pretrained(model: str) -> str | None:
+    path = ROOT / "conf" / "model" / f"{model}.yaml"
+    if not path.is_file():
+        return None
+    import yaml
+
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("pretrained")
+
+
+def model_label(model: str | None, cfg: dict[str, Any] | None) -> str | None:
+    """The model option, with the local folder name when ``pretrained`` is not its default."""
+    pretrained = ((cfg or {}).get("model") or {}).get("pretrained")
+    if model is None or pretrained is None:
+        return model
+    default = _default_pretrained(str(model))
+    if default is None or pretrained == default:
+        return model
+    return f"{model} ({Path(str(pretrained).rstrip('/')).name})"
+
+
+@functools.cache
+def _majority_from_file(path: str, label_column: str) -> float | None:
+    try:
+        labels = pd.read_csv(path)[label_column]
+    except (OSError, KeyError, ValueError):
+        return None
+    return float(labels.value_counts().max() / len(labels)) if len(labels) else None
+
+
+def majority_rate(rec: dict[str, Any], cfg: dict[str, Any] | None) -> float | None:
+    """Share of the majority class on the evaluation split: the record's ``majority_rate``,
+    else counted from the split's CSV under ``paths.data_dir``/``dataset.local_name``."""
+    if rec.get("majority_rate") is not None:
+        return float(rec["majority_rate"])
+    cfg = cfg or {}
+    ds = cfg.get("dataset") or {}
+    data_dir = (cfg.get("paths") or {}).get("data_dir")
+    split = ds.get("eval_split") or rec.get("split")
+    if not (data_dir and split and ds.get("local_name")):
+        return None
+    path = Path(data_dir) / str(ds["local_name"]) / f"{split}.csv"
+    return _majority_from_file(str(path), str(ds.get("label_column") or "label"))
+
+
+LOG_RESULTS = {"successful", "failed", "skipped", "limit"}
+
+
+@functools.lru_cache(maxsize=256)
+def _read_log_cached(path: str, mtime: float) -> tuple[dict[str, Any], ...] | None:
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                if row.get("result") == "success":  # older spelling
+                    row["result"] = "successful"
+                rows.append(row)
+    except (OSError, json.JSONDecodeError) as exc:
+        log.warning("unreadable attack log %s: %s", path, exc)
+        return None
+    return tuple(rows)
+
+
+def read_attack_log(path: str | Path | None) -> list[dict[str, Any]] | None:
+    """The rows of ``<run_id>.attack.jsonl`` (``None`` when it is missing or unreadable)."""
+    if path is None or not isinstance(path, (str, Path)) or not str(path):
+        return None  # missing (NaN in a DataFrame column)
+    p = Path(path)
+    if not p.is_file():
+        return None
+    rows = _read_log_cached(str(p), p.stat().st_mtime)
+    return None if rows is None else list(rows)
+
+
+def attack_log_path(record_path: Path) -> Path:
+    """Where the attack log of a record lives (beside it)."""
+    return record_path.with_name(record_path.name.removesuffix(".json") + ".attack.jsonl")
+
+
+def log_values(rows: list[dict[str, Any]], metric: str) -> list[tuple[Any, float]]:
+    """(example_index, value) per example of a log for a proportion of the attack sample.
+
+    ``aua``: survived (``failed``); ``attack_clean_acc``: attacked (not ``skipped``); ``asr``:
+    broken (``successful``) among the examples attacked to the end (successful or failed).
+    """
+    out = []
+    for i, r in enumerate(rows):
+        key = r.get("example_index", i)
+        res = r.get("result")
+        if metric == "aua":
+            out.append((key, float(res == "failed")))
+        elif metric == "attack_clean_acc":
+            out.append((key, float(res != "skipped")))
+        elif metric == "asr" and res in ("successful", "failed"):
+            out.append((key, float(res == "successful")))
+    return out
 
 
 def load_records(results_dir: Path) -> pd.DataFrame:
-    """All records under ``results_dir/runs`` as a DataFrame (one row per record)."""
+    """All records under ``results_dir/runs`` as a DataFrame (one row per record).
+
+    Adds ``_identity`` (the configuration, JSON), ``model_label``, ``majority_rate``, and
+    ``_log`` (the attack log's path, or ``None`` when it is missing).
+    """
     rows = []
     for path in sorted((Path(results_dir) / "runs").glob("*/*.json")):
         try:
@@ -41,38 +203,247 @@ def load_records(results_dir: Path) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as exc:
             log.warning("skipping unreadable record %s: %s", path, exc)
             continue
+        if not isinstance(rec, dict):
+            continue
         cfg = rec.pop("cfg", None) or {}
         # The dense recipe and the W&B mode live only in the resolved config.
         rec["dense"] = (cfg.get("choices") or {}).get("dense")
-        rec["budget"] = (cfg.get("budget") or {}).get("name", "paper")  # training budget
+        rec["budget"] = (cfg.get("budget") or {}).get("name") or "paper"  # training budget
         logger = cfg.get("logger") or {}
         rec["logger_mode"] = logger.get("mode") if logger.get("enabled") else None
         rec["logger_project"] = logger.get("project")
+        rec["_identity"] = json.dumps(config_identity(cfg, rec), sort_keys=True, default=str)
+        rec["model_label"] = model_label(rec.get("model"), cfg)
+        rec["majority_rate"] = majority_rate(rec, cfg)
+        log_path = attack_log_path(path)
+        rec["_log"] = str(log_path) if log_path.is_file() else None
         rec["_path"] = str(path)
         rows.append(rec)
-    return pd.json_normalize(rows) if rows else pd.DataFrame(columns=[*KEYS, "status"])
+    if not rows:
+        return pd.DataFrame(columns=[*KEYS, "status"])
+    df = pd.json_normalize(rows)
+    return df
 
 
-def leaderboard(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and n over seeds per (model, dataset, pruner, sparsity, attack)."""
-    ok = df[df["status"] == "ok"]
+RESULT_FIELDS = ("clean_acc", "attack_clean_acc", "aua", "asr", "n_total", "n_success",
+                 "n_failed", "n_skipped", "sparsity_actual")  # fmt: skip
+
+
+def dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """One record per job: the same ``run_id`` found twice, or the same configuration and seed
+    with the same results (a job copied under another exp_name), is kept once (the one with an
+    attack log, then the newest). Same configuration and seed with DIFFERENT results are kept
+    (with a warning): they are different runs, not copies.
+    """
+    if df.empty:
+        return df
+    out = df.copy()
+    if "_identity" not in out:
+        out["_identity"] = [
+            json.dumps({k: r.get(k) for k in KEYS}, default=str) for r in out.to_dict("records")
+        ]
+    has_log = out["_log"].notna() if "_log" in out else pd.Series(False, index=out.index)
+    started = out["started_at"].fillna("") if "started_at" in out else ""
+    out = out.assign(_haslog=has_log, _started=started)
+    out = out.sort_values(["_haslog", "_started"], ascending=False, kind="stable")
+    n0 = len(out)
+    if "run_id" in out:
+        ids = out["run_id"]
+        out = out[ids.isna() | ~ids.duplicated(keep="first")]
+    fields = [f for f in RESULT_FIELDS if f in out]
+    sig = out[fields].round(9).astype(str).agg("|".join, axis=1) if fields else ""
+    seed = out["seed"].astype(str) if "seed" in out else ""
+    key = out["_identity"].astype(str) + "#" + seed
+    out = out[~(key + "#" + sig).duplicated(keep="first")]
+    key = key.loc[out.index]
+    clash = key[key.duplicated(keep=False)]
+    if len(clash):
+        log.warning("%d record(s) share configuration and seed but differ in results; kept "
+                    "apart: %s", len(clash), sorted(set(out.loc[clash.index, "_path"]
+                    if "_path" in out else clash.index)))  # fmt: skip
+    # the run of a record: its seed, numbered when results of one seed differ (kept apart)
+    out["_run"] = (
+        (out["seed"].astype(str) if "seed" in out else "0")
+        + "#"
+        + (key.groupby(key).cumcount().astype(str))
+    )
+    if len(out) < n0:
+        log.info("dedupe: %d duplicate record(s) of the same job counted once", n0 - len(out))
+    return out.drop(columns=["_haslog", "_started"]).sort_index()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cells: mean, std, interval
+
+
+def _counts(rec: dict[str, Any], metric: str) -> tuple[int, int] | None:
+    """(successes, trials) of a proportion in one record, or ``None`` when not recorded."""
+
+    def num(key):
+        v = rec.get(key)
+        return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+    if metric == "clean_acc":
+        acc, n = num("clean_acc"), num("n_eval")
+        return None if acc is None or not n else (round(acc * n), int(n))
+    total, succ, fail, skip = (num(k) for k in ("n_total", "n_success", "n_failed", "n_skipped"))
+    if metric == "aua" and total and fail is not None:
+        return int(fail), int(total)
+    if metric == "attack_clean_acc" and total and skip is not None:
+        return int(total - skip), int(total)
+    if metric == "asr" and succ is not None and fail is not None and succ + fail > 0:
+        return int(succ), int(succ + fail)
+    return None
+
+
+def record_interval(rec: dict[str, Any], metric: str) -> tuple[float, float]:
+    """95% interval of one record's proportion: its stored ``<metric>_ci_low/_ci_high``, else
+    Wilson from its counts; NaN when neither is there."""
+    lo, hi = rec.get(f"{metric}_ci_low"), rec.get(f"{metric}_ci_high")
+    if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+        return float(lo), float(hi)
+    counts = _counts(rec, metric)
+    return wilson_interval(*counts) if counts else (float("nan"), float("nan"))
+
+
+def cell_stats(
+    recs: pd.DataFrame, metric: str, n_boot: int = 10_000, seed: int = BOOTSTRAP_SEED
+) -> dict[str, Any]:
+    """Mean, std (over seeds), n, 95% interval and how it was computed, of one metric.
+
+    One value per seed (records of one configuration). Interval: one seed -> Wilson from the
+    record's counts (``wilson``); several -> cluster bootstrap over examples of the attack logs
+    (``bootstrap``), or the mean of the per-seed Wilson bounds when a log is missing or the
+    metric has none (``wilson-mean``).
+    """
+    out = {"mean": float("nan"), "std": float("nan"), "n": 0, "ci_low": float("nan"),
+           "ci_high": float("nan"), "ci": ""}  # fmt: skip
+    if metric not in recs:
+        return out
+    ok = recs[recs[metric].notna()]
+    if "seed" not in ok:
+        ok = ok.assign(seed=0)
+    run = "_run" if "_run" in ok else "seed"
+    per_seed = ok.groupby(run)
+    values = per_seed[metric].mean().astype(float)
+    if values.empty:
+        return out
+    out.update(mean=float(values.mean()), n=len(values),
+               std=float(values.std(ddof=1)) if len(values) > 1 else float("nan"))  # fmt: skip
+    if metric not in PROPORTIONS:
+        return out
+    firsts = [g.iloc[0].to_dict() for _, g in per_seed]
+    if len(firsts) == 1:
+        lo, hi = record_interval(firsts[0], metric)
+        out.update(ci_low=lo, ci_high=hi, ci="wilson" if not pd.isna(lo) else "")
+        return out
+    logs = [read_attack_log(r.get("_log")) for r in firsts]
+    if metric != "clean_acc" and all(lg for lg in logs):
+        cl, sd, vals = [], [], []
+        for r, lg in zip(firsts, logs, strict=True):
+            for key, v in log_values(lg, metric):
+                cl.append(key)
+                sd.append(r["seed"])
+                vals.append(v)
+        _, lo, hi = cluster_bootstrap(cl, sd, vals, n_boot=n_boot, seed=seed)
+        out.update(ci_low=lo, ci_high=hi, ci="bootstrap")
+        return out
+    bounds = np.array([record_interval(r, metric) for r in firsts], dtype=float)
+    if np.isfinite(bounds).all():
+        out.update(ci_low=float(bounds[:, 0].mean()), ci_high=float(bounds[:, 1].mean()),
+                   ci="wilson-mean")  # fmt: skip
+    return out
+
+
+def is_degenerate(recs: pd.DataFrame, clean_interval: tuple[float, float]) -> bool:
+    """A (near) constant classifier: the majority-class rate lies inside the clean-accuracy
+    interval, or the majority predicted class has >= 95% of the predictions."""
+    if "pred_majority_share" in recs:
+        share = recs["pred_majority_share"].dropna()
+        if len(share) and float(share.mean()) >= 0.95:
+            return True
+    if "majority_rate" in recs:
+        maj = recs["majority_rate"].dropna()
+        lo, hi = clean_interval
+        if len(maj) and not (pd.isna(lo) or pd.isna(hi)):
+            return bool(lo <= float(maj.mean()) <= hi)
+    return False
+
+
+def _differs(identities: list[str]) -> dict[str, str]:
+    """For configurations that share their display keys: ``k=v`` of the keys that differ."""
+    flats = [_flatten(json.loads(i)) for i in identities]
+    keys = sorted({k for f in flats for k in f})
+    diff = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
+    return {
+        ident: ", ".join(f"{k}={f.get(k)}" for k in diff)
+        for ident, f in zip(identities, flats, strict=True)
+    }
+
+
+def _rows_by_configuration(ok: pd.DataFrame, keys: list[str]):
+    """(display key values, differs text, records) per configuration, sorted by keys."""
+    ok = ok.copy()
+    if "_identity" not in ok:
+        ok["_identity"] = [json.dumps({k: r.get(k) for k in KEYS}, default=str)
+                           for r in ok.to_dict("records")]  # fmt: skip
+    for vals, group in ok.groupby(keys, dropna=False, sort=True):
+        idents = sorted(group["_identity"].unique())
+        differs = _differs(idents) if len(idents) > 1 else {idents[0]: ""}
+        for ident in idents:
+            yield vals, differs[ident], group[group["_identity"] == ident]
+
+
+def leaderboard(df: pd.DataFrame, n_boot: int = 10_000) -> pd.DataFrame:
+    """One row per configuration: mean, std, n (seeds) and 95% interval of each metric.
+
+    Rows are configurations (``config_identity``), shown by (model, dense recipe, dataset,
+    pruner, training budget, sparsity, attack); ``differs`` names what separates rows that
+    share those. Duplicated jobs count once (:func:`dedupe`).
+    """
+    ok = dedupe(df[df["status"] == "ok"]) if "status" in df else df.iloc[0:0]
     if ok.empty:
         return pd.DataFrame(columns=[*KEYS, "n"])
+    ok = ok.copy()
+    if "model_label" in ok:
+        ok["model"] = ok["model_label"].fillna(ok["model"])
     metrics = [m for m in METRICS if m in ok.columns]
-    grouped = ok.groupby(KEYS, dropna=False)[metrics]
-    mean = grouped.mean().add_suffix("_mean")
-    std = grouped.std(ddof=1).add_suffix("_std")  # NaN with a single seed
-    n = grouped.size().rename("n")
-    table = pd.concat([mean, std, n], axis=1).reset_index()
-    order = [*KEYS, "n"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-    return table[order].sort_values(KEYS).reset_index(drop=True)
+    rows = []
+    for vals, differs, recs in _rows_by_configuration(ok, KEYS):
+        row = dict(zip(KEYS, vals, strict=True))
+        row["differs"] = differs
+        row["n"] = int(recs["_run"].nunique()) if "_run" in recs else len(recs)
+        notes = set()
+        clean_ci = (float("nan"), float("nan"))
+        for m in metrics:
+            st = cell_stats(recs, m, n_boot=n_boot)
+            row[f"{m}_mean"], row[f"{m}_std"] = st["mean"], st["std"]
+            if m in PROPORTIONS:
+                row[f"{m}_ci_low"], row[f"{m}_ci_high"] = st["ci_low"], st["ci_high"]
+                if st["ci"]:
+                    notes.add(st["ci"])
+            if m == "clean_acc":
+                clean_ci = (st["ci_low"], st["ci_high"])
+        for extra in ("majority_rate", "pred_majority_share", "constant_clf_aua"):
+            if extra in recs and recs[extra].notna().any():
+                row[extra] = float(recs[extra].dropna().mean())
+        row["degenerate"] = is_degenerate(recs, clean_ci)
+        row["ci_method"] = "+".join(sorted(notes))
+        logs = recs["_log"].notna().sum() if "_log" in recs else 0
+        row["attack_logs"] = f"{logs}/{len(recs)}"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not (table["differs"] != "").any():
+        table = table.drop(columns="differs")
+    return table.reset_index(drop=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    """Markdown leaderboard: percentages as mean±std, queries and seconds as numbers."""
+    """Markdown leaderboard: percentages as ``mean [low, high]`` (±std over seeds when n > 1)."""
     if table.empty:
         return "_no successful records_\n"
-    out = table[[*KEYS, "n"]].copy()
+    lead = [c for c in [*KEYS, "differs", "n"] if c in table]
+    out = table[lead].copy()
     for m in METRICS:
         if f"{m}_mean" not in table:
             continue
@@ -80,18 +451,40 @@ def to_markdown(table: pd.DataFrame) -> str:
         scale, fmt = (
             (100.0, "{:.1f}") if pct else (1.0, "{:.1f}" if m == "avg_queries" else "{:.2f}")
         )
+        lows = table.get(f"{m}_ci_low", pd.Series(np.nan, index=table.index))
+        highs = table.get(f"{m}_ci_high", pd.Series(np.nan, index=table.index))
         out[m + (" %" if pct else "")] = [
-            _mean_std(mu, sd, scale, fmt)
-            for mu, sd in zip(table[f"{m}_mean"], table[f"{m}_std"], strict=True)
+            format_cell(mu, sd, lo, hi, scale, fmt)
+            for mu, sd, lo, hi in zip(
+                table[f"{m}_mean"], table[f"{m}_std"], lows, highs, strict=True
+            )
         ]
-    return out.to_markdown(index=False) + "\n"
+    out["degenerate"] = ["**yes**" if d else "" for d in table["degenerate"]]
+    out["interval"] = table["ci_method"]
+    out["logs"] = table["attack_logs"]
+    note = (
+        "Cells: mean over seeds (±sample std when n > 1) [95% interval]. `n` = seeds of one "
+        "configuration (a job stored twice counts once). Interval: `wilson` = Wilson score "
+        "interval from the record's counts (one seed); `bootstrap` = cluster bootstrap over "
+        "examples of the attack logs (10,000 resamples, seed 0; all seeds of an example drawn "
+        "together); `wilson-mean` = mean of the per-seed Wilson bounds (attack logs missing, "
+        "or clean accuracy over the whole split, which has no per-example log). `degenerate` = "
+        "clean accuracy within its interval of the majority-class rate, or >= 95% of the "
+        "predictions in one class. `logs` = records with an attack log. See docs/statistics.md."
+    )
+    return note + "\n\n" + out.to_markdown(index=False) + "\n"
 
 
-def _mean_std(mu: float, sd: float, scale: float, fmt: str) -> str:
-    if pd.isna(mu):
+def format_cell(mu, sd, lo, hi, scale: float = 100.0, fmt: str = "{:.1f}") -> str:
+    """``mean±std [low, high]`` (the parts that exist), scaled."""
+    if mu is None or pd.isna(mu):
         return "-"
     s = fmt.format(mu * scale)
-    return s if pd.isna(sd) else f"{s}±{fmt.format(sd * scale)}"
+    if sd is not None and not pd.isna(sd):
+        s += f"±{fmt.format(sd * scale)}"
+    if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+        s += f" [{fmt.format(lo * scale)}, {fmt.format(hi * scale)}]"
+    return s
 
 
 def write_leaderboard(results_dir: Path) -> pd.DataFrame:
@@ -115,22 +508,29 @@ def write_table(
     """Rebuild one paper table from the records ``df`` and write it under ``results/tables``.
 
     Writes ``<stem>.md`` (with links to the plots under ``plots/``), ``<stem>.csv`` (the same
-    layout) and ``<stem>.tex``, where ``<stem>`` is the table name, suffixed with
+    rows, with mean, std, interval bounds, n and the published value as separate numeric
+    columns) and ``<stem>.tex``, where ``<stem>`` is the table name, suffixed with
     ``_<variant>`` for a variant. Returns the table.
     """
     from benchmark.reporting.plots import plot_sparsity_curves
-    from benchmark.reporting.tables import build_table, load_spec, render_latex, render_markdown, spec_records
+    from benchmark.reporting.tables import (
+        build_tables,
+        load_spec,
+        render_latex,
+        render_markdown,
+        spec_records,
+    )
 
     spec = load_spec(name, variant)
     stem = f"{name}_{variant}" if variant else name
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    table = build_table(df, spec)
+    table, numbers = build_tables(df, spec)
     records = spec_records(df, spec)
-    plots = plot_sparsity_curves(records, out / "plots", stem, spec.title.split(" — ")[0])
+    plots = plot_sparsity_curves(records, out / "plots", stem, spec.title.split(" — ")[0], spec)
     links = [str(p.relative_to(out)) for p in plots]
     (out / f"{stem}.md").write_text(render_markdown(table, spec, links), encoding="utf-8")
-    table.to_csv(out / f"{stem}.csv", index=False)
+    numbers.to_csv(out / f"{stem}.csv", index=False)  # mean, std, ci_low, ci_high: own columns
     (out / f"{stem}.tex").write_text(render_latex(table, spec), encoding="utf-8")
     log.info("table %s: %d rows from %d records -> %s/%s.{md,csv,tex}", stem, len(table),
              len(records), out, stem)  # fmt: skip
@@ -150,19 +550,26 @@ def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:
     return (order.index(name) if name in order else len(order), name)
 
 
-def summary_table(df: pd.DataFrame, exp_names: list[str]) -> pd.DataFrame:
-    """One row per (pruner, training budget, sparsity) of the experiments ``exp_names``.
+def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) -> pd.DataFrame:
+    """One row per configuration (pruner, training budget, sparsity, ...) of ``exp_names``.
 
-    Columns: sparsity reached, clean accuracy, pruning seconds (means over seeds, ``seeds`` says
-    how many), then ``Aua / Suc`` per attack (``SUMMARY_ATTACKS`` order); an attack a row was
-    not run with reads ``not run``. Rows are ordered by sparsity, then experiment (as given)
-    and pruner (``SUMMARY_PRUNERS`` order). Percentages have one decimal, except Aua when no
-    attack sample exceeds 100 examples (one example is then one point: no decimals). The
-    ``budget`` column is dropped when every row has the same training budget.
+    Columns: sparsity reached, clean accuracy on the whole split, pruning seconds (means over
+    seeds, ``seeds`` says how many), ``degenerate``, then ``Aua [95% interval] / Suc`` per
+    attack (``SUMMARY_ATTACKS`` order); an attack a row was not run with reads ``not run``.
+    Rows are ordered by sparsity, then experiment (as given) and pruner (``SUMMARY_PRUNERS``
+    order). Percentages have one decimal, except Aua when no attack sample exceeds 100
+    examples (one example is then one point: no decimals). A job stored twice counts once; the
+    ``budget`` column is dropped when every row has the same training budget, ``differs``
+    when no two configurations share pruner, budget and sparsity.
     """
     ok = df[(df["status"] == "ok") & df["exp_name"].isin(exp_names)].copy()
     if ok.empty:
         return pd.DataFrame()
+    ok = dedupe(ok)
+    if "_identity" not in ok:
+        ok["_identity"] = ""
+    # a row is a configuration without its attack
+    ok["_row"] = [_without_attack(i) for i in ok["_identity"]]
     ok["_exp"] = ok["exp_name"].map({e: i for i, e in enumerate(exp_names)})
     ok["_pruner"] = ok["pruner"].map(lambda p: _rank(SUMMARY_PRUNERS, p))
     attacks = sorted(ok["attack"].unique(), key=lambda a: _rank(SUMMARY_ATTACKS, a))
@@ -170,26 +577,60 @@ def summary_table(df: pd.DataFrame, exp_names: list[str]) -> pd.DataFrame:
     rows = []
     keys = ["sparsity_target", "_exp", "_pruner", "pruner", "budget"]
     for (sparsity, _e, _p, pruner, budget), group in ok.groupby(keys, sort=True, dropna=False):
-        row = {
-            "pruner": pruner, "budget": budget, "sparsity": sparsity,
-            "actual %": round(100 * group["sparsity_actual"].mean(), 1),
-            "clean %": round(100 * group["clean_acc"].mean(), 1),
-            "prune s": round(float(group["prune_seconds"].mean()), 1),
-            "seeds": group["seed"].nunique(),
-        }  # fmt: skip
-        for attack in attacks:
-            runs = group[group["attack"] == attack]
-            if runs.empty:
-                cell = "not run"
-            else:
-                aua, suc = 100 * runs["aua"].mean(), 100 * runs["asr"].mean()
-                cell = f"{aua:.0f} / {suc:.1f}" if coarse else f"{aua:.1f} / {suc:.1f}"
-            row[f"{attack} Aua/Suc %"] = cell
-        rows.append(row)
+        row_ids = sorted(group["_row"].unique())
+        differs = _differs([i or "{}" for i in row_ids]) if len(row_ids) > 1 else {row_ids[0]: ""}
+        for rid in row_ids:
+            sub = group[group["_row"] == rid]
+            clean = cell_stats(sub, "clean_acc", n_boot=n_boot)
+            row = {
+                "pruner": pruner, "budget": budget, "differs": differs[rid],
+                "sparsity": sparsity, "actual %": round(100 * sub["sparsity_actual"].mean(), 1),
+                "clean %": format_cell(clean["mean"], None, clean["ci_low"], clean["ci_high"]),
+                "prune s": round(float(sub["prune_seconds"].mean()), 1),
+                "seeds": sub["_run"].nunique(),
+                "degenerate": "yes" if is_degenerate(sub, (clean["ci_low"], clean["ci_high"]))
+                else "",
+            }  # fmt: skip
+            for attack in attacks:
+                runs = sub[sub["attack"] == attack]
+                if runs.empty:
+                    cell = "not run"
+                else:
+                    aua, suc = cell_stats(runs, "aua", n_boot), cell_stats(runs, "asr", n_boot)
+                    fmt = "{:.0f}" if coarse else "{:.1f}"
+                    text = format_cell(aua["mean"], None, aua["ci_low"], aua["ci_high"], fmt=fmt)
+                    cell = f"{text} / {100 * suc['mean']:.1f}"
+                row[f"{attack} Aua/Suc %"] = cell
+            rows.append(row)
     table = pd.DataFrame(rows)
     if table["budget"].nunique(dropna=False) == 1:  # one budget: say it once, in the caption
         table = table.drop(columns="budget")
+    if not (table["differs"] != "").any():
+        table = table.drop(columns="differs")
+    if not (table["degenerate"] != "").any():
+        table = table.drop(columns="degenerate")
     return table
+
+
+def _without_attack(identity: str | None) -> str:
+    """A configuration's identity without its attack (a summary row spans attacks)."""
+    if not identity:
+        return ""
+    d = json.loads(identity)
+    d.pop("attack", None)
+    d.pop("_record", None)
+    if isinstance(d.get("choices"), dict):
+        d["choices"] = {k: v for k, v in d["choices"].items() if k != "attack"}
+    return json.dumps(d, sort_keys=True)
+
+
+SUMMARY_NOTE = (
+    "Aua / Suc per attack in %, Aua with its 95% interval: Wilson from the counts for one seed, "
+    "cluster bootstrap over examples of the attack logs for several (mean of per-seed Wilson "
+    "bounds when a log is missing). `clean %` = accuracy on the whole evaluation split [Wilson]. "
+    "`seeds` = seeds per row; a job stored under two experiments counts once. `degenerate` (when "
+    "shown) = clean accuracy within its interval of the majority-class rate. docs/statistics.md."
+)
 
 
 def write_summary(df: pd.DataFrame, exp_names: list[str], results_dir: Path) -> Path:
@@ -199,7 +640,7 @@ def write_summary(df: pd.DataFrame, exp_names: list[str], results_dir: Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     stem = "summary_" + "+".join(exp_names)
     md = table.to_markdown(index=False) if not table.empty else "_no successful records_"
-    (out / f"{stem}.md").write_text(md + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(SUMMARY_NOTE + "\n\n" + md + "\n", encoding="utf-8")
     table.to_csv(out / f"{stem}.csv", index=False)
     log.info("summary %s: %d rows -> %s/%s.{md,csv}", stem, len(table), out, stem)
     return out / f"{stem}.md"
@@ -237,6 +678,21 @@ def log_table_to_wandb(
     return True
 
 
+def report_stale(results_dir: Path) -> list[tuple[Path, list[str]]]:
+    """Log the records whose identity no longer matches the code (they stay in the tables,
+    but a rerun of their command would not find them)."""
+    from benchmark.records.staleness import stale_records
+
+    stale = stale_records(results_dir)
+    if stale:
+        log.warning("%d record(s) no longer match the current configs (rerun them, or migrate "
+                    "with scripts/migrate_records.py when numbers cannot have changed):",
+                    len(stale))  # fmt: skip
+        for path, reasons in stale:
+            log.warning("  %s: %s", Path(path).relative_to(results_dir), "; ".join(reasons))
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     from benchmark.reporting.tables import table_names
@@ -271,6 +727,20 @@ def main(argv: list[str] | None = None) -> int:
         choices=["auto", "online", "offline", "off"],
         help="mirror tables to W&B (auto: when the table's jobs logged online)",
     )
+    ap.add_argument(
+        "--compare",
+        action="append",
+        default=[],
+        metavar="EXP",
+        help="paired comparison of EXP's rows against --reference (repeatable): "
+        "results/tables/compare_<EXP>.{csv,md}",
+    )
+    ap.add_argument(
+        "--reference",
+        default="none",
+        metavar="PRUNER[@SPARSITY]",
+        help="the reference row of --compare (default: none, the dense model)",
+    )
     args = ap.parse_args(argv)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (args.results_dir / "runs").is_dir():
@@ -284,8 +754,17 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
         return 2
     write_leaderboard(args.results_dir)
-    if names or args.summary:
+    report_stale(args.results_dir)
+    if names or args.summary or args.compare:
         df = load_records(args.results_dir)
+        for exp in args.compare:
+            from benchmark.reporting.compare import write_compare
+
+            try:
+                write_compare(df, exp, args.reference, args.results_dir)
+            except ValueError as exc:
+                log.error("error: %s", exc)
+                return 2
         for name in names:
             write_table(df, name, args.results_dir, args.variant, args.wandb)
         if args.summary:

@@ -4,8 +4,11 @@ A table spec (``conf/table/<name>.yaml``) gives the paper's layout: which rows (
 x method), which column groups (e.g. datasets or attacks), which metrics per group, and how a
 paper method name maps to our records (``pruner`` and dense ``recipe``). :func:`build_table`
 is a pure function ``(records DataFrame, spec) -> display DataFrame``: every metric cell gets
-three columns, ``ours`` (mean±std over seeds, in the paper's units), ``paper`` (the published
-value from ``benchmark/reference/paper_results.csv``) and ``Δ`` (ours − paper). An empty cell
+three columns, ``ours`` (mean±std over seeds [95% interval], in the paper's units; see
+docs/statistics.md), ``paper`` (the published value from
+``benchmark/reference/paper_results.csv``) and ``Δ`` (ours − paper); :func:`build_tables` also
+returns the numbers behind them as separate columns (the CSV). ``Clean%`` is the accuracy on
+the attacked sample, ``Acc% (split)`` the accuracy on the whole evaluation split. An empty cell
 says why: ``not run``, ``failed: <error>``, or ``n/a: <reason>`` for a method this benchmark
 does not implement. :func:`render_markdown` and :func:`render_latex` write it out.
 """
@@ -42,7 +45,10 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {
-    "clean": Metric("clean_acc", "clean", "Clean%"),
+    # Clean% beside Aua%/Suc%: accuracy on the attacked sample (Aua <= Clean by construction)
+    "clean": Metric("attack_clean_acc", "clean", "Clean%"),
+    # accuracy on the whole evaluation split (e.g. all 872 SST-2 validation sentences)
+    "acc": Metric("clean_acc", "clean", "Acc% (split)"),
     "aua": Metric("aua", "aua", "Aua%"),
     "suc": Metric("asr", "suc", "Suc%"),
     "queries": Metric("avg_queries", "queries", "#Query", scale=1.0),
@@ -230,36 +236,66 @@ def _fmt_paper(x: float, decimals: int) -> str:
     return text if float(text) == x else repr(x)
 
 
-def _ours(cell: pd.DataFrame, metric: Metric, spec: TableSpec) -> tuple[str, float | None]:
-    """Text and mean of our value for a cell's records (or the reason it is empty)."""
+def _cell_stats(cell: pd.DataFrame, metric: Metric) -> dict[str, Any]:
+    """Mean, std, n and interval of a cell's ok records (``aggregate.cell_stats``)."""
+    from benchmark.reporting.aggregate import cell_stats
+
+    ok = cell[cell["status"] == "ok"] if "status" in cell else cell
+    st = cell_stats(ok, metric.column) if len(ok) else {"n": 0}
+    return st
+
+
+def _ours(
+    cell: pd.DataFrame, metric: Metric, spec: TableSpec
+) -> tuple[str, float | None, dict[str, Any]]:
+    """Text, mean and numbers of our value for a cell's records (or the reason it is empty)."""
     ok = cell[cell["status"] == "ok"] if "status" in cell else cell
     failed = cell[cell["status"] != "ok"] if "status" in cell else cell.iloc[0:0]
-    if metric.column not in ok:
-        values = pd.Series(dtype=float)
-    else:  # one value per seed (a row metric such as clean spans several attacks' records)
-        vals = ok[[metric.column, "seed"]] if "seed" in ok else ok[[metric.column]].assign(seed=0)
-        values = vals.dropna().astype(float).groupby("seed")[metric.column].mean() * metric.scale
-    if len(values) == 0:
+    st = _cell_stats(cell, metric) if metric.column in ok else {"n": 0}
+    if not st.get("n"):
         if len(ok):
-            return "not measured", None
+            return "not measured", None, st
         if len(failed):
             errors = failed["error"].dropna().astype(str) if "error" in failed else []
             msg = errors.iloc[0] if len(errors) else "unknown error"
             msg = msg if len(msg) <= 60 else msg[:57] + "..."
-            return f"failed: {msg}", None
-        return "not run", None
-    mean = float(values.mean())
+            return f"failed: {msg}", None, st
+        return "not run", None, st
+    k = metric.scale
+    mean = st["mean"] * k
     text = _fmt(mean, metric.decimals)
-    if len(values) > 1:
-        text += "±" + _fmt(float(values.std(ddof=1)), metric.decimals)
+    if st["n"] > 1 and not pd.isna(st["std"]):
+        text += "±" + _fmt(st["std"] * k, metric.decimals)
+    lo, hi = st.get("ci_low"), st.get("ci_high")
+    if lo is not None and hi is not None and not (pd.isna(lo) or pd.isna(hi)):
+        text += f" [{_fmt(lo * k, metric.decimals)}, {_fmt(hi * k, metric.decimals)}]"
     notes = []
-    if spec.seeds and len(values) < spec.seeds:
-        notes.append(f"n={len(values)}/{spec.seeds}")
+    if spec.seeds and st["n"] < spec.seeds:
+        notes.append(f"n={st['n']}/{spec.seeds}")
     if len(failed):
         notes.append(f"{len(failed)} failed")
+    configs = _n_configs(ok)
+    if configs > 1:
+        notes.append(f"{configs} configs")
     if notes:
         text += f" ({', '.join(notes)})"
-    return text, mean
+    return text, mean, st
+
+
+def _n_configs(ok: pd.DataFrame) -> int:
+    """Configurations (without the attack) among a cell's records: > 1 means mixed rows."""
+    import json
+
+    if "_identity" not in ok or ok.empty:
+        return 1
+    seen = set()
+    for ident in ok["_identity"].dropna():
+        d = json.loads(ident)
+        d.pop("attack", None)
+        d.pop("_record", None)
+        (d.get("choices") or {}).pop("attack", None)
+        seen.add(json.dumps(d, sort_keys=True))
+    return max(1, len(seen))
 
 
 def _paper(rows: pd.DataFrame, metric: Metric) -> float | None:
@@ -277,9 +313,15 @@ def _delta(ours: float | None, paper: float | None, decimals: int) -> str:
 
 def _metric_cells(
     prefix: str, df: pd.DataFrame, ref: pd.DataFrame, spec: TableSpec, ctx: dict[str, Any],
-    metrics: list[str],
+    metrics: list[str], numeric: dict[str, Any] | None = None,
 ) -> dict[str, str]:  # fmt: skip
-    """The ``ours``/``paper``/``Δ`` columns of the metrics of one cell context."""
+    """The ``ours``/``paper``/``Δ`` columns of the metrics of one cell context.
+
+    ``numeric`` (when given) receives the numbers behind them: ``<head> mean|std|ci_low|
+    ci_high|n|ci|paper`` in the paper's units, and ``degenerate`` (OR over the row's cells).
+    """
+    from benchmark.reporting.aggregate import is_degenerate
+
     out: dict[str, str] = {}
     method = ctx.get("method")
     missing = method_selector(spec, method).get("missing") if method else None
@@ -288,16 +330,32 @@ def _metric_cells(
     for name in metrics:
         m = METRICS[name]
         head = f"{prefix}{m.label}"
+        st: dict[str, Any] = {}
         if missing:
             ours_text, ours_val = f"n/a: {missing}", None
         else:
-            ours_text, ours_val = _ours(cell, m, spec)
+            ours_text, ours_val, st = _ours(cell, m, spec)
         paper_val = _paper(ref_rows, m)
         out[f"{head} ours"] = ours_text
         out[f"{head} paper"] = (
             MISSING_PAPER if paper_val is None else _fmt_paper(paper_val, m.decimals)
         )
         out[f"{head} Δ"] = _delta(ours_val, paper_val, m.decimals)
+        if numeric is not None:
+            for part in ("mean", "std", "ci_low", "ci_high"):
+                v = st.get(part)
+                numeric[f"{head} {part}"] = float("nan") if v is None or pd.isna(v) else v * m.scale
+            numeric[f"{head} n"] = st.get("n", 0)
+            numeric[f"{head} ci"] = st.get("ci", "")
+            numeric[f"{head} paper"] = float("nan") if paper_val is None else paper_val
+    if numeric is not None and not missing and len(cell):
+        ok = cell[cell["status"] == "ok"] if "status" in cell else cell
+        if len(ok) and "clean_acc" in ok:
+            from benchmark.reporting.aggregate import cell_stats
+
+            clean = cell_stats(ok, "clean_acc")
+            if is_degenerate(ok, (clean["ci_low"], clean["ci_high"])):
+                numeric["degenerate"] = True
     return out
 
 
@@ -314,39 +372,60 @@ def _row_info(ref: pd.DataFrame, spec: TableSpec, ctx: dict[str, Any]) -> dict[s
     return out
 
 
-def build_table(
+def build_tables(
     df: pd.DataFrame, spec: TableSpec, reference: pd.DataFrame | None = None
-) -> pd.DataFrame:
-    """The paper's table from records: one row per spec row, string cells.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The paper's table from records: the display table (string cells) and its numbers.
 
     Args:
         df: records (``aggregate.load_records``): columns exp_name, model, dataset, attack,
-            pruner, dense, sparsity_target, seed, status, error and the metric columns.
+            pruner, dense, sparsity_target, seed, status, error and the metric columns. A job
+            stored twice counts once (``aggregate.dedupe``).
         spec: the table spec.
         reference: published numbers; ``None`` loads ``benchmark/reference/paper_results.csv``.
 
     Returns:
-        A DataFrame whose first columns are the row labels (``spec.row_keys``, then
-        ``spec.row_info``), followed by ``<metric> ours|paper|Δ`` for each row metric and
-        ``<group> <metric> ours|paper|Δ`` for each column group and metric.
+        ``(display, numbers)``. ``display``: the row labels (``spec.row_keys``, then
+        ``spec.row_info``), ``<metric> ours|paper|Δ`` for each row metric and
+        ``<group> <metric> ours|paper|Δ`` per column group and metric, then ``Degenerate``.
+        ``ours`` reads ``mean±std [95% interval] (notes)`` in the paper's units. ``numbers``:
+        the same rows with ``<head> mean|std|ci_low|ci_high|n|ci|paper`` as separate columns.
     """
+    from benchmark.reporting.aggregate import dedupe
+
     ref = load_reference() if reference is None else reference
-    out_rows = []
+    if not df.empty and spec.experiments and "exp_name" in df:
+        df = df[df["exp_name"].isin(spec.experiments)]  # before dedupe: keep this table's copy
+    if not df.empty and "status" in df:
+        df = pd.concat([dedupe(df[df["status"] == "ok"]), df[df["status"] != "ok"]])
+    out_rows, num_rows = [], []
     for row in spec.rows:
         ctx_row = {**spec.fixed, **row}
         line: dict[str, str] = {
             k.capitalize(): spec.label(k, row.get(k, "")) for k in spec.row_keys
         }
         line.update(_row_info(ref, spec, ctx_row))
-        line.update(_metric_cells("", df, ref, spec, ctx_row, spec.row_metrics))
+        nums: dict[str, Any] = dict(line)
+        line.update(_metric_cells("", df, ref, spec, ctx_row, spec.row_metrics, nums))
         for col in spec.columns:
             ctx = {**ctx_row, **{k: v for k, v in col.items() if k != "label"}}
             group = col.get("label") or " ".join(
                 spec.label(k, v) for k, v in col.items() if k != "label"
             )
-            line.update(_metric_cells(f"{group} ", df, ref, spec, ctx, spec.metrics))
+            line.update(_metric_cells(f"{group} ", df, ref, spec, ctx, spec.metrics, nums))
+        degenerate = bool(nums.pop("degenerate", False))
+        line["Degenerate"] = "yes" if degenerate else ""
+        nums["degenerate"] = degenerate
         out_rows.append(line)
-    return pd.DataFrame(out_rows)
+        num_rows.append(nums)
+    return pd.DataFrame(out_rows), pd.DataFrame(num_rows)
+
+
+def build_table(
+    df: pd.DataFrame, spec: TableSpec, reference: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """The display table of :func:`build_tables` (string cells)."""
+    return build_tables(df, spec, reference)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,9 +450,19 @@ def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | Non
     if spec.caption:
         lines += [spec.caption.strip(), ""]
     lines += [
-        "`ours` = mean±std over seeds of our records, `paper` = published value, "
-        f"`Δ` = ours − paper. `{MISSING_PAPER}` = not published; `not run` = no record; "
-        "`failed: ...` = every record of the cell failed; `n/a` = not in this benchmark.",
+        "`ours` = mean over seeds (±sample std when there are several) [95% interval] of our "
+        "records; `paper` = published value; `Δ` = ours − paper. Intervals: one seed -> Wilson "
+        "score interval from the record's counts; several seeds -> cluster bootstrap over the "
+        "examples of the attack logs (10,000 resamples, seed 0; all seeds of an example drawn "
+        "together), or the mean of the per-seed Wilson bounds where logs are missing and for "
+        "`Acc% (split)`. `Clean%` = accuracy on the attacked sample (beside Aua%/Suc%); "
+        "`Acc% (split)` = accuracy on the whole evaluation split. "
+        f"{_seed_note(table, spec)}`Degenerate` = yes when clean accuracy lies within its "
+        "interval of the majority-class rate (or >= 95% of predictions in one class): such a "
+        "model's Aua says nothing about robustness. "
+        f"`{MISSING_PAPER}` = not published; `not run` = no record; "
+        "`failed: ...` = every record of the cell failed; `n/a` = not in this benchmark; "
+        "`k configs` = the cell mixes configurations. See docs/statistics.md.",
         "",
     ]
     if table.empty:
@@ -388,10 +477,16 @@ def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | Non
     return "\n".join(lines) + "\n"
 
 
+def _seed_note(table: pd.DataFrame, spec: TableSpec) -> str:
+    """``n = 1-3 seeds per cell (the protocol asks for 5). `` from the cells' ``(n=k/N)``."""
+    asked = f" (the protocol asks for {spec.seeds})" if spec.seeds else ""
+    return f"Seeds per cell: shown as `n=k/{spec.seeds}` when fewer{asked}. " if spec.seeds else ""
+
+
 LATEX_SPECIAL = {
     "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
     "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
-    "±": r"$\pm$", "Δ": r"$\Delta$", "≤": r"$\leq$", "—": "--", "−": "-",
+    "±": r"$\pm$", "Δ": r"$\Delta$", "[": "[", "]": "]", "≤": r"$\leq$", "—": "--", "−": "-",
 }  # fmt: skip
 
 
@@ -405,6 +500,7 @@ def render_latex(table: pd.DataFrame, spec: TableSpec) -> str:
     shown = _blank_repeats(table, spec.row_keys)
     label_cols = [c for c in shown.columns if not c.endswith((" ours", " paper", " Δ"))]
     value_cols = [c for c in shown.columns if c not in label_cols]
+    shown = shown[label_cols + value_cols]
     heads = [c.rsplit(" ", 1) for c in value_cols]  # ("<group> <metric>", kind)
     spans: list[tuple[str, int]] = []
     for head, _ in heads:

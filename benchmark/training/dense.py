@@ -5,11 +5,16 @@ Slurm arrays) wait for one fine-tune instead of running it several times. The ca
 written under a temporary name and renamed, so an interrupted fine-tune leaves nothing behind.
 Checkpoint choice: the LAST step of the budget (recorded as ``checkpoint: last``), never
 selected on the evaluation split the attacks use.
+
+Held-out selection data: a pruner that selects on a held-out part of the TRAINING split
+(RobustT's epoch choice) declares it as ``dense_holdout = {"n_holdout": n, "seed": s}``; the
+caller passes it as ``get_dense(..., holdout=...)``, the dense model then trains on the rest
+only (``holdout_split(train, n, s)``), and the pair is part of the cache key. So the selection
+never scores examples the starting model was trained on. ``holdout=None`` keeps the old key.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import shutil
@@ -25,7 +30,7 @@ from torch import nn
 from benchmark.data.loading import DatasetSpec, Example, load_split
 from benchmark.models.loading import ModelSpec, build_tiny_bert, load_classifier
 from benchmark.records.store import short_hash
-from benchmark.training.loop import TrainConfig, accuracy, train
+from benchmark.training.loop import TrainConfig, accuracy, holdout_split, train
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +76,44 @@ class FineTune:
         )
 
 
-def dense_key(model: ModelSpec, dataset: DatasetSpec, recipe: DenseRecipe) -> str:
-    """Cache key: everything that changes the dense model's weights."""
-    return short_hash(
-        {"model": asdict(model), "dataset": dataset.name, "max_length": dataset.max_length,
-         "train_split": dataset.train_split, "recipe": recipe.cache_config()}
-    )  # fmt: skip
+def check_holdout(holdout: dict[str, int] | None) -> dict[str, int] | None:
+    """Validate a ``{"n_holdout": int, "seed": int}`` held-out declaration (None passes)."""
+    if holdout is None:
+        return None
+    if set(holdout) != {"n_holdout", "seed"} or int(holdout["n_holdout"]) < 1:
+        raise ValueError(f"holdout must be {{'n_holdout': n >= 1, 'seed': s}}, got {holdout!r}")
+    return {"n_holdout": int(holdout["n_holdout"]), "seed": int(holdout["seed"])}
+
+
+def dense_train_examples(
+    train_set: Sequence[Example], holdout: dict[str, int] | None
+) -> list[Example]:
+    """The examples the dense model trains on: all, or the rest after the held-out part."""
+    holdout = check_holdout(holdout)
+    if holdout is None:
+        return list(train_set)
+    return holdout_split(train_set, holdout["n_holdout"], holdout["seed"])[0]
+
+
+def dense_key(
+    model: ModelSpec, dataset: DatasetSpec, recipe: DenseRecipe,
+    holdout: dict[str, int] | None = None, data: dict[str, Any] | None = None,
+) -> str:  # fmt: skip
+    """Cache key: everything that changes the dense model's weights.
+
+    ``holdout`` (the examples kept out of the dense training) joins the key only when given.
+    ``data`` is the job's data source (content fingerprint of local files, or the Hub name and
+    revision: :func:`benchmark.records.identity.data_source`), and ``code`` the source hash of
+    the recipe's module and everything it imports, so flipped labels or an edited training
+    loop never reuse a cached model.
+    """
+    cfg = {"model": asdict(model), "dataset": dataset.name, "max_length": dataset.max_length,
+           "train_split": dataset.train_split, "recipe": recipe.cache_config(),
+           "data": data, "code": source_hash(type(recipe).__module__)}  # fmt: skip
+    holdout = check_holdout(holdout)
+    if holdout is not None:
+        cfg["holdout"] = holdout
+    return short_hash(cfg)
 
 
 def load_pretrained(model: ModelSpec, dataset: DatasetSpec, workdir: Path):
@@ -93,11 +130,14 @@ def get_dense(
     data_dir: str | None,
     cache_dir: Path,
     device: torch.device,
+    holdout: dict[str, int] | None = None,
+    data: dict[str, Any] | None = None,
 ):
     """Return ``(model, tokenizer, info)`` for the fine-tuned dense model, training it if needed.
 
+    ``holdout``: the pruner's ``dense_holdout`` (None: train on the whole training split).
     ``info`` holds ``dense_acc`` (accuracy on the evaluation split), the key, the training
-    cost and how the checkpoint was chosen.
+    cost, how the checkpoint was chosen and the held-out part (``holdout``).
     """
     if model.finetuned:  # a public fine-tuned checkpoint: no training, accuracy measured here
         net, tok = load_classifier(
@@ -106,19 +146,38 @@ def get_dense(
         net.to(device).eval()
         evals = load_split(dataset, dataset.eval_split, data_dir)
         acc = accuracy(net, tok, evals, dataset.max_length, device)
-        return net, tok, {"dense_acc": acc, "checkpoint": f"given:{model.finetuned}"}
-    key = dense_key(model, dataset, recipe)
+        info = {"dense_acc": acc, "checkpoint": f"given:{model.finetuned}"}
+        if holdout is not None:  # a given checkpoint's training data is not ours to choose
+            info["holdout"] = {**check_holdout(holdout), "left_out_of_dense": False}
+        return net, tok, info
+    key = dense_key(model, dataset, recipe, holdout, data)
     folder = cache_dir / "dense" / f"{model.name}-{dataset.name}-{key}"
     cache_dir.joinpath("dense").mkdir(parents=True, exist_ok=True)
-    with open(cache_dir / "dense" / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # held until the cache entry exists
-        if not (folder / "info.json").is_file():
-            _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device)
-    info = json.loads((folder / "info.json").read_text())
-    net, tok = _load_cached(folder, model, dataset)
+    with FileLock(str(cache_dir / "dense" / f".{key}.lock")):  # until the entry exists
+        loaded = _try_load(folder, model, dataset)
+        if loaded is None:
+            _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, holdout)
+            loaded = _try_load(folder, model, dataset)
+    info, net, tok = loaded
     net.to(device).eval()
     log.info("dense model %s (dev acc %.4f) from %s", model.name, info["dense_acc"], folder)
     return net, tok, info
+
+
+def _try_load(folder: Path, model: ModelSpec, dataset: DatasetSpec):
+    """(info, model, tokenizer) of a cache entry; None when there is none. An entry that cannot
+    be read (truncated by a kill, corrupt) is named in the log and removed, to be rebuilt."""
+    if not (folder / "info.json").is_file():
+        return None
+    try:
+        info = json.loads((folder / "info.json").read_text())
+        net, tok = _load_cached(folder, model, dataset)
+    except Exception as exc:
+        log.warning("dense cache %s is unreadable (%s: %s); training it again", folder,
+                    type(exc).__name__, (str(exc).splitlines() or [""])[0][:120])
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    return info, net, tok
 
 
 def _load_cached(folder: Path, model: ModelSpec, dataset: DatasetSpec):
@@ -129,8 +188,9 @@ def _load_cached(folder: Path, model: ModelSpec, dataset: DatasetSpec):
     return net, tok
 
 
-def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device) -> None:
-    train_set = load_split(dataset, dataset.train_split, data_dir)
+def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, holdout=None) -> None:
+    full = load_split(dataset, dataset.train_split, data_dir)
+    train_set = dense_train_examples(full, holdout)
     evals = load_split(dataset, dataset.eval_split, data_dir)
     # One seed for the new head's initialisation and, continuing, the training dropout.
     torch.manual_seed(int(recipe.cache_config().get("seed", 0)))
@@ -144,7 +204,8 @@ def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device) -> 
     info = {
         "dense_acc": acc, "key": folder.name, "checkpoint": "last", "train": stats,
         "seconds": time.perf_counter() - start, "recipe": recipe.cache_config(),
-        "device": str(device),
+        "device": str(device), "holdout": check_holdout(holdout),
+        "n_train": len(train_set), "n_train_split": len(full),
     }  # fmt: skip
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,11 +1,16 @@
 """Robust dense starting models: FreeLB fine-tuning and weight averaging (``conf/dense/``).
 
-Both implement the :class:`benchmark.training.dense.DenseRecipe` protocol (``cache_config`` + ``fit``),
-so the dense stage caches them by key like the plain fine-tune.
+Both implement the :class:`benchmark.training.dense.DenseRecipe` protocol (``cache_config`` +
+``fit``), so the dense stage caches them by key like the plain fine-tune.
 
 - :class:`FreeLBFineTune` (Zhu et al., ICLR 2020; the AKR paper's "FreeLB" row): the shared
-  loop with :class:`benchmark.training.freelb.FreeLBStep`; K = 5 ascent steps of size 0.03, no bound,
-  per-token gradient normalisation (AKR authors' dense code), grad clip 1.0.
+  loop with :class:`benchmark.training.freelb.FreeLBStep`; K = 5 ascent steps of size 0.03, no
+  bound, per-token gradient normalisation, grad clip 1.0, as the AKR authors' dense code
+  (mexiQQ/robust_dense_bert, ``dense/sst2/run_glue_freelb_norm_for_each_word.py``): the
+  embedding layer is frozen (``:265-266``, ``freeze_embeddings``), delta starts at 0 (the random
+  start is disabled by ``if False:`` at ``:316``, ``adv_init_mag: 0``), per-token norm
+  (``:351``), clipping over all parameters (``:362``), random batches. Its 40 epochs at 2e-5
+  (``dense/sst2/run_freelb.sh``) are not our CPU budget (conf/dense/freelb.yaml).
 - :class:`WeightAverage` (AKR, Li et al. EMNLP 2023, Sec. "robust and dense"; Wortsman et al.
   2022 greedy soup): several ingredients are fine-tuned from the same start with different
   hyper-parameters, sorted by a score (descending), and greedily added to the average only if
@@ -48,14 +53,18 @@ class FreeLBFineTune:
         version: int = 1,
         adv_steps: int = 5,
         adv_lr: float = 0.03,
-        adv_init_mag: float = 0.05,
+        adv_init_mag: float = 0.0,
         adv_norm: str = "token",
         adv_max_norm: float = 0.0,
+        freeze_embeddings: bool = True,
         **train_kwargs: Any,
     ) -> None:
-        """Args: ``version``, the FreeLB settings (K, step size, init magnitude, ``token`` or
-        ``example`` normalisation, projection radius 0 = none) and TrainConfig fields."""
+        """Args: ``version``, the FreeLB settings (K, step size, init magnitude 0 = start at
+        zero, ``token`` or ``example`` normalisation, projection radius 0 = none),
+        ``freeze_embeddings`` (the whole embedding block gets no updates) and TrainConfig
+        fields."""
         self.version = version
+        self.freeze_embeddings = bool(freeze_embeddings)
         self.adv = {
             "adv_steps": adv_steps, "adv_lr": adv_lr, "init_mag": adv_init_mag,
             "norm": adv_norm, "max_norm": adv_max_norm,
@@ -65,14 +74,23 @@ class FreeLBFineTune:
 
     def cache_config(self) -> dict[str, Any]:
         """The recipe's name, version, FreeLB settings and budget."""
-        return {"recipe": "freelb", "version": self.version, **self.adv, **asdict(self.cfg)}
+        return {"recipe": "freelb", "version": self.version, **self.adv,
+                "freeze_embeddings": self.freeze_embeddings, **asdict(self.cfg)}  # fmt: skip
 
     def fit(self, model, tokenizer, train_set, max_length, device) -> dict[str, Any]:
-        """Fine-tune with FreeLB in the shared loop."""
-        return train(
-            model, tokenizer, train_set, self.cfg, max_length, device,
-            step_fn=FreeLBStep(**self.adv), desc="dense FreeLB",
-        )  # fmt: skip
+        """Fine-tune with FreeLB in the shared loop (embeddings frozen if configured)."""
+        if self.freeze_embeddings:
+            for p in model.base_model.embeddings.parameters():
+                p.requires_grad_(False)
+        try:
+            stats = train(
+                model, tokenizer, train_set, self.cfg, max_length, device,
+                step_fn=FreeLBStep(**self.adv), desc="dense FreeLB",
+            )  # fmt: skip
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(True)
+        return {**stats, "frozen": "embeddings" if self.freeze_embeddings else None}
 
 
 def heldout_accuracy(

@@ -85,9 +85,13 @@ class TrainConfig:
     Attributes:
         epochs: passes over the training data (fractions allowed); ignored if max_steps is set.
         max_steps: hard step budget, or None.
-        batch_size / lr / weight_decay / warmup_ratio / grad_clip: optimiser settings.
+        batch_size / lr / weight_decay / warmup_ratio: optimiser settings.
+        grad_clip: max global L2 norm of the gradients (``None`` or 0: no clipping). A
+            per-method setting: each pruner passes its official code's value.
         max_train_examples: use only the first N examples of the (shuffled) training split.
-        group_by_length: batch examples of similar length together (much less padding).
+        group_by_length: batch examples of similar length together (much less padding). No
+            official code of the seeds does this; the pruners default to False, the dense
+            fine-tune (our own recipe) to True.
         seed: data order and dropout seed.
     """
 
@@ -97,7 +101,7 @@ class TrainConfig:
     lr: float = 2e-5
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
-    grad_clip: float = 1.0
+    grad_clip: float | None = 1.0
     max_train_examples: int | None = None
     group_by_length: bool = True
     seed: int = 0
@@ -110,16 +114,27 @@ class TrainConfig:
         return max(1, math.ceil(self.epochs * math.ceil(n / self.batch_size)))
 
 
-def linear_warmup_decay(optimizer, total: int, warmup_ratio: float):
-    """Linear warm-up for ``warmup_ratio * total`` steps, then linear decay to 0."""
+SCHEDULES = ("linear", "constant_with_warmup", "constant")
+
+
+def make_scheduler(optimizer, total: int, warmup_ratio: float, schedule: str = "linear"):
+    """The learning-rate schedule, built with ``transformers``' own schedulers.
+
+    ``linear``: ``get_linear_schedule_with_warmup`` (warm-up to the peak, then linear decay to
+    0 at ``total``); ``constant_with_warmup``: ``get_constant_schedule_with_warmup``;
+    ``constant``: the same with 0 warm-up steps (no scheduler in the official code: SEVEN).
+    Warm-up steps are ``int(total * warmup_ratio)``, as in the official codes.
+    """
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
     warm = int(total * warmup_ratio)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / max(1, warm)
-        return max(0.0, (total - step) / max(1, total - warm))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    if schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warm, total)
+    if schedule == "constant_with_warmup":
+        return get_constant_schedule_with_warmup(optimizer, warm)
+    if schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, 0)
+    raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
 
 
 def default_step(model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -141,9 +156,13 @@ def train(
     step_fn: Callable[[nn.Module, Batch], torch.Tensor] = default_step,
     after_step: Callable[[int], bool | None] | None = None,
     before_zero_grad: Callable[[int], None] | None = None,
+    after_clip: Callable[[int], None] | None = None,
+    clip_params: Sequence[torch.Tensor] | None = None,
+    schedule: str = "linear",
+    schedule_total: int | None = None,
     desc: str = "train",
 ) -> dict[str, float]:
-    """Train ``model`` with AdamW and a linear warm-up/decay schedule.
+    """Train ``model`` with AdamW and a learning-rate schedule (:func:`make_scheduler`).
 
     Args:
         params: parameters to optimise (default: all that require grad).
@@ -151,7 +170,13 @@ def train(
         after_step: called with the step index after every optimiser step (schedules, scores);
             returning True stops training early (early stopping). None/False continue.
         before_zero_grad: called with the step index right after ``opt.step()``, while the
-            (clipped) gradients are still in ``.grad`` (gradient-based pruning scores: SEVEN).
+            (clipped, if clipping is on) gradients are still in ``.grad`` (SEVEN's scores).
+        after_clip: called with the step index after clipping and before ``opt.step()``; a
+            gradient added here is not clipped (RobustT's L0 term, ``search_ticket.py:276-284``).
+        clip_params: the tensors whose joint norm is clipped (default: ``params``).
+        schedule: ``linear`` / ``constant_with_warmup`` / ``constant`` (:func:`make_scheduler`).
+        schedule_total: length of the schedule in steps (default: this call's step budget);
+            longer than the budget means the decay is cut off (IMP rounds, ``LT_glue.py:398``).
 
     Returns:
         ``{"steps", "seconds", "final_loss"}`` (plus ``"stopped_early": 1.0`` when
@@ -166,7 +191,8 @@ def train(
         list(params) if params is not None else [p for p in model.parameters() if p.requires_grad]
     )
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = linear_warmup_decay(opt, total, cfg.warmup_ratio)
+    sched = make_scheduler(opt, schedule_total or total, cfg.warmup_ratio, schedule)
+    clip_over = list(clip_params) if clip_params is not None else params
     model.train()
     step, loss_ema, start = 0, float("nan"), time.perf_counter()
     stop = False
@@ -179,7 +205,9 @@ def train(
             ):
                 loss = float(step_fn(model, batch))
                 if cfg.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                    torch.nn.utils.clip_grad_norm_(clip_over, cfg.grad_clip)
+                if after_clip is not None:
+                    after_clip(step)
                 opt.step()
                 if before_zero_grad is not None:
                     before_zero_grad(step)

