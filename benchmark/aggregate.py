@@ -1,4 +1,7 @@
-"""``python -m benchmark.aggregate``: the reporting entry point (see :mod:`benchmark.reporting.aggregate`)."""
+"""``python -m benchmark.aggregate``: the reporting entry point.
+
+See :mod:`benchmark.reporting.aggregate`.
+"""
 
 import sys
 

@@ -153,7 +153,7 @@ def _known_keys(group: str, overrides: list[str]) -> list[str]:
     node = cfg
     for part in filter(None, group.split(".")):
         node = node.get(part) if hasattr(node, "get") else None
-    return sorted(str(k) for k in node.keys()) if hasattr(node, "keys") else []
+    return sorted(str(k) for k in node) if hasattr(node, "keys") else []
 
 
 def _hydra_main() -> Any:

@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from benchmark.attacks.external import AttackResources
-    from benchmark.data.loading import DatasetSpec, load_split
     from benchmark.attacks.resources import use_nltk_data
+    from benchmark.data.loading import DatasetSpec, load_split
 
     nltk_dir = ROOT / ".resources" / "nltk_data"
     use_nltk_data(nltk_dir)

@@ -188,8 +188,14 @@ def parse_run(text: str) -> tuple[str, int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=parse_run, action="append", required=True,
-                        metavar="MODEL:ROWS:REF_LAYERS", help="one section of the page")
+    parser.add_argument(
+        "--run",
+        type=parse_run,
+        action="append",
+        required=True,
+        metavar="MODEL:ROWS:REF_LAYERS",
+        help="one section of the page",
+    )
     parser.add_argument("--nsamples", type=int, default=128, help="calibration sentences")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--sparsity", type=float, default=0.5)

@@ -60,8 +60,10 @@ def _attack_time_limit(cfg: dict[str, Any]) -> dict[str, Any]:
     attack = cfg.get("attack")
     if not isinstance(attack, dict) or attack.get("recipe") == "none":
         return cfg
-    return {**cfg, "attack": {**attack, "max_seconds_per_example": attack.get(
-        "max_seconds_per_example")}}
+    return {
+        **cfg,
+        "attack": {**attack, "max_seconds_per_example": attack.get("max_seconds_per_example")},
+    }
 
 
 MIGRATIONS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [

@@ -17,9 +17,9 @@ from benchmark.attacks.adapter import (
     run_attack,
 )
 from benchmark.attacks.external import AttackResources, check_external
+from benchmark.attacks.resources import NLTK_RESOURCES, check, parse_intentional, use_nltk_data
 from benchmark.errors import UserError
 from benchmark.jobs.registry import options
-from benchmark.attacks.resources import NLTK_RESOURCES, check, parse_intentional, use_nltk_data
 
 ROOT = Path(__file__).resolve().parents[1]
 NLTK_DIR = ROOT / ".resources" / "nltk_data"
@@ -304,8 +304,9 @@ def _strip_time(rows):
 def test_log_has_the_protocol_fields(offline_runs, examples, tmp_path):
     attack, _, _ = offline_runs["deepwordbug"]
     idx = [10 + 3 * i for i in range(len(examples))]  # indices into a larger split
-    _, rows = run_attack(attack, examples, seed=3, log_path=tmp_path / "l.jsonl",
-                         progress=False, indices=idx)
+    _, rows = run_attack(
+        attack, examples, seed=3, log_path=tmp_path / "l.jsonl", progress=False, indices=idx
+    )
     for r in rows:
         assert r["example_index"] in idx and r["label"] in (0, 1)
         assert r["result"] in ("successful", "failed", "skipped")
@@ -335,8 +336,9 @@ def test_killed_attack_resumes_to_the_same_log(offline_runs, examples, tmp_path)
         attack.attack = real
     assert len(calls) == len(examples) - 3  # the 3 complete rows were not attacked again
     assert _strip_time(resumed) == _strip_time(full)
-    assert _strip_time([__import__("json").loads(x) for x in cut.read_text().splitlines()]) \
-        == _strip_time(full)
+    assert _strip_time(
+        [__import__("json").loads(x) for x in cut.read_text().splitlines()]
+    ) == _strip_time(full)
     assert summary.n_total == len(examples)
 
 
@@ -352,8 +354,9 @@ def test_time_limit_counts_as_limit(offline_runs, examples):
 
     attack.attack = slow
     try:
-        summary, rows = run_attack(attack, examples[:2], seed=3, progress=False,
-                                   max_seconds_per_example=0.2)
+        summary, rows = run_attack(
+            attack, examples[:2], seed=3, progress=False, max_seconds_per_example=0.2
+        )
     finally:
         attack.attack = real
     assert [r["result"] for r in rows] == ["limit", "limit"]

@@ -81,6 +81,14 @@ def test_smoke_run_then_skip(tmp_path):
     assert rec["aua"] <= rec["attack_clean_acc"] and abs(rec["sparsity_actual"] - 0.5) < 0.01
     assert rec["dense_acc"] == 1.0  # the tiny task is learnable
     assert (rec_path.with_suffix("").with_suffix(".attack.jsonl")).is_file()
+    # the protocol's per-record statistics and the cost figure
+    assert rec["aua_ci_low"] <= rec["aua"] <= rec["aua_ci_high"]
+    assert rec["clean_acc_ci_low"] <= rec["clean_acc"] <= rec["clean_acc_ci_high"]
+    assert 0.5 <= rec["pred_majority_share"] <= 1 and 0 <= rec["ece"] <= 1
+    assert 0 <= rec["constant_clf_aua"] <= 1 and rec["n_limit"] == 0
+    assert rec["inference_ms"] > 0 and rec["inference_ms_dense"] > 0
+    assert rec["inference"]["pruned"]["batch_size"] == 32
+    assert rec["compute"]["torch_threads"] >= 1 and rec["cfg"]["data_source"]["kind"] == "builtin"
     mtime = rec_path.stat().st_mtime_ns
     second = run_cli("experiment=smoke", tmp=tmp_path)
     assert second.returncode == 0 and "skip: record" in second.stdout + second.stderr
@@ -93,28 +101,27 @@ def test_smoke_run_then_skip(tmp_path):
 @pytest.mark.slow
 def test_multirun_sweep_and_leaderboard(tmp_path):
     proc = run_cli(
-        "-m", "experiment=smoke", "pruner=none,magnitude", "sparsity=0.3,0.5", "attack.num_examples=4",
+        "-m", "experiment=smoke", "pruner=none,magnitude", "sparsity=0.0,0.5", "attack.num_examples=4",
         tmp=tmp_path,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # pruner=none at 0.5 is not a dense row: that job stops with one line, the others run
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "pruner=none is the dense model" in proc.stdout + proc.stderr
     records = [
         json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "smoke").glob("*.json")
     ]
-    assert len(records) == 4 and {r["status"] for r in records} == {"ok"}
+    assert len(records) == 3 and {r["status"] for r in records} == {"ok"}
     assert {(r["pruner"], r["sparsity_target"]) for r in records} == {
-        ("none", 0.3), ("none", 0.5), ("magnitude", 0.3), ("magnitude", 0.5)
+        ("none", 0.0), ("magnitude", 0.0), ("magnitude", 0.5)
     }  # fmt: skip
     for r in records:
-        assert (
-            abs(r["sparsity_actual"] - (0.0 if r["pruner"] == "none" else r["sparsity_target"]))
-            < 0.01
-        )
+        assert abs(r["sparsity_actual"] - r["sparsity_target"]) < 0.01
     agg = run_cli(
         "--results-dir", str(tmp_path / "results"), tmp=tmp_path, module="benchmark.aggregate"
     )
     assert agg.returncode == 0, agg.stderr
     board = (tmp_path / "results" / "leaderboard.csv").read_text().splitlines()
-    assert len(board) == 1 + 4  # header + one row per (pruner, sparsity)
+    assert len(board) == 1 + 3  # header + one row per (pruner, sparsity)
     assert (tmp_path / "results" / "leaderboard.md").is_file()
 
 
@@ -137,3 +144,21 @@ def test_training_pruners_sweep_from_the_cli(tmp_path):
     steps = {r["pruner"]: r["cfg"]["pruner"] for r in records}
     assert steps["seven"]["max_steps"] == 400 and steps["imp"]["max_steps"] == 60
     assert "step 40/400" in proc.stdout + proc.stderr  # bars off: the loop logs its progress
+
+
+@pytest.mark.slow
+def test_beyond_pruners_from_the_cli(tmp_path):
+    """The new post-training methods run through the CLI as a sweep; the structured record
+    holds its own sparsity, the parameters removed and the latency columns."""
+    proc = run_cli("-m", "experiment=smoke", "attack=none",
+                   "pruner=ria,owl_wanda,dsnot,structured", tmp=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = {r["pruner"]: r for r in (json.loads(p.read_text()) for p in
+            (tmp_path / "results" / "runs" / "smoke").glob("*.json"))}  # fmt: skip
+    assert set(recs) == {"ria", "owl_wanda", "dsnot", "structured"}
+    assert all(r["status"] == "ok" for r in recs.values())
+    s = recs["structured"]
+    assert s["params_removed"] > 0 and 0.3 < s["sparsity_actual"] < 0.7
+    assert s["latency_ms_pruned"] > 0 and s["latency_ms_dense"] > 0
+    assert "layer_sparsity" in recs["owl_wanda"]["prune_info"]["method"]
+    assert recs["owl_wanda"]["cfg"]["pruner_base"]["name"] == "wanda"

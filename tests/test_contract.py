@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmark.jobs.registry import build
 from benchmark.pruners.base import (
     PruneData,
     apply_masks,
@@ -13,7 +14,6 @@ from benchmark.pruners.base import (
     remove_mask_hooks,
 )
 from benchmark.pruners.magnitude import MagnitudePruner, NoPruner, nm_mask, topk_mask
-from benchmark.jobs.registry import build
 
 EXPECTED_LINEARS = (
     "attention.self.query", "attention.self.key", "attention.self.value",

@@ -29,8 +29,13 @@ def dirs(tmp_path_factory):
 
 
 def base_args(dirs, exp="contract"):
-    return ["experiment=smoke", f"paths.results_dir={dirs['results']}",
-            f"paths.cache_dir={dirs['cache']}", "progress=false", f"exp_name={exp}"]
+    return [
+        "experiment=smoke",
+        f"paths.results_dir={dirs['results']}",
+        f"paths.cache_dir={dirs['cache']}",
+        "progress=false",
+        f"exp_name={exp}",
+    ]
 
 
 def call(args, caplog, capsys):
@@ -72,7 +77,12 @@ def write_csv(folder: Path, rows, name="train.csv", header="text,label", raw: by
 # (id, extra args, exit code, fragment of the error line)
 BAD_INPUT = [
     ("typo-top-level", ["sparsty=0.5"], 2, "unknown config key 'sparsty' (did you mean sparsity?)"),
-    ("typo-appended", ["+sparsty=0.7"], 2, "unknown config key 'sparsty' (did you mean 'sparsity'?)"),
+    (
+        "typo-appended",
+        ["+sparsty=0.7"],
+        2,
+        "unknown config key 'sparsty' (did you mean 'sparsity'?)",
+    ),
     ("unknown-top-level", ["+foo=1"], 2, "unknown config key 'foo'"),
     ("nested-typo", ["pruner=wanda", "pruner.nsampels=64"], 2, "did you mean pruner.nsamples?"),
     ("nested-typo-appended", ["+pruner.nsampels=64"], 2, "unknown key pruner.nsampels"),
@@ -108,19 +118,24 @@ def test_bad_input_is_one_line(case, dirs, caplog, capsys):
     assert fragment in text, text
     assert "Traceback" not in text
     assert not (dirs["results"] / "runs" / "bad").exists() or not list(
-        (dirs["results"] / "runs" / "bad").glob("*.json"))  # no work, no record
+        (dirs["results"] / "runs" / "bad").glob("*.json")
+    )  # no work, no record
 
 
-@pytest.mark.parametrize("bad", [
-    ("not-int-label", ["a b,one"], "label 'one' is not an integer"),
-    ("ragged", ["a b,1,extra"], "3 fields, the header has 2"),
-    ("out-of-range", ["a b,1", "c d,2"], "outside [0, 2)"),
-    ("empty", [], "has no examples"),
-    ("no-header", None, "must have a header with columns text,label"),
-    ("not-utf8", b"text,label\n\xff\xfe bad,1\n", "not UTF-8"),
-], ids=lambda b: b[0])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ("not-int-label", ["a b,one"], "label 'one' is not an integer"),
+        ("ragged", ["a b,1,extra"], "3 fields, the header has 2"),
+        ("out-of-range", ["a b,1", "c d,2"], "outside [0, 2)"),
+        ("empty", [], "has no examples"),
+        ("no-header", None, "must have a header with columns text,label"),
+        ("not-utf8", b"text,label\n\xff\xfe bad,1\n", "not UTF-8"),
+    ],
+    ids=lambda b: b[0],
+)
 def test_local_data_is_validated(bad, dirs, caplog, capsys, tmp_path):
-    name, rows, fragment = bad
+    _, rows, fragment = bad
     folder = tmp_path / "data" / "sst2"
     good = ["good movie,1", "bad movie,0"]
     write_csv(folder, good, "validation.csv")
@@ -130,8 +145,17 @@ def test_local_data_is_validated(bad, dirs, caplog, capsys, tmp_path):
         write_csv(folder, ["x,1"], header="sentence,y")
     else:
         write_csv(folder, rows)
-    rc, text = call([*base_args(dirs, "data"), "dataset=sst2", "dataset.max_length=16",
-                     f"paths.data_dir={tmp_path / 'data'}", "attack=none"], caplog, capsys)
+    rc, text = call(
+        [
+            *base_args(dirs, "data"),
+            "dataset=sst2",
+            "dataset.max_length=16",
+            f"paths.data_dir={tmp_path / 'data'}",
+            "attack=none",
+        ],
+        caplog,
+        capsys,
+    )
     assert rc == 2, text
     assert fragment in text and "train.csv" in text, text
     assert "Traceback" not in text
@@ -142,7 +166,7 @@ def test_bom_and_long_fields_are_accepted(tmp_path):
 
     folder = tmp_path / "d" / "x"
     long_text = "word " * 40000  # beyond csv's default 128 KiB field limit
-    write_csv(folder, None, raw=("\ufefftext,label\n" f'"{long_text}",1\nshort,0\n').encode())
+    write_csv(folder, None, raw=(f'\ufefftext,label\n"{long_text}",1\nshort,0\n').encode())
     rows = load_split(DatasetSpec(name="x", num_labels=2), "train", str(tmp_path / "d"))
     assert [y for _, y in rows] == [1, 0] and len(rows[0][0]) == len(long_text)
 
@@ -172,7 +196,9 @@ def identity_of(args):
         OmegaConf.register_new_resolver("project_root", lambda: str(ROOT))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        choices = dict(compose("run", overrides=args, return_hydra_config=True).hydra.runtime.choices)
+        choices = dict(
+            compose("run", overrides=args, return_hydra_config=True).hydra.runtime.choices
+        )
         cfg = compose("run", overrides=args)
     return job_identity(cfg, choices)
 
@@ -227,8 +253,14 @@ def cli(args, **kw):
 
 def spawn(args):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "benchmark.run", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "benchmark.run", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def wait_for_lines(path: Path, n: int, proc, timeout=300.0) -> None:
@@ -322,7 +354,9 @@ def test_sigkill_mid_attack_resumes_to_the_uninterrupted_log(finished, dirs):
     n_before = len(partial.read_text().splitlines())
     out = cli(slow_attack(dirs, "killed"))
     assert out.returncode == 0, out.stderr[-2000:]
-    assert f"resuming after {n_before}" in out.stderr or f"resuming after {n_before - 1}" in out.stderr
+    assert (
+        f"resuming after {n_before}" in out.stderr or f"resuming after {n_before - 1}" in out.stderr
+    )
     final = next(runs.glob("*.attack.jsonl"))
     assert _rows(final) == _rows(full_log)
     assert not list(runs.glob("*.partial.jsonl"))

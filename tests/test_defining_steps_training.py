@@ -112,7 +112,9 @@ def test_rticket_official_l0_ramp():
     total = epochs * per_epoch
     for i in range(0, total, 97):
         processed = 3 * (i + 1)
-        official = max(0, min(1, (processed - 0.1 * epochs * per_epoch) / (0.3 * epochs * per_epoch)))
+        official = max(
+            0, min(1, (processed - 0.1 * epochs * per_epoch) / (0.3 * epochs * per_epoch))
+        )
         ours = lambda_schedule(i + 1, total, cfg.lambda_startup, cfg.lambda_warmup, 1.0)
         assert ours == pytest.approx(official, abs=1e-9), i
     assert lambda_schedule(int(0.134 * total), total, cfg.lambda_startup, cfg.lambda_warmup, 1) == 1
@@ -128,6 +130,7 @@ def test_rticket_selection_data_is_left_out_of_the_dense_training(tiny):
     assert held and not set(held) & set(dense_seen)
     assert len(dense_seen) + len(held) == len(data.train)
     assert dense_train_examples(data.train, None) == list(data.train)
+
     # the held-out part is part of the dense cache key; no held-out part keeps the old key
     class _Recipe:
         def cache_config(self):
@@ -243,7 +246,9 @@ def test_randmask_soft_cross_entropy_is_mean_over_batch_and_classes():
     mean = distillation_loss(Out(s), Out(t), soft_ce="mean")
     summed = distillation_loss(Out(s), Out(t), soft_ce="sum")
     ref = (-torch.softmax(t, -1) * torch.log_softmax(s, -1)).mean()
-    assert float(mean) == pytest.approx(float(ref)) and float(summed) == pytest.approx(3 * float(ref))
+    assert float(mean) == pytest.approx(float(ref)) and float(summed) == pytest.approx(
+        3 * float(ref)
+    )
 
 
 # -- LTH ---------------------------------------------------------------------------------------

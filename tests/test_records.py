@@ -11,7 +11,13 @@ import pytest
 from benchmark.attacks.adapter import AttackSummary
 from benchmark.data.loading import DatasetSpec, load_split, sample_indices
 from benchmark.errors import UserError
-from benchmark.records.store import RunRecord, read_record, run_id_of, write_json_atomic, write_record
+from benchmark.records.store import (
+    RunRecord,
+    read_record,
+    run_id_of,
+    write_json_atomic,
+    write_record,
+)
 
 
 def test_metrics_from_counts():

@@ -140,3 +140,33 @@ def test_slurm_launcher_config_composes() -> None:
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
     assert launcher.partition == "gpu" and launcher.gpus_per_node == 1
+
+
+def test_reproduce_plans_the_specs_sweeps():
+    from benchmark.reporting.reproduce import plan
+    from benchmark.reporting.tables import load_spec
+
+    sweeps, agg = plan("akr_table1", "embedded", ["paths.results_dir=/tmp/r"])
+    spec = load_spec("akr_table1")
+    assert [s[1] for s in sweeps] == [x.split()[0] for x in spec.sweeps]
+    assert all(s[-3:] == ["model=minilm_l6", "attack=textfooler_offline",
+                          "paths.results_dir=/tmp/r"] for s in sweeps)  # fmt: skip
+    assert agg == ["--table", "akr_table1", "--variant", "embedded", "--results-dir", "/tmp/r"]
+    sweeps, agg = plan("embedded_training_reduced", None, [])
+    assert sweeps == [["-m", "experiment=embedded_training_reduced"]]
+    assert agg == ["--summary", "embedded_training_reduced"]
+    with pytest.raises(SystemExit, match="no table or experiment"):
+        plan("akr_tabel1", None, [])
+
+
+@pytest.mark.slow
+def test_reproduce_smoke_end_to_end(tmp_path):
+    out = subprocess.run(
+        ["bash", "scripts/reproduce.sh", "smoke", f"paths.results_dir={tmp_path / 'r'}",
+         f"paths.cache_dir={tmp_path / 'c'}", "progress=false"],
+        cwd=ROOT, capture_output=True, text=True, timeout=1200,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert (tmp_path / "r" / "tables" / "smoke.md").is_file()
+    assert len(list((tmp_path / "r" / "runs" / "smoke").glob("*.json"))) == 5

@@ -264,8 +264,9 @@ def build_attack(spec: AttackSpec, wrapper, resources: AttackResources | None = 
     return attack
 
 
-class ExampleTimeout(Exception):
-    """Raised inside an attack when it exceeds ``max_seconds_per_example``."""
+class ExampleTimeout(BaseException):
+    """Raised inside an attack when it exceeds ``max_seconds_per_example``. A BaseException,
+    so that ``except Exception`` blocks inside TextAttack cannot swallow it."""
 
 
 @contextlib.contextmanager
@@ -398,7 +399,8 @@ def _rows_parallel(
     old = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        with ctx.Pool(workers, initializer=_worker_init, initargs=(attack, seed, threads, limits)) as pool:
+        init = (attack, seed, threads, limits)
+        with ctx.Pool(workers, initializer=_worker_init, initargs=init) as pool:
             yield from pool.imap(_worker_run, jobs, chunksize=1)
     finally:
         if old is None:
@@ -411,8 +413,9 @@ def summarise(rows: Iterable[dict[str, Any]], seconds: float) -> AttackSummary:
     """Counts and means of per-example rows (see the module docstring)."""
     rows = list(rows)
     kinds = [_kind(r) for r in rows]
-    queries = [r["queries"] for r, k in zip(rows, kinds) if k != "skipped" and r["queries"]]
-    perturbed = [r["perturbed_frac"] for r, k in zip(rows, kinds) if k == "successful"]
+    pairs = list(zip(rows, kinds, strict=True))
+    queries = [r["queries"] for r, k in pairs if k != "skipped" and r["queries"]]
+    perturbed = [r["perturbed_frac"] for r, k in pairs if k == "successful"]
     return AttackSummary(
         n_total=len(rows),
         n_success=kinds.count("successful"),

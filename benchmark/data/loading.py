@@ -76,25 +76,33 @@ def _load_local(spec: DatasetSpec, split: str, data_dir: Path) -> list[Example]:
             "set paths.data_dir to a folder holding <dataset>/<split>.csv, "
             "or paths.data_dir=null to load from the Hugging Face Hub"
         )
-    rows = _read_csv(path)
+    rows = _read_csv(path, spec.text_column, spec.label_column)
     check_labels(rows, spec, f"{path}")
     log.info("loaded %d examples from %s", len(rows), path)
     return rows
 
 
-def _read_csv(path: Path) -> list[Example]:
-    """Rows of a ``text,label`` CSV, validated with the file and line named: UTF-8 (a BOM is
-    accepted), no ragged rows, integer labels, at least one row; fields of any length."""
+def _read_csv(path: Path, text_column: str = "text", label_column: str = "label") -> list[Example]:
+    """Rows of a CSV with a header, validated with the file and line named: UTF-8 (a BOM is
+    accepted), no ragged rows, integer labels, at least one row; fields of any length.
+
+    The columns are ``text`` and ``label``, or, where the header has no such columns, the
+    dataset's ``text_column`` / ``label_column`` (a CSV of your own with other names)."""
     csv.field_size_limit(sys.maxsize)
     rows: list[Example] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             header = next(reader, None)
-            if not header or not {"text", "label"} <= {h.strip() for h in header}:
-                raise UserError(f"{path} must have a header with columns text,label")
-            cols = [h.strip() for h in header]
-            ti, li = cols.index("text"), cols.index("label")
+            cols = [h.strip() for h in header or []]
+            tcol = "text" if "text" in cols else text_column
+            lcol = "label" if "label" in cols else label_column
+            if tcol not in cols or lcol not in cols:
+                raise UserError(
+                    f"{path} must have a header with columns text,label (or the dataset's "
+                    f"text_column={text_column!r}, label_column={label_column!r})"
+                )
+            ti, li = cols.index(tcol), cols.index(lcol)
             for row in reader:
                 line = reader.line_num
                 if not row:
@@ -133,8 +141,10 @@ def split_warnings(rows: list[Example], spec: DatasetSpec, split: str) -> list[s
     if len(labels) == 1:
         out.append(f"split {split!r} of {spec.name} has one class only ({labels.pop()})")
     elif split == spec.train_split and len(labels) != spec.num_labels:
-        raise UserError(f"split {split!r} of {spec.name} has {len(labels)} classes but "
-                        f"dataset.num_labels={spec.num_labels}; set dataset.num_labels")  # fmt: skip
+        raise UserError(
+            f"split {split!r} of {spec.name} has {len(labels)} classes but "
+            f"dataset.num_labels={spec.num_labels}; set dataset.num_labels"
+        )
     return out
 
 

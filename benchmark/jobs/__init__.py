@@ -1,1 +1,2 @@
-"""Jobs: turn a Hydra config into a typed job (registry, build), run it (pipeline), with seeding and cost measurement."""
+"""Jobs: a Hydra config -> a typed, validated job (registry, validate, build), run it
+(pipeline), with seeding and cost measurement."""

@@ -17,9 +17,9 @@ from typing import Any
 
 from benchmark.data.loading import DatasetSpec
 from benchmark.errors import UserError
-from benchmark.models.loading import ModelSpec, resolve_device
 from benchmark.jobs.pipeline import Job, execute, new_record
 from benchmark.jobs.validate import validate
+from benchmark.models.loading import ModelSpec, resolve_device
 from benchmark.records.identity import data_source, normalise
 from benchmark.records.store import (
     CorruptRecord,
@@ -75,9 +75,28 @@ def job_identity(cfg, choices: dict[str, Any]) -> Identity:
         **resolved, "choices": names,
         "data_source": data_source(resolved["dataset"], paths.get("data_dir")),
     }  # fmt: skip
+    base = _base_pruner_config(resolved.get("pruner") or {})
+    if base is not None:  # a wrapper's base (OWL, DSnoT) is part of what it computes
+        identity["pruner_base"] = base
     run_id = run_id_of(identity)
     path = record_path(Path(paths["results_dir"]), str(resolved["exp_name"]), run_id)
     return Identity(names, resolved, identity, run_id, path)
+
+
+def _base_pruner_config(pruner: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved config of a wrapper pruner's base (``base: <conf/pruner name>`` plus
+    ``base_overrides``), so that a change of the base's config re-keys the wrapper's jobs."""
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.registry import CONF_DIR
+
+    name = pruner.get("base")
+    if not isinstance(name, str) or not (CONF_DIR / "pruner" / f"{name}.yaml").is_file():
+        return None
+    cfg = OmegaConf.merge(
+        OmegaConf.load(CONF_DIR / "pruner" / f"{name}.yaml"), pruner.get("base_overrides") or {}
+    )
+    return {"name": name, **OmegaConf.to_container(cfg, resolve=True)}
 
 
 def existing_record(ident: Identity, force: bool) -> dict[str, Any] | None:

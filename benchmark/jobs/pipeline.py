@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -21,13 +22,14 @@ import torch
 from benchmark.attacks.adapter import AttackSpec
 from benchmark.attacks.evaluation import constant_clf_aua, evaluate_clean
 from benchmark.data.loading import DatasetSpec, load_split, sample_indices, split_warnings
-from benchmark.training.dense import DenseRecipe, get_dense, load_pretrained
+from benchmark.jobs.latency import inference_ms
+from benchmark.jobs.profiling import intra_op_threads, measure, pruning_threads
+from benchmark.jobs.seeding import seed_everything
 from benchmark.models.loading import ModelSpec
-from benchmark.jobs.profiling import measure
 from benchmark.pruners.base import PruneData, Pruner, apply_masks, check_sparsity, measure_sparsity
 from benchmark.records.identity import code_hash
 from benchmark.records.store import RunRecord, provenance, short_hash, write_json_atomic
-from benchmark.jobs.seeding import seed_everything
+from benchmark.training.dense import DenseRecipe, get_dense, load_pretrained
 from benchmark.training.loop import set_progress
 
 log = logging.getLogger(__name__)
@@ -66,11 +68,21 @@ def new_record(job: Job) -> RunRecord:
         run_id=job.run_id, status="running", exp_name=job.exp_name,
         model=job.names["model"], dataset=job.names["dataset"], pruner=job.names["pruner"],
         attack=job.names["attack"], seed=job.seed, sparsity_target=job.sparsity,
+        dense_seed=(job.cfg.get("dense") or {}).get("seed"),
         pruner_version=getattr(job.pruner, "version", None), attack_version=job.attack.version,
         split=job.dataset.eval_split, scope=getattr(job.pruner, "scope", None),
         device=_device_name(job.device), cfg=job.cfg,
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
     )  # fmt: skip
+
+
+@contextlib.contextmanager
+def stage(name: str):
+    """One log line when a stage of the job starts and one when it ends, with its duration."""
+    log.info("stage %s: started", name)
+    start = time.perf_counter()
+    yield
+    log.info("stage %s: done in %.1f s", name, time.perf_counter() - start)
 
 
 def execute(job: Job, record: RunRecord) -> RunRecord:
@@ -85,31 +97,82 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
         evals = evals[: job.max_eval_examples]
     if job.attack.enabled:  # fail on a missing resource before any expensive work
         job.attack.check_resources(_attack_resources(job), job.names["attack"])
-    model, tok, dense_info = get_dense(
-        job.model, job.dataset, job.dense, job.data_dir, job.cache_dir, job.device,
-        holdout=getattr(job.pruner, "dense_holdout", None), data=job.cfg.get("data_source"),
-    )  # fmt: skip
+    with stage("dense model"):
+        model, tok, dense_info = get_dense(
+            job.model, job.dataset, job.dense, job.data_dir, job.cache_dir, job.device,
+            holdout=getattr(job.pruner, "dense_holdout", None),
+            data=job.cfg.get("data_source"),
+        )  # fmt: skip
     record.dense_acc = dense_info.get("dense_acc")
     record.dense_info = dense_info
-    _prune(job, model, tok, record)
-    clean = evaluate_clean(
-        model, tok, evals, job.dataset.max_length, job.device, job.eval_batch_size
-    )
+    batch = latency_batch(tok, evals, job.dataset.max_length, job.device)
+    dense_cost = inference_ms(model, batch, job.device)
+    with stage(f"pruning ({job.names['pruner']} @ {job.sparsity})"):
+        _prune(job, model, tok, record)
+    pruned_cost = inference_ms(model, batch, job.device)
+    record.inference_ms = pruned_cost["median_ms"]
+    record.inference_ms_dense = dense_cost["median_ms"]
+    if record.params_removed:  # structured: the latency columns of a physically smaller model
+        record.latency_ms_pruned, record.latency_ms_dense = (
+            record.inference_ms,
+            record.inference_ms_dense,
+        )
+    record.inference = {
+        "pruned": pruned_cost, "dense": dense_cost,
+        "batch": f"first {batch['input_ids'].shape[0]} examples of {job.dataset.eval_split}, "
+                 "padded to the longest",
+        # masks are applied by zeroing dense weights: no sparse kernel ran
+        "sparse_kernel": None, "semi_structured_speedup_measured": False,
+    }  # fmt: skip
+    with stage(f"clean accuracy ({len(evals)} examples)"):
+        clean = evaluate_clean(
+            model, tok, evals, job.dataset.max_length, job.device, job.eval_batch_size
+        )
     for key, value in clean.fields().items():
         setattr(record, key, value)
     log.info("clean accuracy %.4f on %d examples (most predicted class: %.1f%%)",
              record.clean_acc, len(evals), 100 * record.pred_majority_share)  # fmt: skip
     if job.attack.enabled:
-        _attack(job, model, tok, evals, record)
+        with stage(f"attack ({job.names['attack']})"):
+            _attack(job, model, tok, evals, record)
     record.duration_s = time.perf_counter() - start
     record.status = "ok"
     return record
 
 
+LATENCY_BATCH = 32
+
+
+def prune_model(pruner, model, data: PruneData, sparsity: float, device) -> tuple[Any, int]:
+    """Prune ``model`` in place and make the masks permanent; (cost, intra-op threads used).
+
+    On CPU the pruner runs with single-threaded kernels (:func:`pruning_threads`), so its
+    result does not depend on the thread count of the job.
+    """
+    threads = pruning_threads(device)
+    with (
+        measure(device) as cost,
+        intra_op_threads(threads) if threads else contextlib.nullcontext(),
+    ):
+        masks = pruner.prune(model, data, sparsity)
+        apply_masks(model, masks, permanent=True)
+    return cost, threads or torch.get_num_threads()
+
+
+def latency_batch(tok, evals, max_length: int, device) -> dict[str, torch.Tensor]:
+    """The fixed batch of the cost figure: the first examples of the evaluation split."""
+    texts = [t for t, _ in evals[:LATENCY_BATCH]]
+    enc = tok(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    return {k: v.to(device) for k, v in enc.items()}
+
+
 def _prune(job: Job, model, tok, record: RunRecord) -> None:
     """Prune ``model`` in place (or load the cached pruned weights) and record the cost."""
-    key = short_hash({"dense": record.dense_info.get("key"), **job.prune_key_cfg,
-                      "code": code_hash(job.cfg.get("pruner", {}).get("_target_"))})  # fmt: skip
+    key = short_hash(
+        {"dense": record.dense_info.get("key"), **job.prune_key_cfg,
+         "base": job.cfg.get("pruner_base"),
+         "code": code_hash(job.cfg.get("pruner", {}).get("_target_"))}
+    )  # fmt: skip
     folder = job.cache_dir / "pruned" / key
     info = _load_pruned(folder, model, job.device) if job.cache_pruned else None
     if info is not None:
@@ -123,21 +186,29 @@ def _prune(job: Job, model, tok, record: RunRecord) -> None:
             pretrained=lambda: load_pretrained(job.model, job.dataset, job.cache_dir / "tmp")[0],
             cache_dir=job.cache_dir / "method" / key,
         )  # fmt: skip
-        with measure(job.device) as cost:
-            masks = job.pruner.prune(model, data, job.sparsity)
-            apply_masks(model, masks, permanent=True)
+        cost, threads = prune_model(job.pruner, model, data, job.sparsity, job.device)
         info = {
             "seconds": cost.seconds, "peak_mem_mb": cost.peak_mem_mb,
             "memory_kind": cost.memory_kind, "method": getattr(job.pruner, "info", {}),
+            "intra_op_threads": threads,
             "cached": False,
         }  # fmt: skip
-        if job.cache_pruned:
+        # a physically smaller model (structured pruning) does not load into the dense
+        # architecture: it is pruned again rather than cached
+        if job.cache_pruned and not info["method"].get("params_removed"):
             _store_pruned(folder, model, info)
     model.eval()
     record.prune_seconds = info["seconds"]
     record.prune_peak_mem_mb = info["peak_mem_mb"]
     record.prune_info = info
-    record.sparsity_actual = measure_sparsity(model, record.scope or "encoder_linear")
+    method = info.get("method") or {}
+    if method.get("prunable_params_before"):  # heads and neurons removed, not zeroed
+        record.sparsity_actual = (
+            method["prunable_params_removed"] / method["prunable_params_before"]
+        )
+        record.params_removed = method.get("params_removed")
+    else:
+        record.sparsity_actual = measure_sparsity(model, record.scope or "encoder_linear")
     log.info(
         "pruned with %s: target %.4f, actual %.4f, %.2f s, peak +%.0f MiB",
         job.names["pruner"], job.sparsity, record.sparsity_actual, info["seconds"],
@@ -155,8 +226,12 @@ def _load_pruned(folder: Path, model, device) -> dict[str, Any] | None:
         state = torch.load(folder / "weights.pt", map_location=device)
         model.load_state_dict(state)
     except Exception as exc:  # truncated file, bad pickle, wrong shapes
-        log.warning("pruned cache %s is unreadable (%s: %s); pruning again", folder,
-                    type(exc).__name__, str(exc).splitlines()[0][:120] if str(exc) else "")
+        log.warning(
+            "pruned cache %s is unreadable (%s: %s); pruning again",
+            folder,
+            type(exc).__name__,
+            str(exc).splitlines()[0][:120] if str(exc) else "",
+        )
         shutil.rmtree(folder, ignore_errors=True)
         return None
     info["cached"] = True

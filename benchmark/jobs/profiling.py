@@ -67,3 +67,32 @@ class measure:
             peak = max(self._peak, psutil.Process().memory_info().rss)
         self.cost.seconds = time.perf_counter() - self._t0
         self.cost.peak_mem_mb = max(0, peak - self._start_mem) / 2**20
+
+
+class intra_op_threads:
+    """Run the ``with`` block with ``n`` torch intra-op threads, then restore the setting.
+
+    Pruning runs under ``intra_op_threads(1)`` on CPU (see :func:`pruning_threads`): BLAS
+    splits a reduction differently for each thread count, so float statistics (X^T X) and the
+    greedy choices built on them would otherwise depend on how many threads the job had. With
+    one thread per kernel the result is the same for 1, 2 or N configured threads; a pruner
+    that parallelises (AKR's row chunks) does so across a FIXED partition of its work, each
+    part with single-threaded kernels, so the partition and not the thread count decides.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._old = 0
+
+    def __enter__(self) -> None:
+        self._old = torch.get_num_threads()
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc: object) -> None:
+        torch.set_num_threads(self._old)
+
+
+def pruning_threads(device: torch.device) -> int | None:
+    """Intra-op threads for pruning on ``device``: 1 on CPU (thread-count independence),
+    None (unchanged) on CUDA, where the record names the device and kernel settings."""
+    return 1 if device.type == "cpu" else None

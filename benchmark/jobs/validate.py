@@ -80,7 +80,7 @@ TOP_LEVEL: dict[str, Callable[[Any], str | None]] = {
     "cache_pruned": _bool, "progress": _bool,
 }  # fmt: skip
 GROUP_KEYS = ("model", "dataset", "dense", "pruner", "attack", "logger", "budget", "paths",
-              "hydra", "pruner_budget")  # fmt: skip
+              "hydra", "pruner_budget", "protocol")  # fmt: skip
 
 # Keys of method configs that are not constructor arguments.
 META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
@@ -235,6 +235,11 @@ def check_group(group: str, option: str, values: Mapping[str, Any]) -> None:
 def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:
     """The whole contract on a resolved config (a plain dict)."""
     check_top_level(resolved)
+    if names.get("pruner") == "none" and float(resolved.get("sparsity", 0.0)) != 0.0:
+        raise UserError(
+            f"pruner=none is the dense model: use sparsity=0.0 (got sparsity="
+            f"{resolved.get('sparsity')}); a sweep's dense row is `pruner=none sparsity=0.0`"
+        )
     for group in ("model", "dataset", "dense", "pruner", "attack", "logger"):
         if isinstance(resolved.get(group), Mapping):
             check_group(group, str(names.get(group, group)), resolved[group])

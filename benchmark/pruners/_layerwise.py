@@ -204,6 +204,28 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def block_progress(blocks: Sequence[Any], desc: str) -> Iterator[Any]:
+    """Iterate over encoder blocks with a progress bar and ETA (the training loops' switch
+    ``progress`` decides); without bars, one log line per block with elapsed time and ETA."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from benchmark.training import loop
+
+    blocks = list(blocks)
+    if loop.SHOW_PROGRESS:
+        yield from tqdm(blocks, desc=f"{desc} (blocks)", unit="block")
+        return
+    start = time.perf_counter()
+    for i, block in enumerate(blocks):
+        yield block
+        done = time.perf_counter() - start
+        eta = done / (i + 1) * (len(blocks) - i - 1)
+        log.info("%s: block %d/%d done, %.0f s, about %.0f s left", desc, i + 1, len(blocks),
+                 done, eta)  # fmt: skip
+
+
 class CalibrationPruner:
     """Settings and set-up shared by the calibration-based pruners (AKR, SparseGPT, Wanda)."""
 
@@ -251,7 +273,7 @@ def prune_sequentially(
     with eval_mode(model):
         state = capture_block_inputs(model, batches)
         hidden = state.hidden
-        for block in encoder_blocks(model):
+        for block in block_progress(encoder_blocks(model), "prune"):
             colls = {n: make_collector(lin) for n, lin in block.linears.items()}
             with LinearTaps(dict(block.linears), colls) as taps:
                 taps.feed(block.module, state, hidden)

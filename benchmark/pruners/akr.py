@@ -21,9 +21,21 @@ output, intermediate, output):
 
 Differences from the paper and the official code (also in docs/methods/post_training.md):
 
+- Official behaviours are options (``conf/pruner/akr_official.yaml`` switches them all on;
+  ``conf/pruner/akr.yaml`` keeps those that are not defects; table and reasons in
+  docs/methods/post_training.md): ``calib_padding="max_length"`` (padded positions in the
+  statistics, official ``utils.py:121``, ``run_layerwise.py:186-199``), ``bias_prunable``
+  (``obc_solver_func.py:50-54``, ``:104-117``), ``zeros_per_row="official"``
+  (``obc_solver_func.py:75``, ``:104``), ``ridge_compound`` (``obc_solver_func.py:18``,
+  ``:38-40``), ``obs_h_ridge`` (``run_layerwise.py:259-273``), ``obs_damp``
+  (``obc_solver_func.py:15-23``, ``:82``), ``obs_dtype="float32"`` (``obc_solver_func.py:91``)
+  and the defect ``official_mask_bug`` (``run_layerwise.py:127-131``, ``:221``, ``:244``,
+  ``:304``). The keyword defaults below are version 1 of ``pruner=akr``.
 - The bias is refit jointly (ones column) in the ridge step as METHODS.md says, and it stays
-  in H during OBS: it is never pruned but receives the OBS compensation like any kept weight.
-- OBS uses ``H = X^T X / n`` without damping (as METHODS.md) when H is well conditioned; when
+  in H during OBS: by default (v1) it is never pruned but receives the OBS compensation like
+  any kept weight; ``bias_prunable=True`` prunes it like a weight (official).
+- With ``obs_damp=None`` (v1) OBS uses ``H = X^T X / n`` without damping (as METHODS.md)
+  when H is well conditioned; when
   the Cholesky factorisation fails or its smallest squared pivot is below ``min_pivot`` times
   the mean diagonal (always the case for q, k, v and intermediate, whose LayerNorm inputs are
   linearly dependent with the ones column), a damping of 1e-10, 1e-9, ... times the mean
@@ -58,6 +70,7 @@ from benchmark.pruners._layerwise import (
     CalibInputs,
     CalibrationPruner,
     LinearTaps,
+    block_progress,
     capture_block_inputs,
     eval_mode,
     inverse_spd,
@@ -109,8 +122,27 @@ class RidgeCollector:
         obs_impl: str = "lowrank",
         obs_dtype: torch.dtype = torch.float32,
         chunk_bytes: int = 256 * 2**20,
+        bias_prunable: bool = False,
+        zeros_per_row: str = "floor",
+        ridge_compound: bool = False,
+        obs_h_ridge: bool = False,
+        obs_damp: float | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, dict]:
         """Ridge rectification then greedy OBS.
+
+        The keyword defaults are version 1 of ``pruner=akr``; the official solver's
+        behaviours (``conf/pruner/akr_official.yaml``) are switched on one by one:
+
+        - ``bias_prunable``: the bias column is prunable like any weight, with OBS
+          compensation (official ``obc_solver_func.py:50-54``, ``:104-117``);
+        - ``zeros_per_row="official"``: ``int(columns * s) - 1`` zeros per row, the bias
+          column counted (``obc_solver_func.py:75``, ``:104``);
+        - ``ridge_compound``: the ridge of each tried ratio is added in place to the same
+          matrix, so ratios accumulate (``obc_solver_func.py:17-18``, ``:38-40``);
+        - ``obs_h_ridge``: OBS gets the ridge-damped matrix as H (``run_layerwise.py:259-273``);
+        - ``obs_damp``: OBS damping ``obs_damp * mean(diag)`` added in place, x10 on a failed
+          Cholesky (``obc_solver_func.py:15-23`` via ``prepare_sparse`` ``:82``); None: the
+          pivot-floor damping of version 1.
 
         Returns:
             (pruned weight, refit bias or None, keep mask of the weight, info dict).
@@ -118,14 +150,35 @@ class RidgeCollector:
         w_aug = weight.detach().to(torch.float64)
         if self.bias:
             w_aug = torch.cat([w_aug, bias.detach().to(torch.float64)[:, None]], 1)
-        w_bar, ratio, diff = ridge_refit(self.xtx, self.xty, w_aug, ridge_ratios, ridge_tol)
-        h = self.xtx / max(self.n, 1)
-        pruned, keep, damping = obs_prune(
-            w_bar, h, sparsity, nm=nm, protect_last=self.bias, impl=obs_impl,
-            dtype=obs_dtype, chunk_bytes=chunk_bytes,
+        if ridge_compound:
+            w_bar, ratio, diff, damped, effective = ridge_refit_inplace(
+                self.xtx, self.xty, w_aug, ridge_ratios, ridge_tol
+            )
+        else:
+            w_bar, ratio, diff = ridge_refit(self.xtx, self.xty, w_aug, ridge_ratios, ridge_tol)
+            effective = ratio
+            damped = None
+            if obs_h_ridge:
+                mean_diag = float(torch.diagonal(self.xtx).mean())
+                eye = torch.eye(self.xtx.shape[0], dtype=self.xtx.dtype, device=self.xtx.device)
+                damped = self.xtx + ratio * mean_diag * eye
+        h = (damped if obs_h_ridge else self.xtx) / max(self.n, 1)
+        bias_prunable = bias_prunable and nm is None  # N:M groups are over the weights only
+        solver = obs_prune
+        if obs_impl == "blocked":  # same greedy choices, row chunks on a fixed partition
+            from benchmark.pruners._obs_fast import obs_prune as solver
+        pruned, keep, damping = solver(
+            w_bar, h, sparsity, nm=nm, protect_last=self.bias and not bias_prunable,
+            impl=obs_impl, dtype=obs_dtype, chunk_bytes=chunk_bytes,
+            zeros_per_row=zeros_per_row, official_damp=obs_damp,
+            **({"damp": 0.0} if obs_impl == "blocked" and obs_damp is None else {}),
         )  # fmt: skip
         info = {"ridge_ratio": ratio, "ridge_msd": diff, "obs_damping": damping, "n": self.n}
+        if ridge_compound:
+            info["ridge_effective"] = effective
         d_in = weight.shape[1]
+        if self.bias and bias_prunable:
+            info["bias_zeroed"] = int((~keep[:, d_in]).sum())
         new_bias = pruned[:, d_in] if self.bias else None
         return pruned[:, :d_in], new_bias, keep[:, :d_in], info
 
@@ -160,6 +213,59 @@ def ridge_refit(
     return w_bar, float(ratio), diff
 
 
+def invert_inplace(a: torch.Tensor, ratio: float = 1e-4) -> tuple[torch.Tensor, float]:
+    """The official ``invert`` (``obc_solver_func.py:15-23``), in our words.
+
+    Adds ``ratio * mean(diag(a))`` to the diagonal of ``a`` IN PLACE and inverts by
+    Cholesky; when the factorisation fails, adds ``10 * ratio`` times the (new) mean diagonal
+    on top and tries again. Returns (inverse, total damping added relative to the mean
+    diagonal ``a`` had on entry).
+    """
+    start = float(torch.diagonal(a).mean())
+    eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
+    while True:
+        a.add_(ratio * torch.diagonal(a).mean() * eye)
+        chol, info = torch.linalg.cholesky_ex(a)
+        if int(info) == 0:
+            added = float(torch.diagonal(a).mean()) - start
+            return torch.cholesky_inverse(chol), added / start if start else float("nan")
+        ratio *= 10
+        if ratio > 1e6 or not math.isfinite(start):
+            raise RuntimeError("matrix not positive definite even with large damping (NaN?)")
+
+
+def ridge_refit_inplace(
+    xtx: torch.Tensor,
+    xty: torch.Tensor,
+    w: torch.Tensor,
+    ratios: Sequence[float] = RIDGE_RATIOS_CODE,
+    tol: float = 1.0,
+) -> tuple[torch.Tensor, float, float, torch.Tensor, float]:
+    """The official ridge schedule with its in-place compounding.
+
+    ``reconstruct_best_weight_xty`` (``obc_solver_func.py:36-48``) calls ``invert`` on the
+    SAME matrix for every ratio, so each ridge is added on top of the previous ones and is
+    measured on the already damped diagonal (effective 1e-4, 1.1e-3, 1.11e-2, 0.112, 1.224);
+    W-bar is ``inverse @ X^T Y``. ``xtx`` itself is not modified: the damped copy is returned
+    (the official code then hands that matrix to OBS as H).
+
+    Returns:
+        (W-bar ``(d_out, d)``, the last ratio tried, the mean squared difference, the damped
+        matrix, the effective ridge relative to the undamped mean diagonal).
+    """
+    a = xtx.clone()
+    start = float(torch.diagonal(xtx).mean())
+    w_bar, ratio, diff = w, float("nan"), float("nan")
+    for ratio in ratios:
+        inv, _ = invert_inplace(a, ratio)
+        w_bar = (inv @ xty).T
+        diff = float(((w_bar - w) ** 2).mean())
+        if diff < tol:
+            break
+    effective = (float(torch.diagonal(a).mean()) - start) / start if start else float("nan")
+    return w_bar, float(ratio), diff, a, effective
+
+
 def _nm_closed(pruned: torch.Tensor, nm: tuple[int, int], d: int) -> torch.Tensor:
     """Bool ``(rows, d)``: True where the weight's N:M group already has M - N zeros."""
     n, m = nm
@@ -182,10 +288,12 @@ def obs_prune(
     chunk_bytes: int = 256 * 2**20,
     damp: float = 0.0,
     min_pivot: float | None = None,
+    zeros_per_row: str = "floor",
+    official_damp: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Exact greedy OBS with the same number of zeros per output row (all rows in parallel).
 
-    Repeats ``k = int(d * s)`` times for every row: ``p = argmin w_j^2 / [H^-1]_jj``;
+    Repeats ``k`` times for every row: ``p = argmin w_j^2 / [H^-1]_jj``;
     ``w <- w - H^-1[:, p] w_p / [H^-1]_pp``; ``H^-1 <- H^-1 - H^-1[:, p] H^-1[p, :] /
     [H^-1]_pp``; ``w_p = 0``.
 
@@ -203,6 +311,14 @@ def obs_prune(
         min_pivot: smallest squared Cholesky pivot (relative to the mean diagonal) accepted
             before the damping is raised (see ``inverse_spd``); None: 1e-10 for a float64
             loop, 1e-6 for float32.
+        zeros_per_row: ``floor``: ``k = int(d_prunable * s)``; ``official``:
+            ``k = int(d * s) - 1`` over all ``d`` columns (AKR's ``range(start, int(columns *
+            sparsity))`` with ``start = 1``, ``obc_solver_func.py:75``, ``:104``).
+        official_damp: when set, replaces ``damp``/``min_pivot``: H^-1 as AKR's
+            ``prepare_sparse`` computes it (``obc_solver_func.py:74-86``): the rows and columns
+            of weights that are already exactly zero are replaced by the identity (per group
+            of rows with the same zero pattern) and ``official_damp * mean(diag)`` is added,
+            x10 while Cholesky fails (:func:`invert_inplace`).
 
     Returns:
         (pruned weight float64, keep mask ``(d_out, d)``, relative damping used).
@@ -210,20 +326,30 @@ def obs_prune(
     d_out, d = weight.shape
     d_prun = d - int(protect_last)
     if nm is not None:
+        if zeros_per_row != "floor":
+            raise ValueError("N:M pruning needs zeros_per_row='floor'")
         if d_prun % nm[1]:
             raise ValueError(f"input dimension {d_prun} is not divisible by M={nm[1]}")
         k = d_prun // nm[1] * (nm[1] - nm[0])
-    else:
+    elif zeros_per_row == "floor":
         k = int(d_prun * sparsity)
+    elif zeros_per_row == "official":
+        k = max(int(d * sparsity) - 1, 0)
+    else:
+        raise ValueError(f"zeros_per_row must be 'floor' or 'official', got {zeros_per_row!r}")
     w = weight.to(torch.float64).clone()
     h = hessian.to(torch.float64).clone()
     mark_dead_inputs(h, w[:, :d_prun])
-    if min_pivot is None:
-        min_pivot = 1e-10 if dtype == torch.float64 else 1e-6
-    hinv, used = inverse_spd(h, damp, min_pivot)
+    if official_damp is not None:
+        groups = _zero_pattern_groups(w, h, official_damp)
+        used = max(g[2] for g in groups)
+    else:
+        if min_pivot is None:
+            min_pivot = 1e-10 if dtype == torch.float64 else 1e-6
+        hinv, used = inverse_spd(h, damp, min_pivot)
+        groups = [(None, hinv, used)]
     if k == 0:
         return w, torch.ones_like(w, dtype=torch.bool), used
-    hinv = hinv.to(dtype)
     per_row = d * d if impl == "full" else d * k
     rows = max(1, min(d_out, chunk_bytes // (per_row * torch.finfo(dtype).bits // 8)))
     solver = {"full": _obs_rows_full, "lowrank": _obs_rows_lowrank}.get(impl)
@@ -231,12 +357,41 @@ def obs_prune(
         raise ValueError(f"obs impl must be 'full' or 'lowrank', got {impl!r}")
     out = torch.empty_like(w)
     keep = torch.empty(w.shape, dtype=torch.bool, device=w.device)
-    for r0 in range(0, d_out, rows):
-        wc, kc = solver(w[r0 : r0 + rows].to(dtype), hinv, k, nm, protect_last)
-        out[r0 : r0 + rows], keep[r0 : r0 + rows] = wc.to(torch.float64), kc
+    for idx, hinv, _ in groups:
+        hinv = hinv.to(dtype)
+        sel = torch.arange(d_out, device=w.device) if idx is None else idx
+        for r0 in range(0, sel.numel(), rows):
+            part = sel[r0 : r0 + rows]
+            wc, kc = solver(w[part].to(dtype), hinv, k, nm, protect_last)
+            out[part], keep[part] = wc.to(torch.float64), kc
+    out.masked_fill_(~keep, 0.0)
     if not bool(torch.isfinite(out).all()):
         raise FloatingPointError("OBS produced non-finite weights; try obs_dtype=float64")
     return out, keep, used
+
+
+def _zero_pattern_groups(
+    w: torch.Tensor, h: torch.Tensor, ratio: float
+) -> list[tuple[torch.Tensor, torch.Tensor, float]]:
+    """Rows grouped by their pattern of exact zeros, each with AKR's damped H^-1.
+
+    For every pattern Z: H with rows and columns Z replaced by the identity, then
+    :func:`invert_inplace` (``prepare_sparse``, ``obc_solver_func.py:76-82``). Usually one
+    group (no zeros, or only the always-zero inputs). Returns (row indices, H^-1, damping).
+    """
+    patterns, inverse = torch.unique(w == 0, dim=0, return_inverse=True)
+    out = []
+    for g in range(patterns.shape[0]):
+        zero = patterns[g]
+        h1 = h.clone()
+        if bool(zero.any()):
+            h1[zero, :] = 0.0
+            h1[:, zero] = 0.0
+            idx = torch.nonzero(zero).flatten()
+            h1[idx, idx] = 1.0
+        hinv, used = invert_inplace(h1, ratio)
+        out.append((torch.nonzero(inverse == g).flatten(), hinv, used))
+    return out
 
 
 def _candidates(
@@ -323,6 +478,13 @@ class AKRPruner(CalibrationPruner):
         chunk_mb: int = 256,
         scope: str = "encoder_linear",
         version: int = 1,
+        calib_padding: str = "exclude",
+        bias_prunable: bool = False,
+        zeros_per_row: str = "floor",
+        ridge_compound: bool = False,
+        obs_h_ridge: bool = False,
+        obs_damp: float | None = None,
+        official_mask_bug: bool = False,
     ) -> None:
         """Args:
         nsamples: calibration sentences (official code 2,560; paper 256 to 1,024).
@@ -335,25 +497,81 @@ class AKRPruner(CalibrationPruner):
         ridge_tol: threshold of the adaptive schedule.
         refit_head: also refit pooler and classifier by ridge LS to the dense ones (paper;
             off in the code's ``run_layerwise``). These are never pruned.
-        obs_impl: ``full`` (OBC, per-row H^-1) or ``lowrank`` (exact reformulation).
+        obs_impl: ``full`` (OBC, per-row H^-1), ``lowrank`` (exact reformulation) or
+            ``blocked`` (:mod:`benchmark.pruners._obs_fast`: the same choices, each row's
+            H^-1 refreshed every 64 steps by one matrix product, fixed row chunks on
+            single-threaded worker threads, so both cores work and the result does not
+            depend on the thread count).
         obs_dtype: dtype of the greedy OBS loop: ``float64`` (default; the H of a layer fed
             by a LayerNorm is singular with the bias column, and float32 downdates broke down
-            on MiniLM) or ``float32`` (OBC; faster, damped to a 1e-6 pivot).
+            on MiniLM) or ``float32`` (OBC and the official code; faster).
         chunk_mb: memory budget of one chunk of rows in the OBS loop.
         scope: only ``encoder_linear`` is supported.
         version: bumped whenever the method's numbers can change.
+        calib_padding: ``exclude`` (pad to the longest sentence of a batch; padded positions
+            never enter a statistic) or ``max_length`` (official: every sentence padded to
+            ``max_length``, ``utils.py:121``, and every position, padding included, enters
+            X^T X, X^T Y and n, ``run_layerwise.py:186-199``).
+        bias_prunable: the bias column is pruned like a weight, with OBS compensation
+            (official ``obc_solver_func.py:50-54``, ``:104-117``); False: never pruned.
+        zeros_per_row: ``floor`` (``int(d_prunable * s)``) or ``official``
+            (``int((d_in + 1) * s) - 1`` with the bias column counted, ``obc_solver_func.py:75``,
+            ``:104``).
+        ridge_compound: the ridges of the tried ratios accumulate in place
+            (``obc_solver_func.py:18``, ``:38-40``).
+        obs_h_ridge: OBS gets the ridge-damped X^T X as H (``run_layerwise.py:259-273``).
+        obs_damp: OBS damping as a fraction of the mean diagonal, added in place, x10 on a
+            failed Cholesky (official 1e-4, ``obc_solver_func.py:82``); None: no damping
+            unless the Cholesky pivot falls below a floor (version 1).
+        official_mask_bug: reproduce the official defect: the pruned path uses the LAST
+            calibration batch's attention mask for every batch (``run_layerwise.py:127-131``,
+            ``:221``, ``:244``, ``:304``); the dense targets keep their own masks.
         """
         if ridge not in ("code", "paper"):
             raise ValueError(f"ridge must be 'code' or 'paper', got {ridge!r}")
-        if obs_impl not in ("full", "lowrank"):
-            raise ValueError(f"obs_impl must be 'full' or 'lowrank', got {obs_impl!r}")
+        if obs_impl not in ("full", "lowrank", "blocked"):
+            raise ValueError(f"obs_impl must be 'full', 'lowrank' or 'blocked', got {obs_impl!r}")
+        if calib_padding not in ("exclude", "max_length"):
+            raise ValueError(
+                f"calib_padding must be 'exclude' or 'max_length', got {calib_padding!r}"
+            )
+        if zeros_per_row not in ("floor", "official"):
+            raise ValueError(f"zeros_per_row must be 'floor' or 'official', got {zeros_per_row!r}")
         super().__init__(nsamples, max_length, batch_size, structure, scope, version)
+        if self.nm and zeros_per_row != "floor":
+            raise ValueError("N:M pruning needs zeros_per_row='floor'")
         self.ridge = ridge
         self.ridge_tol = ridge_tol
         self.refit_head = refit_head
         self.obs_impl = obs_impl
         self.obs_dtype = getattr(torch, obs_dtype)
         self.chunk_bytes = int(chunk_mb) * 2**20
+        self.calib_padding = calib_padding
+        self.bias_prunable = bool(bias_prunable)
+        self.zeros_per_row = zeros_per_row
+        self.ridge_compound = bool(ridge_compound)
+        self.obs_h_ridge = bool(obs_h_ridge)
+        self.obs_damp = None if obs_damp is None else float(obs_damp)
+        self.official_mask_bug = bool(official_mask_bug)
+
+    def _start(self, data: PruneData, sparsity: float) -> tuple[float, list[dict]]:
+        """The seeded calibration batches; with ``calib_padding=max_length`` padded to
+        ``max_length`` (as ``padding='max_length'`` does: pad id, mask 0, token type 0)."""
+        sparsity, batches = super()._start(data, sparsity)
+        if self.calib_padding == "max_length":
+            pad_id = data.tokenizer.pad_token_id or 0
+            length = self.max_length or data.max_length
+            batches = [pad_to_length(b, length, pad_id) for b in batches]
+        return sparsity, batches
+
+    def _solver_options(self) -> dict:
+        return {
+            "bias_prunable": self.bias_prunable,
+            "zeros_per_row": self.zeros_per_row,
+            "ridge_compound": self.ridge_compound,
+            "obs_h_ridge": self.obs_h_ridge,
+            "obs_damp": self.obs_damp,
+        }
 
     @property
     def ridge_ratios(self) -> tuple[float, ...]:
@@ -369,18 +587,22 @@ class AKRPruner(CalibrationPruner):
         with eval_mode(model):
             dense_head = self._record_head(model, batches) if self.refit_head else {}
             state = capture_block_inputs(model, batches)
+            n_real = state.n_tokens
+            if self.calib_padding == "max_length":  # padded positions enter the statistics
+                state.token_masks = [torch.ones_like(m) for m in state.token_masks]
+            pstate = official_mask_state(state) if self.official_mask_bug else state
             dense_h: list[torch.Tensor] = state.hidden
             pruned_h: list[torch.Tensor] = state.hidden
-            for block in encoder_blocks(model):
+            for block in block_progress(encoder_blocks(model), "AKR"):
                 dense_block = copy.deepcopy(block.module)
                 for qname, lin in block.linears.items():
                     sub = qname[len(block.name) + 1 :]
                     masks[f"{qname}.weight"], layers[qname] = self._prune_layer(
                         lin, dense_block.get_submodule(sub), sub, block.module, dense_block,
-                        state, pruned_h, dense_h, sparsity,
+                        state, pstate, pruned_h, dense_h, sparsity,
                     )  # fmt: skip
                 dense_h = run_block(dense_block, state, dense_h)
-                pruned_h = run_block(block.module, state, pruned_h)
+                pruned_h = run_block(block.module, pstate, pruned_h)
                 del dense_block
                 log.info("AKR: pruned %s", block.name)
             if self.refit_head:
@@ -388,13 +610,19 @@ class AKRPruner(CalibrationPruner):
         self.info = {
             "method": "akr",
             "nsamples": sum(int(b["input_ids"].shape[0]) for b in batches),
-            "n_tokens": state.n_tokens,
+            "n_tokens": n_real,
+            "n_positions": state.n_tokens,
             "max_length": self.max_length,
             "structure": self.structure,
             "ridge": self.ridge,
+            "ridge_tol": self.ridge_tol,
+            "batch_size": self.batch_size,
             "obs_impl": self.obs_impl,
             "obs_dtype": str(self.obs_dtype).replace("torch.", ""),
             "refit_head": self.refit_head,
+            "calib_padding": self.calib_padding,
+            **self._solver_options(),
+            "official_mask_bug": self.official_mask_bug,
             "seconds": round(time.perf_counter() - start, 3),
             "layers": layers,
         }
@@ -408,6 +636,7 @@ class AKRPruner(CalibrationPruner):
         block: nn.Module,
         dense_block: nn.Module,
         state: CalibInputs,
+        pstate: CalibInputs,
         pruned_h: list[torch.Tensor],
         dense_h: list[torch.Tensor],
         sparsity: float,
@@ -423,12 +652,12 @@ class AKRPruner(CalibrationPruner):
             LinearTaps({sub: dense_lin}, {sub: _Grab(ys, take="out")}, stop_after=sub) as tap_y,
         ):
             for i in range(len(state.hidden)):
-                tap_x.feed_one(block, state, i, pruned_h)
+                tap_x.feed_one(block, pstate, i, pruned_h)
                 tap_y.feed_one(dense_block, state, i, dense_h)
                 coll.add_batch(xs.pop(), ys.pop())
         new_w, new_b, keep, info = coll.solve(
             weight, lin.bias, sparsity, self.nm, self.ridge_ratios, self.ridge_tol,
-            self.obs_impl, self.obs_dtype, self.chunk_bytes,
+            self.obs_impl, self.obs_dtype, self.chunk_bytes, **self._solver_options(),
         )  # fmt: skip
         write_linear(lin, new_w, new_b)
         return keep, info
@@ -497,3 +726,43 @@ class _Grab:
 
     def add_batch(self, inp: torch.Tensor, out: torch.Tensor) -> None:
         self.store.append(inp if self.take == "in" else out)
+
+
+def pad_to_length(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict:
+    """Right-pad a tokenised batch to ``length`` (input ids with ``pad_id``, others with 0)."""
+    out = {}
+    for key, val in batch.items():
+        extra = length - val.shape[1]
+        if extra < 0:
+            raise ValueError(f"batch longer ({val.shape[1]}) than max_length {length}")
+        fill = pad_id if key == "input_ids" else 0
+        pad = torch.full((val.shape[0], extra), fill, dtype=val.dtype, device=val.device)
+        out[key] = torch.cat([val, pad], 1)
+    return out
+
+
+def official_mask_state(state: CalibInputs) -> CalibInputs:
+    """The block inputs with the official attention-mask defect (``run_layerwise.py:127-131``).
+
+    Every batch gets the attention mask of the LAST calibration batch (the official code
+    keeps batch 11's, one batch past the 10 it prunes with; ours is the last batch used).
+    A batch with a different size takes the last mask's rows cyclically. Hidden states and
+    token masks are shared with ``state``; only the pruned path uses the result.
+    """
+
+    def last_mask(i: int, mask: object) -> object:
+        ref = state.args[-1][0] if state.args[-1] else state.kwargs[-1].get("attention_mask")
+        if torch.is_tensor(ref) and torch.is_tensor(mask) and ref.shape[0] != mask.shape[0]:
+            ref = ref[torch.arange(mask.shape[0], device=ref.device) % ref.shape[0]]
+        return ref
+
+    args, kwargs = [], []
+    for i, (a, kw) in enumerate(zip(state.args, state.kwargs, strict=True)):
+        if a:
+            args.append((last_mask(i, a[0]), *a[1:]))
+            kwargs.append(kw)
+        else:
+            args.append(a)
+            kwargs.append({**kw, "attention_mask": last_mask(i, kw.get("attention_mask"))})
+    return CalibInputs(hidden=state.hidden, args=args, kwargs=kwargs,
+                       token_masks=state.token_masks)  # fmt: skip

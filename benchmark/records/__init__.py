@@ -1,1 +1,2 @@
-"""Records: one JSON per job (run identity, atomic writes, provenance) and its Weights & Biases mirror."""
+"""Records: one JSON per job (run identity, atomic writes, provenance, staleness) and its
+Weights & Biases mirror."""

@@ -25,6 +25,7 @@ SCHEMA_VERSION = 2
 NON_IDENTITY_KEYS = (
     "paths", "logger", "hydra", "device", "force", "skip_existing", "progress", "budget",
     "attack_build",  # resolved at build time and stored in the record, never an input
+    "protocol",  # a preset's per-dataset/attack table; its values reach identity where used
 )  # fmt: skip
 
 # Nested keys that do not change results either: how many processes share an attack sample
@@ -62,6 +63,7 @@ class RunRecord:
     attack: str
     seed: int
     sparsity_target: float
+    dense_seed: int | None = None  # seed of the dense fine-tune (follows seed unless pinned)
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
@@ -99,7 +101,12 @@ class RunRecord:
     n_failed: int | None = None
     n_skipped: int | None = None
     n_limit: int | None = None
-    inference: dict[str, Any] = field(default_factory=dict)  # cost figures, not identity
+    inference_ms: float | None = None  # median forward latency of the pruned model (a cost)
+    inference_ms_dense: float | None = None  # the same batch through the dense model
+    inference: dict[str, Any] = field(default_factory=dict)  # both measurements in full
+    params_removed: int | None = None  # structured pruning: parameters physically removed
+    latency_ms_dense: float | None = None  # structured pruning: = inference_ms_dense
+    latency_ms_pruned: float | None = None  # structured pruning: = inference_ms
     prune_seconds: float | None = None
     prune_peak_mem_mb: float | None = None
     attack_seconds: float | None = None
@@ -156,7 +163,7 @@ def read_record(path: Path) -> dict[str, Any] | None:
     cannot be read as one (the message names the path)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptRecord(f"record {path} is not valid JSON ({exc})") from exc
@@ -173,9 +180,9 @@ def failed_path(path: Path) -> Path:
 def compute_provenance() -> dict[str, Any]:
     """What decides the floating-point results on this machine: torch threads, the BLAS and
     LAPACK backends torch was built with, and the deterministic-algorithm flags."""
-    import torch
-
     import re
+
+    import torch
 
     cfg = torch.__config__.show()
 
@@ -219,5 +226,9 @@ def provenance() -> dict[str, Any]:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             continue
-    return {"git_sha": sha, "git_dirty": dirty, "versions": versions,
-            "compute": compute_provenance()}
+    return {
+        "git_sha": sha,
+        "git_dirty": dirty,
+        "versions": versions,
+        "compute": compute_provenance(),
+    }

@@ -522,7 +522,7 @@ def write_table(
     )
 
     spec = load_spec(name, variant)
-    stem = f"{name}_{variant}" if variant else name
+    stem = f"{spec.name}_{variant}" if variant else spec.name
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     table, numbers = build_tables(df, spec)
@@ -749,7 +749,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     names = table_names() if "all" in args.table else args.table
-    unknown = [n for n in names if n not in table_names()]
+    unknown = [n for n in names if n not in table_names() and not Path(n).is_file()]
     if unknown:
         log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
         return 2

