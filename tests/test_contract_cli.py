@@ -444,3 +444,31 @@ def test_wandb_init_error_is_one_line(dirs):
     out.stderr = out.stdout
     assert out.returncode == 2 and "W&B could not start" in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_truncated_pruned_cache_is_named_and_rebuilt(dirs, tmp_path):
+    args = [*base_args(dirs, "cache"), "attack=none", f"paths.cache_dir={tmp_path / 'c'}",
+            f"paths.results_dir={tmp_path / 'r'}"]  # fmt: skip
+    assert cli(args).returncode == 0
+    (entry,) = (tmp_path / "c" / "pruned").iterdir()
+    weights = entry / "weights.pt"
+    weights.write_bytes(weights.read_bytes()[:100])  # a kill during the write
+    out = cli([*args, "force=true"])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"pruned cache {entry} is unreadable" in out.stderr and "pruning again" in out.stderr
+    assert (entry / "weights.pt").stat().st_size > 100  # rebuilt
+
+
+def test_aggregator_skips_and_names_bad_files(tmp_path, caplog):
+    from benchmark.reporting import aggregate
+
+    runs = tmp_path / "runs" / "x"
+    runs.mkdir(parents=True)
+    (runs / "broken.json").write_text('{"run_id": "a", "status": "o')  # truncated
+    (runs / "notarecord.json").write_text("[1, 2]")
+    with caplog.at_level(logging.WARNING):
+        rc = aggregate.main(["--results-dir", str(tmp_path)])
+    assert rc == 0 and (tmp_path / "leaderboard.md").is_file()
+    assert str(runs / "broken.json") in caplog.text
+    assert str(runs / "notarecord.json") in caplog.text

@@ -21,6 +21,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from benchmark.data.tiny import tiny_splits
+from benchmark.jobs.registry import build
 from benchmark.models.loading import build_tiny_bert
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners import imp as imp_module
@@ -351,8 +352,7 @@ def test_dense_freelb_freezes_embeddings_and_starts_delta_at_zero(tiny):
     model = make()
     emb = {k: v.clone() for k, v in model.bert.embeddings.state_dict().items()}
     enc = model.bert.encoder.layer[0].attention.self.query.weight.clone()
-    recipe = instantiate(OmegaConf.load(CONF / "dense" / "freelb.yaml"), max_steps=2,
-                         batch_size=16, adv_steps=2)  # fmt: skip
+    recipe = build("dense", "freelb", max_steps=2, batch_size=16, adv_steps=2)
     assert recipe.adv["init_mag"] == 0.0 and recipe.cache_config()["freeze_embeddings"]
     recipe.fit(model, data.tokenizer, data.train, 32, data.device)
     for k, v in model.bert.embeddings.state_dict().items():

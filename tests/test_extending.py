@@ -25,7 +25,7 @@ def doc_files() -> dict[str, str]:
     """``path -> content`` of every fenced block whose first line is ``# <path>``."""
     out = {}
     for block in re.findall(r"```(?:python|yaml)\n(.*?)```", DOC.read_text(), flags=re.S):
-        first, _, rest = block.partition("\n")
+        first = block.partition("\n")[0]
         m = re.match(r"#\s+(\S+\.(?:py|yaml))", first)
         if m:
             out[m.group(1)] = block

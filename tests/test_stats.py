@@ -252,3 +252,33 @@ def test_model_label_names_a_local_folder() -> None:
     assert aggregate.model_label("minilm_l6", default) == "minilm_l6"
     assert aggregate.model_label("minilm_l6", local) == "minilm_l6 (minilm-sst2-distilled)"
     assert aggregate.model_label("m", {}) == "m"
+
+
+# ------------------------------------------------------------- per-example analyses
+
+
+def _row(i, result, queries=10, frac=0.1):
+    return {"example_index": i, "result": result, "queries": queries, "perturbed_frac": frac}
+
+
+def test_budget_and_perturbation_curves_known_answers():
+    from benchmark.reporting.analyses import curve, survives_budget, survives_perturbation
+
+    rows = [_row(0, "failed", 40), _row(1, "successful", 5, 0.1), _row(2, "successful", 30, 0.3),
+            _row(3, "skipped", 0), _row(4, "limit", 100)]  # fmt: skip
+    c = curve(rows, [1, 10, 50], survives_budget)
+    # budget 1: #0 (failed), #1 and #2 (needed more queries) survive; skipped and limit do not
+    assert list(c["aua"]) == [3 / 5, 2 / 5, 1 / 5]
+    p = curve(rows, [0.05, 0.2, 0.5], survives_perturbation)
+    assert list(p["aua"]) == [3 / 5, 2 / 5, 1 / 5]
+    assert (c["ci_low"] <= c["aua"]).all() and (c["aua"] <= c["ci_high"]).all()
+
+
+def test_worst_case_over_attacks():
+    from benchmark.reporting.analyses import worst_case
+
+    a = [_row(0, "failed"), _row(1, "failed"), _row(2, "successful")]
+    b = [_row(0, "failed"), _row(1, "successful"), _row(2, "failed"), _row(3, "failed")]
+    w = worst_case({"a": a, "b": b})
+    assert w["n"] == 3 and w["aua_worst"] == 1 / 3  # only #0 survives both; #3 not shared
+    assert w["per_attack"] == {"a": 2 / 3, "b": 2 / 3}

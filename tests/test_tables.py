@@ -298,6 +298,9 @@ def test_preset_lint(preset: str) -> None:
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("run", overrides=[f"experiment={preset}", *first], return_hydra_config=True)
         assert cfg.hydra.runtime.choices.experiment == preset
+        from hydra.core.hydra_config import HydraConfig
+
+        HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.choices.*} as in a real job
         assert 0.0 <= float(cfg.sparsity) < 1.0  # per-dataset interpolations resolve
         int(cfg.attack.num_examples)
         for group in INSTANTIATED:

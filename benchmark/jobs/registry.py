@@ -38,5 +38,8 @@ def build(group: str, name: str, **overrides):
     from omegaconf import OmegaConf
 
     check_option(group, name)
-    cfg = OmegaConf.load(CONF_DIR / group / f"{name}.yaml")
-    return instantiate(OmegaConf.merge(cfg, overrides))
+    cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), overrides)
+    # interpolations such as ``seed: ${seed}`` refer to the top level of the run config
+    # (the run's default seed 0 here; a caller sets the group's own ``seed`` by override)
+    root = OmegaConf.create({"seed": 0, group: cfg})
+    return instantiate(root[group])

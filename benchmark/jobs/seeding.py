@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
-import numpy as np
-import torch
-
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global RNGs.
@@ -17,6 +12,6 @@ def seed_everything(seed: int) -> None:
     and searches (seeded once per attacked example, so a result does not depend on which
     examples ran before it, serially or split across workers).
     """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    from transformers import set_seed
+
+    set_seed(seed % 2**32)  # Python's, NumPy's, torch's (and CUDA's) generators

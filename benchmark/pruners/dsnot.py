@@ -56,7 +56,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from benchmark.models.structure import prunable_linears
+from benchmark.models.structure import canonical_names, prunable_linears
 from benchmark.pruners._layerwise import CalibrationPruner, linear_weight, prune_sequentially
 from benchmark.pruners.base import Masks, PruneData
 
@@ -244,6 +244,7 @@ class DSnoTPruner(CalibrationPruner):
         sparsity, batches = self._start(data, sparsity)
         n_sent = sum(int(b["input_ids"].shape[0]) for b in batches)
         names = {id(lin): n for n, lin in prunable_linears(model, self.scope).items()}
+        canon = canonical_names(model)  # the skip list names BERT roles on every layout
         layers: dict[str, dict] = {}
 
         def make(lin: nn.Linear) -> DSnoTCollector:
@@ -261,7 +262,7 @@ class DSnoTPruner(CalibrationPruner):
             else:
                 initial = sparsegpt_score(w, coll.xtx, self.percdamp)
             name = names[id(lin)]
-            if block_relative(name) in self.skip:
+            if block_relative(name) in self.skip or canon.get(name) in self.skip:
                 keep, info = dsnot_refine(initial, wanda, w, coll.var, sparsity, max_cycle_time=0)
                 info["skipped"] = True
             else:

@@ -490,6 +490,14 @@ class StructuredPruner:
         """Prune heads and neurons of ``model`` in place; return all-True masks of the result."""
         start = time.perf_counter()
         sparsity = check_sparsity(sparsity)
+        kind = getattr(getattr(model, "config", None), "model_type", "bert")
+        if kind not in ("bert", "roberta", "xlm-roberta", "electra"):
+            from benchmark.errors import UserError
+
+            raise UserError(
+                f"pruner=structured removes heads and neurons of the BERT layout only; "
+                f"model type {kind!r} is not supported"
+            )
         constraint = 1.0 - sparsity
         blocks = encoder_blocks(model)
         attn0 = blocks[0].module.attention.self

@@ -67,7 +67,7 @@ def stale_records(results_dir: Path) -> list[tuple[Path, list[str]]]:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             continue  # unreadable files are reported by the loader
-        if rec.get("status") != "ok":
+        if not isinstance(rec, dict) or rec.get("status") != "ok":
             continue
         reasons = stale_reasons(rec)
         if reasons:

@@ -203,7 +203,8 @@ def load_records(results_dir: Path) -> pd.DataFrame:
         except (OSError, json.JSONDecodeError) as exc:
             log.warning("skipping unreadable record %s: %s", path, exc)
             continue
-        if not isinstance(rec, dict):
+        if not isinstance(rec, dict) or "run_id" not in rec or "status" not in rec:
+            log.warning("skipping %s: not a record (no run_id/status)", path)
             continue
         cfg = rec.pop("cfg", None) or {}
         # The dense recipe and the W&B mode live only in the resolved config.
@@ -736,6 +737,14 @@ def main(argv: list[str] | None = None) -> int:
         "results/tables/compare_<EXP>.{csv,md}",
     )
     ap.add_argument(
+        "--analyses",
+        action="append",
+        default=[],
+        metavar="EXP",
+        help="Aua against query and perturbation budgets, worst case over attacks, from the "
+        "per-example logs of EXP: results/tables/analyses_<EXP>.md and plots",
+    )
+    ap.add_argument(
         "--reference",
         default="none",
         metavar="PRUNER[@SPARSITY]",
@@ -755,8 +764,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_leaderboard(args.results_dir)
     report_stale(args.results_dir)
-    if names or args.summary or args.compare:
+    if names or args.summary or args.compare or args.analyses:
         df = load_records(args.results_dir)
+        for exp in args.analyses:
+            from benchmark.reporting.analyses import analyses
+
+            log.info("wrote %s", analyses(df, exp, Path(args.results_dir) / "tables"))
         for exp in args.compare:
             from benchmark.reporting.compare import write_compare
 

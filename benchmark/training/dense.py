@@ -29,7 +29,7 @@ from filelock import FileLock
 from torch import nn
 
 from benchmark.data.loading import DatasetSpec, Example, load_split
-from benchmark.models.loading import ModelSpec, build_tiny_bert, load_classifier
+from benchmark.models.loading import ModelSpec, attach_layout, load_classifier, load_model
 from benchmark.records.identity import source_hash
 from benchmark.records.store import short_hash
 from benchmark.training.loop import TrainConfig, accuracy, holdout_split, train
@@ -109,7 +109,8 @@ def dense_key(
     the recipe's module and everything it imports, so flipped labels or an edited training
     loop never reuse a cached model.
     """
-    cfg = {"model": asdict(model), "dataset": dataset.name, "max_length": dataset.max_length,
+    spec = {k: v for k, v in asdict(model).items() if not (k == "layout" and v is None)}
+    cfg = {"model": spec, "dataset": dataset.name, "max_length": dataset.max_length,
            "train_split": dataset.train_split, "recipe": recipe.cache_config(),
            "data": data, "code": source_hash(type(recipe).__module__)}  # fmt: skip
     holdout = check_holdout(holdout)
@@ -120,9 +121,7 @@ def dense_key(
 
 def load_pretrained(model: ModelSpec, dataset: DatasetSpec, workdir: Path):
     """The pre-trained (not task-fine-tuned) model and tokenizer."""
-    if model.pretrained == "tiny":
-        return build_tiny_bert(dataset.num_labels, workdir / "tiny_vocab")
-    return load_classifier(model.pretrained, dataset.num_labels, model.revision, "model.pretrained")
+    return load_model(model, dataset.num_labels, workdir / "tiny_vocab")
 
 
 def get_dense(
@@ -145,6 +144,7 @@ def get_dense(
         net, tok = load_classifier(
             model.finetuned, dataset.num_labels, model.revision, "model.finetuned"
         )
+        net = attach_layout(net, model.layout)
         net.to(device).eval()
         evals = load_split(dataset, dataset.eval_split, data_dir)
         acc = accuracy(net, tok, evals, dataset.max_length, device)
@@ -191,7 +191,7 @@ def _load_cached(folder: Path, model: ModelSpec, dataset: DatasetSpec):
 
     net = AutoModelForSequenceClassification.from_pretrained(folder)
     tok = AutoTokenizer.from_pretrained(folder)
-    return net, tok
+    return attach_layout(net, model.layout), tok
 
 
 def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, holdout=None) -> None:

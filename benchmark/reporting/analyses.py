@@ -1,0 +1,167 @@
+"""Analyses the per-example attack logs give at no extra attack cost.
+
+- Aua as a function of the query budget: an example survives a budget q when the attack
+  failed, or succeeded only after more than q queries (a search stopped at q would have
+  failed); skipped examples (misclassified from the start) never survive.
+- Aua as a function of the fraction of words perturbed: an example survives a perturbation
+  budget f when the attack failed, or its successful adversarial text changed more than f of
+  the words.
+- Worst case over attacks: an example counts as robust only if it survives every attack run
+  on it (records of one configuration that attacked the same sentences).
+
+``python -m benchmark.aggregate --analyses EXP`` writes ``results/tables/analyses_<EXP>.md``
+and the curves under ``results/tables/plots/``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.reporting.stats import wilson_interval
+
+
+def _kind(row: Mapping[str, Any]) -> str:
+    return "successful" if row["result"] == "success" else str(row["result"])
+
+
+def survives_budget(row: Mapping[str, Any], budget: float) -> bool:
+    """Whether the example survives an attack limited to ``budget`` queries."""
+    kind = _kind(row)
+    if kind == "failed":
+        return True
+    if kind == "successful":
+        return (row.get("queries") or 0) > budget
+    return False  # skipped, or stopped by a limit before succeeding: not a survivor
+
+
+def survives_perturbation(row: Mapping[str, Any], frac: float) -> bool:
+    """Whether the example survives when at most ``frac`` of its words may change."""
+    kind = _kind(row)
+    if kind == "failed":
+        return True
+    if kind == "successful":
+        return (row.get("perturbed_frac") or 0.0) > frac
+    return False
+
+
+def curve(rows: Sequence[Mapping[str, Any]], xs: Iterable[float], survives) -> pd.DataFrame:
+    """Aua (with its Wilson interval) at each x."""
+    n = len(rows)
+    out = []
+    for x in xs:
+        k = sum(bool(survives(r, x)) for r in rows)
+        low, high = wilson_interval(k, n)
+        out.append({"x": float(x), "aua": k / n if n else float("nan"), "ci_low": low,
+                    "ci_high": high, "n": n})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def worst_case(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Aua when an example must survive every attack in ``logs`` (attack -> rows), over the
+    examples all of them attacked."""
+    by_attack = {a: {int(r["example_index"]): _kind(r) == "failed" for r in rows}
+                 for a, rows in logs.items()}  # fmt: skip
+    shared = set.intersection(*(set(v) for v in by_attack.values())) if by_attack else set()
+    k = sum(all(v[i] for v in by_attack.values()) for i in shared)
+    low, high = wilson_interval(k, len(shared))
+    per = {a: sum(v[i] for i in shared) / len(shared) if shared else float("nan")
+           for a, v in by_attack.items()}  # fmt: skip
+    return {"n": len(shared), "aua_worst": k / len(shared) if shared else float("nan"),
+            "ci_low": low, "ci_high": high, "per_attack": per}  # fmt: skip
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a per-example log."""
+    rows = []
+    with Path(path).open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.endswith("\n"):
+                rows.append(json.loads(line))
+    return rows
+
+
+def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
+    """Budget and perturbation curves per (pruner, sparsity, attack) and the worst case over
+    attacks per (pruner, sparsity), for the records of ``exp`` that have a log (seed 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = df[(df.get("exp_name") == exp) & (df.get("status") == "ok")]
+    sel = sel[sel["_log"].notna()] if "_log" in sel else sel.iloc[0:0]
+    sel = sel[sel["seed"] == 0] if len(sel) else sel
+    out_dir = Path(out_dir)
+    (out_dir / "plots").mkdir(parents=True, exist_ok=True)
+    budgets = [5, 10, 20, 30, 50, 75, 100, 150, 200, 300, 500]
+    fracs = [0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5]
+    lines = [f"# Per-example analyses: {exp}", "",
+             "From the per-example attack logs of seed 0 (no extra attack run). Aua in %, "
+             "95% Wilson interval in brackets; n = examples.", ""]  # fmt: skip
+    if sel.empty:
+        lines.append("No record of this experiment has a per-example log yet.")
+        path = out_dir / f"analyses_{exp}.md"
+        path.write_text("\n".join(lines) + "\n")
+        return path
+    logs: dict[tuple, dict[str, list]] = {}
+    for _, rec in sel.sort_values(["pruner", "sparsity_target", "attack"]).iterrows():
+        rows = read_rows(Path(rec["_log"]))
+        logs.setdefault((rec["pruner"], float(rec["sparsity_target"]), int(rec["n_total"])),
+                        {})[rec["attack"]] = rows  # fmt: skip
+    for attack in sorted({a for v in logs.values() for a in v}):
+        for title, xs, fn, xlabel in (
+            ("query budget", budgets, survives_budget, "queries"),
+            ("perturbed-word budget", fracs, survives_perturbation, "fraction of words"),
+        ):
+            lines += [f"## Aua against the {title}: {attack}", "",
+                      "| pruner | sparsity | n | " + " | ".join(str(x) for x in xs) + " |",
+                      "|---|---:|---:|" + "---:|" * len(xs)]  # fmt: skip
+            fig, ax = plt.subplots(figsize=(6, 4))
+            for (pruner, sparsity, n), by_attack in logs.items():
+                if attack not in by_attack:
+                    continue
+                c = curve(by_attack[attack], xs, fn)
+                cells = [
+                    f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+                    for a, lo, hi in zip(c["aua"], c["ci_low"], c["ci_high"], strict=True)
+                ]
+                lines.append(f"| {pruner} | {sparsity:g} | {n} | " + " | ".join(cells) + " |")
+                err = [100 * (c["aua"] - c["ci_low"]), 100 * (c["ci_high"] - c["aua"])]
+                ax.errorbar(c["x"], 100 * c["aua"], yerr=err, label=f"{pruner} {sparsity:g}",
+                            capsize=2, marker="o", ms=3)  # fmt: skip
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("Aua %")
+            ax.set_ylim(0, 100)
+            ax.set_title(f"{exp}: Aua vs {title} ({attack})")
+            ax.legend(fontsize=7)
+            slug = "budget" if xlabel == "queries" else "perturbation"
+            fig.tight_layout()
+            fig.savefig(out_dir / "plots" / f"analyses_{exp}_{attack}_{slug}.png", dpi=110)
+            plt.close(fig)
+            lines.append("")
+    lines += ["## Worst case over attacks", "",
+              "An example is robust only if it survives every attack run on it.", "",
+              "| pruner | sparsity | attacks | n | Aua worst case | per attack |",
+              "|---|---:|---|---:|---|---|"]  # fmt: skip
+    for (pruner, sparsity, _), by_attack in logs.items():
+        if len(by_attack) < 2:
+            continue
+        w = worst_case(by_attack)
+        per = ", ".join(f"{a} {100 * v:.1f}" for a, v in w["per_attack"].items())
+        lines.append(f"| {pruner} | {sparsity:g} | {', '.join(by_attack)} | {w['n']} | "
+                     f"{100 * w['aua_worst']:.1f} [{100 * w['ci_low']:.1f}, "
+                     f"{100 * w['ci_high']:.1f}] | {per} |")  # fmt: skip
+    path = out_dir / f"analyses_{exp}.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def budget_curve_points(rows: Sequence[Mapping[str, Any]], budgets: Sequence[float]) -> np.ndarray:
+    """Aua at each budget (a plain array, for tests and callers)."""
+    return curve(rows, budgets, survives_budget)["aua"].to_numpy()
