@@ -459,3 +459,14 @@ def test_intentional_parser_and_install(tmp_path, monkeypatch):
             data = line.replace("#*", "#").split("#", maxsplit=1)[1]
             table.setdefault(data[3], []).append(data[7])
     assert table == {"!": ["ǃ"], "a": ["а"]}
+
+
+def test_query_budget_exhausted_counts_as_limit(tiny_wrapper, res, examples):
+    """An attack stopped by its query budget before succeeding is `limit`, not `failed`."""
+    spec = AttackSpec(recipe="deepwordbug", query_budget=2)
+    attack = build_attack(spec, tiny_wrapper, res)
+    summary, rows = run_attack(attack, examples, seed=3, progress=False, query_budget=2)
+    limited = [r for r in rows if r["result"] == "limit"]
+    assert limited and all(r["limit"] == "queries" and r["queries"] >= 2 for r in limited)
+    assert summary.n_limit == len(limited)
+    assert all(r["result"] != "failed" or r["queries"] < 2 for r in rows)
