@@ -476,18 +476,25 @@ def test_aggregator_skips_and_names_bad_files(tmp_path, caplog):
 
 def test_stale_records_are_listed(tmp_path):
     """A record whose option's version or keys changed since it ran is listed as stale."""
-    from benchmark.records.staleness import stale_records, stale_reasons
+    from benchmark.records.staleness import stale_reasons, stale_records
 
-    current = {"_target_": "benchmark.pruners.magnitude.MagnitudePruner", "version": 1,
-               "scope": "encoder_linear", "granularity": "layer", "structure": "unstructured"}
+    current = {
+        "_target_": "benchmark.pruners.magnitude.MagnitudePruner",
+        "version": 1,
+        "scope": "encoder_linear",
+        "granularity": "layer",
+        "structure": "unstructured",
+    }
     rec = {"run_id": "a", "status": "ok",
            "cfg": {"choices": {"pruner": "magnitude"}, "pruner": dict(current)}}  # fmt: skip
     assert stale_reasons(rec) == []
     old = {**rec, "cfg": {**rec["cfg"], "pruner": {**current, "version": 0}}}
     assert any("version 0 -> 1" in r for r in stale_reasons(old))
     fewer = {k: v for k, v in current.items() if k != "structure"}
-    assert any("new keys ['structure']" in r
-               for r in stale_reasons({**rec, "cfg": {**rec["cfg"], "pruner": fewer}}))
+    assert any(
+        "new keys ['structure']" in r
+        for r in stale_reasons({**rec, "cfg": {**rec["cfg"], "pruner": fewer}})
+    )
     gone = {**rec, "cfg": {**rec["cfg"], "choices": {"pruner": "no_such_pruner"}}}
     assert stale_reasons(gone) == ["pruner 'no_such_pruner' no longer exists"]
     (tmp_path / "runs" / "x").mkdir(parents=True)
