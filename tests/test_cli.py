@@ -162,3 +162,25 @@ def test_beyond_pruners_from_the_cli(tmp_path):
     assert s["latency_ms_pruned"] > 0 and s["latency_ms_dense"] > 0
     assert "layer_sparsity" in recs["owl_wanda"]["prune_info"]["method"]
     assert recs["owl_wanda"]["cfg"]["pruner_base"]["name"] == "wanda"
+
+
+@pytest.mark.slow
+def test_transfer_replays_the_dense_models_adversarial_texts(tmp_path):
+    dense = run_cli("experiment=smoke", "pruner=none", "sparsity=0.0", tmp=tmp_path)
+    assert dense.returncode == 0, dense.stdout[-2000:] + dense.stderr[-2000:]
+    (log,) = (tmp_path / "results" / "runs" / "smoke").glob("*.attack.jsonl")
+    broken = [json.loads(x) for x in log.read_text().splitlines()]
+    broken = [r for r in broken if r["result"] == "successful"]
+    out = run_cli("experiment=smoke", "pruner=magnitude", "attack=transfer",
+                  f"attack.options.source={log}", tmp=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    rec = next(json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "smoke")
+               .glob("*.json") if json.loads(p.read_text())["attack"] == "transfer")  # fmt: skip
+    assert rec["n_total"] == len(broken) > 0
+    assert rec["n_failed"] + rec["n_success"] == rec["n_total"]
+    rec_log = tmp_path / "results" / "runs" / "smoke" / f"{rec['run_id']}.attack.jsonl"
+    rows = [json.loads(x) for x in rec_log.read_text().splitlines()]
+    assert [r["example_index"] for r in rows] == [r["example_index"] for r in broken]
+    missing = run_cli("experiment=smoke", "attack=transfer",
+                      f"attack.options.source={tmp_path / 'nope.jsonl'}", tmp=tmp_path)  # fmt: skip
+    assert missing.returncode == 2 and "attack.options.source" in missing.stdout + missing.stderr

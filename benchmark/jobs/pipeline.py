@@ -95,7 +95,11 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     record.warnings += split_warnings(evals, job.dataset, job.dataset.eval_split)
     if job.max_eval_examples:
         evals = evals[: job.max_eval_examples]
-    if job.attack.enabled:  # fail on a missing resource before any expensive work
+    if job.attack.recipe == "transfer":  # its source log must exist before any work
+        from benchmark.attacks.transfer import source_rows
+
+        source_rows(job.attack.options.get("source"))
+    elif job.attack.enabled:  # fail on a missing resource before any expensive work
         job.attack.check_resources(_attack_resources(job), job.names["attack"])
     with stage("dense model"):
         model, tok, dense_info = get_dense(
@@ -262,6 +266,9 @@ def _attack(job: Job, model, tok, evals, record: RunRecord) -> None:
     """Attack the fixed seeded sample and put the counts and metrics into the record."""
     from benchmark.attacks.adapter import PaddedModelWrapper, build_attack, run_attack
 
+    if job.attack.recipe == "transfer":
+        _transfer(job, model, tok, record)
+        return
     idx = sample_indices(len(evals), job.attack.num_examples, job.attack.seed)
     sample = [evals[i] for i in idx]
     wrapper = PaddedModelWrapper(
@@ -286,6 +293,25 @@ def _attack(job: Job, model, tok, evals, record: RunRecord) -> None:
         job.names["attack"], summary.n_total, summary.attack_clean_acc, summary.aua,
         summary.asr, summary.avg_queries, summary.seconds,
     )  # fmt: skip
+
+
+def _transfer(job: Job, model, tok, record: RunRecord) -> None:
+    """Replay the source log's adversarial texts (``attack=transfer``) and record the counts."""
+    from benchmark.attacks.adapter import summarise
+    from benchmark.attacks.transfer import replay, source_rows
+
+    start = time.perf_counter()
+    rows = replay(model, tok, source_rows(job.attack.options.get("source")),
+                  job.dataset.max_length, job.device, job.attack.batch_size)  # fmt: skip
+    path = partial_log_path(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    summary = summarise(rows, time.perf_counter() - start)
+    for key, value in summary.metrics().items():
+        setattr(record, "attack_seconds" if key == "seconds" else key, value)
+    record.cfg["attack_build"] = {"recipe": "transfer", "source": job.attack.options["source"]}
+    log.info("transfer: %d adversarial texts of the source replayed, %.1f%% survived",
+             summary.n_total, 100 * summary.aua)  # fmt: skip
 
 
 def log_path(job: Job) -> Path:
