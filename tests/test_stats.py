@@ -282,3 +282,15 @@ def test_worst_case_over_attacks():
     w = worst_case({"a": a, "b": b})
     assert w["n"] == 3 and w["aua_worst"] == 1 / 3  # only #0 survives both; #3 not shared
     assert w["per_attack"] == {"a": 2 / 3, "b": 2 / 3}
+
+
+def test_compare_pairs_with_the_reference_on_the_same_sample(tmp_path: Path) -> None:
+    """Two dense configurations (100 and 872 attacked sentences): a row attacked on the full
+    sample is paired with the full-sample reference, never with the other."""
+    write_run(tmp_path, "e", "d100", "none", 0.0, 0, list(range(3)), n=10)
+    write_run(tmp_path, "e", "dall", "none", 0.0, 0, list(range(8)), n=20)
+    write_run(tmp_path, "e", "m", "magnitude", 0.5, 0, list(range(4)), n=20)
+    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none",
+                                  n_boot=500)  # fmt: skip
+    row = table.iloc[0]
+    assert row["n_pairs"] == 20 and row["delta_aua"] == pytest.approx((4 - 8) / 20)

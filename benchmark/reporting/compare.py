@@ -101,6 +101,19 @@ def compare_pair(
     return out
 
 
+PROTOCOL_KEYS = ("attack", "model", "dataset", "dense", "data_source", "eval_batch_size",
+                 "max_eval_examples")  # fmt: skip
+
+
+def _same_protocol(row_identity: str, ref_identity: str) -> bool:
+    """Whether a reference configuration attacked the same sample in the same way (attack
+    config incl. sample size, model, data, dense recipe) as the row's configuration."""
+    import json
+
+    a, b = json.loads(row_identity), json.loads(ref_identity)
+    return all(a.get(k) == b.get(k) for k in PROTOCOL_KEYS)
+
+
 def compare_table(
     df: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000, seed: int = 0
 ) -> pd.DataFrame:
@@ -137,11 +150,14 @@ def compare_table(
         for ident in idents:
             base = {"pruner": pruner, "sparsity": float(sparsity), "attack": attack,
                     "differs": differs[ident]}  # fmt: skip
-            if cand.empty or cand["_identity"].nunique() != 1:
-                why = "no reference row" if cand.empty else "several reference configurations"
+            ref = cand
+            if ref["_identity"].nunique() > 1:  # pair with the reference on the same protocol
+                ref = ref[[_same_protocol(ident, r) for r in ref["_identity"]]]
+            if ref.empty or ref["_identity"].nunique() != 1:
+                why = "no reference row" if ref.empty else "several reference configurations"
                 rows.append({**base, "n_pairs": 0, "seeds": 0, "note": why})
                 continue
-            stats = compare_pair(group[group["_identity"] == ident], cand, n_boot, seed)
+            stats = compare_pair(group[group["_identity"] == ident], ref, n_boot, seed)
             rows.append({**base, **stats})
     table = pd.DataFrame(rows)
     for col in COLUMNS + EXTRA:
