@@ -294,3 +294,13 @@ def test_compare_pairs_with_the_reference_on_the_same_sample(tmp_path: Path) -> 
                                   n_boot=500)  # fmt: skip
     row = table.iloc[0]
     assert row["n_pairs"] == 20 and row["delta_aua"] == pytest.approx((4 - 8) / 20)
+
+
+def test_summary_never_mixes_attack_sample_sizes(tmp_path: Path) -> None:
+    """A dense row attacked on 100 and on all sentences gets two columns, not one average."""
+    write_run(tmp_path, "e", "a", "none", 0.0, 0, list(range(16)), n=100, attack="deepwordbug")
+    write_run(tmp_path, "e", "b", "none", 0.0, 0, list(range(106)), n=872, attack="deepwordbug")
+    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    assert len(table) == 1
+    assert table.loc[0, "deepwordbug (n=872) Aua/Suc %"].startswith("12.2")
+    assert table.loc[0, "deepwordbug (n=100) Aua/Suc %"].startswith("16.0")

@@ -574,7 +574,15 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
     ok["_exp"] = ok["exp_name"].map({e: i for i, e in enumerate(exp_names)})
     ok["_pruner"] = ok["pruner"].map(lambda p: _rank(SUMMARY_PRUNERS, p))
     attacks = sorted(ok["attack"].unique(), key=lambda a: _rank(SUMMARY_ATTACKS, a))
+    # one column per (attack, attacked sample size): runs on 100 and on 872 sentences are
+    # different configurations and never share a cell
+    sizes = {a: sorted(ok.loc[ok["attack"] == a, "n_total"].dropna().astype(int).unique(),
+                       reverse=True) for a in attacks}  # fmt: skip
+    columns = [(a, n, a if len(sizes[a]) <= 1 else f"{a} (n={n})")
+               for a in attacks for n in (sizes[a] or [None])]  # fmt: skip
     coarse = "n_total" in ok and ok["n_total"].max() <= 100
+    if "n_total" not in ok:
+        ok["n_total"] = np.nan
     rows = []
     keys = ["sparsity_target", "_exp", "_pruner", "pruner", "budget"]
     for (sparsity, _e, _p, pruner, budget), group in ok.groupby(keys, sort=True, dropna=False):
@@ -592,8 +600,10 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
                 "degenerate": "yes" if is_degenerate(sub, (clean["ci_low"], clean["ci_high"]))
                 else "",
             }  # fmt: skip
-            for attack in attacks:
+            for attack, n_att, label in columns:
                 runs = sub[sub["attack"] == attack]
+                if n_att is not None:
+                    runs = runs[runs["n_total"] == n_att]
                 if runs.empty:
                     cell = "not run"
                 else:
@@ -601,7 +611,7 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
                     fmt = "{:.0f}" if coarse else "{:.1f}"
                     text = format_cell(aua["mean"], None, aua["ci_low"], aua["ci_high"], fmt=fmt)
                     cell = f"{text} / {100 * suc['mean']:.1f}"
-                row[f"{attack} Aua/Suc %"] = cell
+                row[f"{label} Aua/Suc %"] = cell
             rows.append(row)
     table = pd.DataFrame(rows)
     if table["budget"].nunique(dropna=False) == 1:  # one budget: say it once, in the caption
