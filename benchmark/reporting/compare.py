@@ -212,13 +212,19 @@ def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int =
 def write_compare(
     df: pd.DataFrame, exp: str, reference: str, results_dir: Path, n_boot: int = 10_000
 ) -> Path:
-    """Write ``<results_dir>/tables/compare_<exp>.{csv,md}``; return the Markdown path."""
+    """Write ``<results_dir>/tables/compare_<exp>.{csv,md}`` (reference ``none``, the dense
+    model) or ``compare_<exp>_vs_<reference>.{csv,md}``; return the Markdown path."""
     table = compare_table(df, exp, reference, n_boot=n_boot)
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / f"compare_{exp}.csv", index=False)  # fractions, unrounded
-    md = out / f"compare_{exp}.md"
+    stem = (
+        f"compare_{exp}"
+        if reference == "none"
+        else (f"compare_{exp}_vs_{reference.replace('@', '_at_')}")
+    )
+    table.to_csv(out / f"{stem}.csv", index=False)  # fractions, unrounded
+    md = out / f"{stem}.md"
     md.write_text(render_markdown(table, exp, reference, n_boot), encoding="utf-8")
-    log.info("compare %s vs %s: %d rows -> %s/compare_%s.{md,csv}", exp, reference,
-             len(table), out, exp)  # fmt: skip
+    log.info("compare %s vs %s: %d rows -> %s/%s.{md,csv}", exp, reference,
+             len(table), out, stem)  # fmt: skip
     return md
