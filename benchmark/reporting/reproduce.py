@@ -12,6 +12,7 @@ others or the aggregation; the exit status is then non-zero.
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import subprocess
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("benchmark.reproduce")
 
 # Presets without a table whose grid is not one rectangle: the extra sweeps after the preset's
 # own (``embedded_beyond``: structured pruning at its FLOPs constraints).
@@ -57,15 +59,16 @@ def plan(name: str, variant: str | None, args: list[str]) -> tuple[list[list[str
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not argv or argv[0] in ("-h", "--help"):
-        print(__doc__)
+        log.info("%s", __doc__)
         return 0 if argv else 2
     sweeps, agg = plan(argv[0], os.environ.get("VARIANT") or None, argv[1:])
     status = 0
     for sweep in sweeps:
-        print("+ python -m benchmark.run " + " ".join(shlex.quote(a) for a in sweep), flush=True)
+        log.info("+ python -m benchmark.run %s", " ".join(shlex.quote(a) for a in sweep))
         status |= subprocess.call([sys.executable, "-m", "benchmark.run", *sweep], cwd=ROOT) != 0
-    print("+ python -m benchmark.aggregate " + " ".join(shlex.quote(a) for a in agg), flush=True)
+    log.info("+ python -m benchmark.aggregate %s", " ".join(shlex.quote(a) for a in agg))
     status |= subprocess.call([sys.executable, "-m", "benchmark.aggregate", *agg], cwd=ROOT) != 0
     return int(status)
 
