@@ -191,6 +191,7 @@ def run_task(cfg) -> dict[str, Any] | None:
     )
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+    install_sigterm_handler()  # also where main() did not run: submitit and joblib workers
     try:
         ident = job_identity(cfg, HydraConfig.get().runtime.choices)
         force = bool(ident.resolved.get("force"))
@@ -224,6 +225,16 @@ def _on_sigterm(_signum, _frame) -> None:
     from benchmark.jobs.build import JobTerminated
 
     raise JobTerminated("SIGTERM received (e.g. a Slurm time limit)")
+
+
+def install_sigterm_handler() -> None:
+    """Turn SIGTERM into ``JobTerminated`` in this process, so the job's record says it was
+    terminated. Called by ``main()`` and again by every job (a submitit or joblib worker runs
+    the job without ``main()``); only the main thread may set a handler."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
 
 
 USER_GROUPS = ("model", "dataset", "dense", "pruner", "attack", "logger", "budget", "experiment")
@@ -279,7 +290,7 @@ def main() -> None:
         sys.exit(2)
     finally:
         root.removeHandler(handler)  # else Hydra's --info and job logs print twice
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    install_sigterm_handler()
     _hydra_main()
     if USER_ERRORS:
         log.error("error: %d job(s) of the sweep stopped on a user error (above)",

@@ -304,3 +304,27 @@ def test_summary_never_mixes_attack_sample_sizes(tmp_path: Path) -> None:
     assert len(table) == 1
     assert table.loc[0, "deepwordbug (n=872) Aua/Suc %"].startswith("12.2")
     assert table.loc[0, "deepwordbug (n=100) Aua/Suc %"].startswith("16.0")
+
+
+def test_compare_against_another_experiments_default_reference(tmp_path: Path) -> None:
+    """A new method's preset is paired with the reference of another experiment; where that
+    reference has several configurations on the protocol (AKR unstructured and 2:4), the
+    option's default one is used, and the other experiment's rows are not compared."""
+    from omegaconf import OmegaConf
+
+    akr = OmegaConf.to_container(OmegaConf.load(aggregate.ROOT / "conf/pruner/akr.yaml"))
+    write_run(tmp_path, "post", "a", "akr", 0.5, 0, list(range(6)), extra_cfg=akr)
+    write_run(tmp_path, "post", "b", "akr", 0.5, 0, list(range(12)),
+              extra_cfg={**akr, "structure": "2:4"})  # fmt: skip
+    write_run(tmp_path, "post", "c", "magnitude", 0.5, 0, list(range(2)))
+    write_run(tmp_path, "beyond", "r", "ria", 0.5, 0, list(range(8)))
+    df = aggregate.load_records(tmp_path)
+    table = compare.compare_table(df, "beyond", "akr", n_boot=500, reference_exp="post")
+    assert list(table["pruner"]) == ["ria"]
+    assert table.loc[0, "delta_aua"] == pytest.approx((8 - 6) / 20)
+    with pytest.raises(ValueError, match="in experiment 'beyond'"):
+        compare.compare_table(df, "beyond", "akr", n_boot=500)
+    code = aggregate.main(["--results-dir", str(tmp_path), "--compare", "beyond",
+                           "--reference", "akr", "--reference-exp", "post"])  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "tables" / "compare_beyond_vs_akr_in_post.csv").is_file()

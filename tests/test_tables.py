@@ -7,6 +7,7 @@ with ``UPDATE_GOLDEN=1 pytest tests/test_tables.py`` and review the diff.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,17 @@ import pytest
 import yaml
 
 from benchmark.reporting import aggregate
-from benchmark.reporting.plots import plot_sparsity_curves
+from benchmark.reporting.plots import plot_sparsity_curves, sparsity_figure
 from benchmark.reporting.stats import wilson_interval
 from benchmark.reporting.tables import (
     apply_variant,
     build_table,
     build_tables,
+    compact_table,
     load_reference,
     load_spec,
     method_selector,
+    one_configuration,
     render_latex,
     render_markdown,
     spec_records,
@@ -207,6 +210,169 @@ def test_plots_written_and_non_empty(tmp_path: Path) -> None:
     assert plot_sparsity_curves(recs.iloc[0:0], tmp_path / "none", "x") == []
 
 
+def test_plot_legends_ticks_and_title_use_table_display_names() -> None:
+    """Legends read as the table's Method column, ticks as its Sparsity labels, and a variant's
+    substituted attack as the table's column; methods in the spec's row order."""
+    spec = load_spec("akr_table1", variant="embedded")
+    plain = synthetic_records(load_spec("akr_table1"))
+    swapped = plain.assign(
+        model="minilm_l6", attack=plain["attack"].replace({"textfooler": "textfooler_offline"})
+    )  # fmt: skip
+    recs = spec_records(swapped, spec)
+    fig = sparsity_figure(recs[recs["dataset"] == "agnews"], "AKR Table 1", spec)
+    try:
+        clean_ax, aua_ax = fig.axes
+        legend = [t.get_text() for t in aua_ax.get_legend().get_texts()]
+        dense = ["Fine-tune (Dense)", "FreeLB (Dense)", "Weight Average (Dense)"]
+        assert legend == [*dense, "RobustT", "AKR"]
+        assert [spec.label("method", m) for m in ("rticket", "akr")] == legend[3:]
+        for ax in (clean_ax, aua_ax):
+            assert [t.get_text() for t in ax.get_xticklabels()] == ["≤30%", "50%", "87.5%"]
+        assert fig._suptitle.get_text() == "AKR Table 1 AG News / TextFooler"
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    # without a spec: the records' method names and the default dataset/attack labels
+    fig = sparsity_figure(recs[recs["dataset"] == "agnews"], "t")
+    try:
+        legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
+        assert legend[:3] == ["finetune (dense)", "freelb (dense)", "weight_average (dense)"]
+        assert fig._suptitle.get_text() == "t AG News / textfooler_offline"
+    finally:
+        plt.close(fig)
+
+
+def shared_sample_records(spec, pwws_sample_differs: bool = False) -> pd.DataFrame:
+    """One seed per cell of ``embedded_post_training``: every attack of a row attacked the same
+    100 sentences, so Clean% (correct before the attack) is the same for all of them; with
+    ``pwws_sample_differs`` PWWS ran on another sample for the 50% Wanda row."""
+    rows = []
+    for i, row in enumerate(spec.rows):
+        selector = method_selector(spec, row["method"])
+        for j, col in enumerate(spec.columns):
+            correct = 90 - i
+            if pwws_sample_differs and col["attack"] == "pwws" and i == 6:
+                correct -= 3
+            n_failed = 20 + i + 3 * j
+            rows.append({
+                "exp_name": spec.experiments[0], "model": "bert_base_uncased", "dataset": "sst2",
+                "attack": col["attack"], "sparsity_target": float(row["sparsity"]),
+                "pruner": selector["pruner"], "dense": selector["dense"], "seed": 0,
+                "status": "ok", "error": None, "n_eval": 872, "clean_acc": (790 - i) / 872,
+                "n_total": 100, "n_failed": n_failed, "n_success": correct - n_failed,
+                "n_skipped": 100 - correct, "attack_clean_acc": correct / 100,
+                "aua": n_failed / 100, "asr": (correct - n_failed) / correct,
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _flat(column: tuple[str, ...]) -> str:
+    return " ".join(p for p in column if p)
+
+
+def _assert_nothing_lost(wide: pd.DataFrame, shown: pd.DataFrame, spec) -> None:
+    """Every cell of the wide table is in the shown one: under its own column, in the shared
+    Clean% column of its attack, or its column is empty in every row and left out."""
+    flat = {_flat(c): c for c in shown.columns}
+    attacks = {spec.label("attack", c["attack"]) for c in spec.columns}
+    for name in wide.columns:
+        if name in flat:
+            assert list(wide[name]) == list(shown[flat[name]]), name
+            continue
+        m = re.fullmatch(r"(.+) Clean% (ours|paper|Δ)", name)
+        shared = [
+            c for c in flat
+            if m and re.fullmatch(rf"Clean%( \(.*\b{re.escape(m[1])}\b.*\))? {m[2]}", c)
+        ]  # fmt: skip
+        if m and m[1] in attacks and shared:
+            assert len(shared) == 1, (name, shared)
+            aua = wide[f"{m[1]} Aua% ours"]  # repeats a cell's "not run" / "failed: ..."
+            for w, v, a in zip(wide[name], shown[flat[shared[0]]], aua, strict=True):
+                assert (
+                    w == v or (m[2] == "paper" and w == "—") or (m[2] == "Δ" and w == "")
+                    or (m[2] == "ours" and w == a and not w[0].isdigit())
+                ), (name, w, v)  # fmt: skip
+            continue
+        assert set(wide[name]) <= {"", "—"}, f"{name} left out but not empty"
+
+
+def test_markdown_shows_clean_once_per_dataset_and_loses_nothing() -> None:
+    spec = load_spec("embedded_post_training")
+    table = build_table(shared_sample_records(spec), spec)
+    md = render_markdown(table, spec)
+    header = [c.strip() for c in next(x for x in md.splitlines() if x.startswith("| Spars"))
+              .strip("|").split("|")]  # fmt: skip
+    assert header == [
+        "Sparsity", "Method", "Acc% (split) ours", "Acc% (split) paper", "Acc% (split) Δ",
+        "Clean% ours", "Clean% paper", "Clean% Δ",
+        "TextFooler Aua% ours", "TextFooler Aua% paper", "TextFooler Aua% Δ",
+        "TextFooler Suc% ours", "TextFooler Suc% paper", "TextFooler Suc% Δ",
+        "TextBugger Aua% ours", "TextBugger Suc% ours", "DeepWordBug Aua% ours",
+        "DeepWordBug Suc% ours", "PWWS Aua% ours", "PWWS Suc% ours",
+    ]  # fmt: skip
+    assert len(header) < len(table.columns) - 20  # 42 columns before
+    shown = compact_table(table, spec)
+    _assert_nothing_lost(table, shown, spec)
+    # the shared cell keeps its interval, and the published value and Δ of TextFooler's Clean%
+    dense = shown.iloc[0]
+    assert dense[("", "Clean%", "ours")] == table.iloc[0]["TextFooler Clean% ours"]
+    assert re.fullmatch(r"90\.0 \[\d+\.\d, \d+\.\d\]", dense[("", "Clean%", "ours")])
+    assert dense[("", "Clean%", "paper")] == "92.3" and dense[("", "Clean%", "Δ")] == "-2.3"
+
+
+def test_clean_kept_per_attack_where_the_sample_differs() -> None:
+    spec = load_spec("embedded_post_training")
+    table = build_table(shared_sample_records(spec, pwws_sample_differs=True), spec)
+    shown = compact_table(table, spec)
+    heads = [_flat(c) for c in shown.columns]
+    assert "Clean% (TextFooler, TextBugger, DeepWordBug) ours" in heads
+    assert "PWWS Clean% ours" in heads and "Clean% ours" not in heads
+    wanda = table.iloc[6]
+    assert wanda["PWWS Clean% ours"] != wanda["TextFooler Clean% ours"]
+    _assert_nothing_lost(table, shown, spec)
+    # a cell that was not run agrees with any value: its Aua%/Suc% cells say so
+    recs = shared_sample_records(spec)
+    recs = recs[~((recs["attack"] == "pwws") & (recs["pruner"] == "akr"))]
+    table = build_table(recs, spec)
+    shown = compact_table(table, spec)
+    assert ("", "Clean%", "ours") in shown.columns
+    assert (shown[("PWWS", "Aua%", "ours")] == "not run").sum() == 4
+    _assert_nothing_lost(table, shown, spec)
+
+
+def test_latex_is_structurally_sound() -> None:
+    spec = load_spec("embedded_post_training", variant="embedded")
+    recs = shared_sample_records(spec, pwws_sample_differs=True)
+    recs = recs.assign(model="minilm_l6", attack=recs["attack"].replace(
+        {"textfooler": "textfooler_offline", "textbugger": "textbugger_offline"}))  # fmt: skip
+    table = build_table(recs, spec)
+    tex = render_latex(table, spec)
+    lines = tex.splitlines()
+    for env in ("table", "tabular"):
+        assert tex.count(rf"\begin{{{env}}}") == tex.count(rf"\end{{{env}}}") == 1
+    assert lines.index(r"\toprule") < lines.index(r"\midrule") < lines.index(r"\bottomrule")
+    assert r"\label{tab:embedded_post_training_embedded}" in tex
+    assert r"\caption{Post-training pruners -- MiniLM-L6" in tex and "minilm\\_l6" in tex
+    assert r"\multicolumn{6}{c}{TextFooler} & \multicolumn{2}{c}{TextBugger}" in tex
+    assert r"\cmidrule(lr){9-14}" in tex
+    body = re.sub(r"\\label\{[^}]*\}|\$\\(Delta|pm|leq)\$", "", tex)  # label, ours math
+    assert not re.search(r"(?<!\\)[%_&#$]", body.replace(" & ", " ")), "unescaped special"
+    assert not set("±Δ—≤−") & set(tex)
+    unescaped = re.sub(r"\\[{}]", "", tex)
+    assert unescaped.count("{") == unescaped.count("}")
+    ncols = len(re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex)[1])
+    start, end = lines.index(r"\toprule"), lines.index(r"\bottomrule")
+    rows = [x for x in lines[start + 1 : end] if x.endswith(r"\\")]
+    assert len(rows) == 3 + len(table)  # three header rows, one per table row
+    for row in rows:
+        cells = row.removesuffix(r"\\").split(" & ")
+        spans = [re.match(r"\\multicolumn\{(\d+)\}", c.strip()) for c in cells]
+        assert sum(int(s[1]) if s else 1 for s in spans) == ncols, row
+    assert r"{Clean\% (TextFooler, TextBugger, DeepWordBug)}" in tex  # shared, escaped
+    assert "87.5\\%" in tex and r"$\pm$" not in tex  # one seed: no std
+
+
 def _write_records(results: Path, recs: pd.DataFrame) -> None:
     import json
 
@@ -358,3 +524,46 @@ def test_degenerate_row_is_marked_and_duplicates_count_once() -> None:
     assert cell == f"49.0 [{100 * lo:.1f}, {100 * hi:.1f}]"  # one seed: n=1 despite the copy
     assert numbers.set_index(["Sparsity", "Method"]).loc[("87.5%", "Magnitude"),
                                                          "TextFooler Aua% n"] == 1  # fmt: skip
+
+
+def test_a_cell_never_averages_configurations() -> None:
+    """A cell with records of two attack samples (100 and 1000 sentences) shows the larger one,
+    one with two pruner configurations shows the option's defaults, and both say
+    `1 of 2 configs`; their average would be a number no run produced."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    spec = load_spec("akr_table1")
+    recs = synthetic_records(spec, seeds=1)
+    recs = recs[recs["status"] == "ok"].reset_index(drop=True)
+    akr = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pruner/akr.yaml"))
+
+    def ident(pruner_cfg: dict, n: int, pruner: str) -> str:
+        return json.dumps({"pruner": pruner_cfg, "attack": {"num_examples": n},
+                           "_record": {"pruner": pruner}}, sort_keys=True)  # fmt: skip
+
+    recs["_identity"] = [ident({"x": i}, 1000, p) for i, p in enumerate(recs["pruner"])]
+    row = recs[(recs["pruner"] == "akr") & (recs["dataset"] == "sst2")].iloc[0]
+    base = row["_identity"]
+    small = {
+        **row.to_dict(),
+        "n_total": 100,
+        "n_failed": 90,
+        "n_success": 5,
+        "n_skipped": 5,
+        "aua": 0.9,
+        "_identity": json.dumps({**json.loads(base), "attack": {"num_examples": 100}}),
+    }
+    mixed = pd.concat([recs, pd.DataFrame([small])], ignore_index=True)
+    cells, k = one_configuration(mixed[mixed["_identity"].isin([base, small["_identity"]])])
+    assert k == 2 and list(cells["n_total"]) == [1000]
+    table = build_table(mixed, spec)
+    flagged = [v for v in table["SST-2 Aua% ours"] if "1 of 2 configs" in str(v)]
+    assert len(flagged) == 1 and flagged[0].startswith(f"{100 * row['aua']:.1f} [")
+    # two pruner configurations: the option's defaults win over a larger sample
+    other = {**row.to_dict(), "n_total": 5000, "aua": 0.01,
+             "_identity": ident({**akr, "ridge": "paper"}, 5000, "akr")}  # fmt: skip
+    default = {**row.to_dict(), "_identity": ident(akr, 1000, "akr")}
+    cells, k = one_configuration(pd.DataFrame([other, default]))
+    assert k == 2 and list(cells["n_total"]) == [1000]

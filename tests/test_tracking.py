@@ -30,3 +30,29 @@ def test_offline_run_logs_summary_and_finishes(tmp_path, monkeypatch):
         m.finish()
     assert m.run is None
     assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+
+
+def test_mode_offline_unless_told_and_job_types(monkeypatch):
+    from benchmark.records.tracking import default_mode, job_type_of
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert default_mode() == "offline" and default_mode("online") == "online"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    assert default_mode() == "online" and default_mode("offline") == "offline"
+    assert job_type_of("none", False) == "dense" and job_type_of("imp", True) == "prune-attack"
+
+
+def test_sink_is_set_while_the_run_is_open(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from benchmark.training import loop
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    m = WandbMirror(enabled=True)
+    m.start("run1", "exp", {}, [], tmp_path, job_type="dense")
+    try:
+        assert loop.metrics_enabled() and m.run.job_type == "dense" and m.run.group == "exp"
+        loop.report_metrics({"heldout_acc": 0.5})
+    finally:
+        m.finish()
+    assert not loop.metrics_enabled()

@@ -32,7 +32,7 @@ from benchmark.records.store import (
     write_json_atomic,
     write_record,
 )
-from benchmark.records.tracking import WandbMirror
+from benchmark.records.tracking import WandbMirror, default_mode, job_type_of
 
 log = logging.getLogger("benchmark.run")
 
@@ -184,7 +184,10 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
         prune_key_cfg={"pruner": names["pruner"], "pruner_cfg": resolved["pruner"],
                        "sparsity": sparsity, "seed": int(cfg.seed)},
     )  # fmt: skip
-    tracker = WandbMirror(**{k: v for k, v in resolved["logger"].items() if k != "_target_"})
+    logger = resolved["logger"]
+    if logger.get("enabled") and not logger.get("mode"):  # the record says which mode ran
+        logger["mode"] = default_mode()
+    tracker = WandbMirror(**{k: v for k, v in logger.items() if k != "_target_"})
     return job, tracker
 
 
@@ -229,7 +232,8 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
     tags = [job.names["pruner"], job.names["attack"], job.names["dataset"]]
     failed = True
     try:
-        tracker.start(job.run_id, job.exp_name, job.cfg, tags, out_dir)
+        kind = job_type_of(job.names["pruner"], bool(job.attack.enabled))
+        tracker.start(job.run_id, job.exp_name, job.cfg, tags, out_dir, job_type=kind)
         execute(job, record)
         failed = False
     except BaseException as exc:
@@ -250,8 +254,11 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
         else:
             written = failed_path(path) if protect else path
             write_json_atomic(written, record.to_dict())
-        tracker.log_record(record.to_dict())
-        tracker.finish(failed=failed)
+        try:
+            attack_log = log_path(job) if record.status == "ok" else None
+            tracker.log_record(record.to_dict(), written, attack_log)
+        finally:
+            tracker.finish(failed=failed)
         log.info("record: %s (%s)", written, record.status)
     log_summary(record.to_dict())
     return record.to_dict()

@@ -204,7 +204,7 @@ def _prune(job: Job, model, tok, record: RunRecord) -> None:
     model.eval()
     record.prune_seconds = info["seconds"]
     record.prune_peak_mem_mb = info["peak_mem_mb"]
-    record.prune_info = info
+    record.prune_info = {**info, "key": key}  # the pruned-weights cache entry: pruned/<key>
     method = info.get("method") or {}
     if method.get("prunable_params_before"):  # heads and neurons removed, not zeroed
         record.sparsity_actual = (

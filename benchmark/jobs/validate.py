@@ -99,8 +99,8 @@ RANGES: dict[tuple[str, str], Callable[[Any], str | None]] = {
     else "a positive number of seconds or null (= no limit)",
     ("dataset", "max_length"): _positive_int,
     ("dataset", "num_labels"): lambda v: None if _is_int(v) and v >= 2 else "an integer >= 2",
-    ("logger", "mode"): lambda v: None if v in ("offline", "online", "disabled")
-    else "offline, online or disabled",
+    ("logger", "mode"): lambda v: None if v in (None, "offline", "online", "disabled")
+    else "offline, online, disabled or null ($WANDB_MODE, else offline)",
 }  # fmt: skip
 
 

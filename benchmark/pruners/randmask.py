@@ -63,7 +63,14 @@ from torch import nn
 from benchmark.pruners.base import Masks, PruneData, check_sparsity, keep_count, prunable_params
 from benchmark.pruners.imp import copy_model, cpu_state, masked_finetune, rewind
 from benchmark.pruners.magnitude import layer_topk_masks
-from benchmark.training.loop import Batch, TrainConfig, accuracy, holdout_split, train
+from benchmark.training.loop import (
+    Batch,
+    TrainConfig,
+    accuracy,
+    holdout_split,
+    report_metrics,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -254,6 +261,7 @@ class RandMaskPruner:
             acc = accuracy(model, data.tokenizer, held, data.max_length, data.device)
             model.train()
             record.append(acc)
+            report_metrics({"heldout_acc": acc})
             if seed_state is None:
                 return False
             if acc > seed_state["best"]:

@@ -70,7 +70,14 @@ from benchmark.pruners.imp import (
 )
 from benchmark.pruners.magnitude import global_topk_masks
 from benchmark.training.freelb import FreeLBStep
-from benchmark.training.loop import TrainConfig, accuracy, default_step, holdout_split, train
+from benchmark.training.loop import (
+    TrainConfig,
+    accuracy,
+    default_step,
+    holdout_split,
+    report_metrics,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +307,7 @@ class RobustTicketPruner:
             epoch = math.ceil((step + 1) / per_epoch)
             l0 = float(l0_penalty(gates).detach())
             history.append({"epoch": epoch, "step": step + 1, "heldout_acc": acc, "l0": l0})
+            report_metrics({"heldout_acc": acc, "epoch": epoch})
             if self.mask_epoch == "last" or acc > best["acc"]:
                 snap = {n: g.log_alpha.detach().clone() for n, g in gates.items()}
                 best.update(acc=acc, scores=snap, epoch=epoch)
@@ -309,6 +317,8 @@ class RobustTicketPruner:
                 model, data.tokenizer, rest, cfg, data.max_length, data.device,
                 params=scores, step_fn=step_fn, after_step=after_step, after_clip=add_l0,
                 clip_params=clip_params, desc="rticket mask learning",
+                metrics=lambda: {"sparsity": 1.0 - float(l0_penalty(gates)),
+                                 "l0_lambda": state["lambda"]},
             )  # fmt: skip
         finally:
             detach_gates(model, self.scope)

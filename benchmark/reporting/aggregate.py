@@ -664,29 +664,58 @@ def log_table_to_wandb(
 
     ``mode`` ``auto`` logs only when some of the table's jobs logged online (their
     ``logger.mode``), into the same project; ``online``/``offline`` force it; ``off`` never.
-    The JSON records stay the source of truth: this is a mirror.
+    The JSON records stay the source of truth: this is a mirror. Numbers are logged as
+    numbers (:func:`benchmark.records.tracking.typed_frame`).
     """
+    mode, project = _wandb_target(records, mode)
+    if mode is None:
+        return False
+    from benchmark.records.tracking import log_tables
+
+    return log_tables({name: table}, project=project, mode=mode, name=f"table-{name}")
+
+
+def _wandb_target(records: pd.DataFrame, mode: str) -> tuple[str | None, str]:
+    """(W&B mode or None for no logging, project) of ``--wandb mode`` for these records."""
     project = "robust-prune-bench"
     if mode == "auto":
         if records.empty or "logger_mode" not in records:
-            return False
+            return None, project
         online = records[records["logger_mode"] == "online"]
         if online.empty:
-            return False
-        mode = "online"
+            return None, project
         projects = online["logger_project"].dropna()
-        project = str(projects.iloc[0]) if len(projects) else project
-    if mode not in ("online", "offline"):
-        return False
-    import wandb
+        return "online", str(projects.iloc[0]) if len(projects) else project
+    return (mode if mode in ("online", "offline") else None), project
 
-    run = wandb.init(project=project, job_type="aggregate", name=f"table-{name}", mode=mode,
-                     reinit="finish_previous")  # fmt: skip
-    try:
-        run.log({f"tables/{name}": wandb.Table(dataframe=table.astype(str))})
-    finally:
-        run.finish()
-    return True
+
+def _csv_stamps(results_dir: Path) -> dict[Path, int]:
+    """mtime of every table CSV (leaderboard and ``tables/*.csv``), to tell what was written."""
+    paths = [Path(results_dir) / "leaderboard.csv", *(Path(results_dir) / "tables").glob("*.csv")]
+    return {p: p.stat().st_mtime_ns for p in paths if p.is_file()}
+
+
+def mirror_tables_to_wandb(results_dir: Path, before: dict[Path, int], mode: str = "auto") -> bool:
+    """Log every table CSV written since ``before`` (:func:`_csv_stamps`): leaderboard, paper
+    tables, summaries, comparisons, read back from disk, as typed ``wandb.Table``s
+    ``tables/<stem>`` to one run of job type ``aggregate`` (``results/wandb/``). ``mode`` as in
+    :func:`log_table_to_wandb`."""
+    if mode == "off":
+        return False
+    written = sorted(p for p, t in _csv_stamps(results_dir).items() if before.get(p) != t)
+    if not written:
+        return False
+    records = load_records(results_dir) if mode == "auto" else pd.DataFrame()
+    mode_, project = _wandb_target(records, mode)
+    if mode_ is None:
+        return False
+    from benchmark.records.tracking import log_tables
+
+    tables = {p.stem: pd.read_csv(p) for p in written}
+    logged = log_tables(tables, project=project, mode=mode_, out_dir=Path(results_dir))
+    if logged:
+        log.info("W&B (%s): %d table(s) logged: %s", mode_, len(tables), ", ".join(tables))
+    return logged
 
 
 def report_stale(results_dir: Path) -> list[tuple[Path, list[str]]]:
@@ -736,7 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb",
         default="auto",
         choices=["auto", "online", "offline", "off"],
-        help="mirror tables to W&B (auto: when the table's jobs logged online)",
+        help="log the tables written to W&B as typed tables, one run of job type "
+        "'aggregate' (auto: when some job logged online)",
     )
     ap.add_argument(
         "--compare",
@@ -760,6 +790,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PRUNER[@SPARSITY]",
         help="the reference row of --compare (default: none, the dense model)",
     )
+    ap.add_argument(
+        "--claims",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="judge the pre-written claims conf/claims/NAME.yaml: "
+        "results/tables/claims_NAME.{md,csv}",
+    )
+    ap.add_argument(
+        "--reference-exp",
+        default=None,
+        metavar="EXP",
+        help="look the reference up in this experiment's records (default: the compared one); "
+        "writes compare_<EXP>_vs_<REF>_in_<REFEXP>.{csv,md}",
+    )
     args = ap.parse_args(argv)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (args.results_dir / "runs").is_dir():
@@ -772,9 +817,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
         return 2
+    before = _csv_stamps(args.results_dir)
     write_leaderboard(args.results_dir)
     report_stale(args.results_dir)
-    if names or args.summary or args.compare or args.analyses:
+    if names or args.summary or args.compare or args.analyses or args.claims:
         df = load_records(args.results_dir)
         for exp in args.analyses:
             from benchmark.reporting.analyses import analyses
@@ -784,14 +830,24 @@ def main(argv: list[str] | None = None) -> int:
             from benchmark.reporting.compare import write_compare
 
             try:
-                write_compare(df, exp, args.reference, args.results_dir)
+                write_compare(df, exp, args.reference, args.results_dir,
+                              reference_exp=args.reference_exp)  # fmt: skip
+            except ValueError as exc:
+                log.error("error: %s", exc)
+                return 2
+        for name in args.claims:
+            from benchmark.reporting.claims import write_claims
+
+            try:
+                log.info("wrote %s", write_claims(df, name, args.results_dir))
             except ValueError as exc:
                 log.error("error: %s", exc)
                 return 2
         for name in names:
-            write_table(df, name, args.results_dir, args.variant, args.wandb)
+            write_table(df, name, args.results_dir, args.variant, "off")  # mirrored below
         if args.summary:
             write_summary(df, args.summary, args.results_dir)
+    mirror_tables_to_wandb(args.results_dir, before, args.wandb)
     return 0
 
 

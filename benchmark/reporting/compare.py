@@ -114,29 +114,70 @@ def _same_protocol(row_identity: str, ref_identity: str) -> bool:
     return all(a.get(k) == b.get(k) for k in PROTOCOL_KEYS)
 
 
+def _is_default_pruner(identity: str) -> bool:
+    """Whether a configuration's pruner section equals its option's defaults
+    (``conf/pruner/<name>.yaml``: every key the option sets, interpolations aside)."""
+    import json
+
+    from benchmark.records.staleness import _option
+
+    ident = json.loads(identity)
+    name = (ident.get("_record") or {}).get("pruner")
+    stored = ident.get("pruner")
+    option = _option("pruner", str(name)) if name else None
+    if not isinstance(stored, dict) or option is None:
+        return False
+    return all(
+        stored.get(k) == v
+        for k, v in option.items()
+        if k != "defaults" and not (isinstance(v, str) and v.startswith("${"))
+    )
+
+
+def _pick_reference(ref: pd.DataFrame) -> pd.DataFrame:
+    """Among several reference configurations on one protocol, the one with the pruner
+    option's default settings (e.g. AKR unstructured in float64, not its 2:4 or float32 rows);
+    unchanged when there is not exactly one such configuration."""
+    idents = ref["_identity"].unique()
+    if len(idents) < 2:
+        return ref
+    default = [i for i in idents if _is_default_pruner(i)]
+    return ref[ref["_identity"] == default[0]] if len(default) == 1 else ref
+
+
 def compare_table(
-    df: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000, seed: int = 0
+    df: pd.DataFrame,
+    exp: str,
+    reference: str,
+    n_boot: int = 10_000,
+    seed: int = 0,
+    reference_exp: str | None = None,
 ) -> pd.DataFrame:
     """One row per (pruner, sparsity, attack) configuration of ``exp`` against ``reference``.
 
     ``df`` comes from ``aggregate.load_records``; duplicates count once. The reference is
-    looked up among the records of ``exp``.
+    looked up among the records of ``reference_exp`` (default: ``exp`` itself), so that a
+    preset of new methods can be paired with the seeds' rows of another experiment; pairs are
+    only formed on the same protocol (attack and sample, model, data, dense recipe). Where the
+    reference has several configurations on that protocol, its option's default one is used.
     """
     from benchmark.reporting.aggregate import _differs, dedupe
 
-    ok = df[(df["status"] == "ok") & (df["exp_name"] == exp)] if "status" in df else df.iloc[:0]
-    if ok.empty:
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[:0]
+    ok = ok[ok["exp_name"].isin({exp, reference_exp or exp})]
+    if ok.empty or not (ok["exp_name"] == exp).any():
         return pd.DataFrame(columns=COLUMNS + EXTRA)
     ok = dedupe(ok)
     ref_pruner, ref_sparsity = parse_reference(reference)
-    is_ref = ok["pruner"] == ref_pruner
+    is_ref = (ok["pruner"] == ref_pruner) & (ok["exp_name"] == (reference_exp or exp))
     if ref_sparsity is not None:
         is_ref &= (ok["sparsity_target"].astype(float) - ref_sparsity).abs() < 1e-9
     refs = ok[is_ref]
     if refs.empty:
-        raise ValueError(f"no records of reference {reference!r} in experiment {exp!r}")
+        where = reference_exp or exp
+        raise ValueError(f"no records of reference {reference!r} in experiment {where!r}")
     rows = []
-    others = ok[~is_ref]
+    others = ok[~is_ref & (ok["exp_name"] == exp)]
     keys = ["pruner", "sparsity_target", "attack"]
     for (pruner, sparsity, attack), group in others.groupby(keys, sort=True):
         idents = sorted(group["_identity"].unique())
@@ -152,7 +193,7 @@ def compare_table(
                     "differs": differs[ident]}  # fmt: skip
             ref = cand
             if ref["_identity"].nunique() > 1:  # pair with the reference on the same protocol
-                ref = ref[[_same_protocol(ident, r) for r in ref["_identity"]]]
+                ref = _pick_reference(ref[[_same_protocol(ident, r) for r in ref["_identity"]]])
             if ref.empty or ref["_identity"].nunique() != 1:
                 why = "no reference row" if ref.empty else "several reference configurations"
                 rows.append({**base, "n_pairs": 0, "seeds": 0, "note": why})
@@ -210,11 +251,17 @@ def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int =
 
 
 def write_compare(
-    df: pd.DataFrame, exp: str, reference: str, results_dir: Path, n_boot: int = 10_000
+    df: pd.DataFrame,
+    exp: str,
+    reference: str,
+    results_dir: Path,
+    n_boot: int = 10_000,
+    reference_exp: str | None = None,
 ) -> Path:
     """Write ``<results_dir>/tables/compare_<exp>.{csv,md}`` (reference ``none``, the dense
-    model) or ``compare_<exp>_vs_<reference>.{csv,md}``; return the Markdown path."""
-    table = compare_table(df, exp, reference, n_boot=n_boot)
+    model) or ``compare_<exp>_vs_<reference>[_in_<reference_exp>].{csv,md}``; return the
+    Markdown path."""
+    table = compare_table(df, exp, reference, n_boot=n_boot, reference_exp=reference_exp)
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
     stem = (
@@ -222,9 +269,16 @@ def write_compare(
         if reference == "none"
         else (f"compare_{exp}_vs_{reference.replace('@', '_at_')}")
     )
+    if reference_exp and reference_exp != exp:
+        stem += f"_in_{reference_exp}"
     table.to_csv(out / f"{stem}.csv", index=False)  # fractions, unrounded
     md = out / f"{stem}.md"
-    md.write_text(render_markdown(table, exp, reference, n_boot), encoding="utf-8")
+    label = (
+        reference
+        if not reference_exp or reference_exp == exp
+        else (f"{reference}` of `{reference_exp}")
+    )
+    md.write_text(render_markdown(table, exp, label, n_boot), encoding="utf-8")
     log.info("compare %s vs %s: %d rows -> %s/%s.{md,csv}", exp, reference,
              len(table), out, stem)  # fmt: skip
     return md

@@ -5,8 +5,15 @@ One PNG per (dataset, attack) with two panels: Clean% (accuracy on the attacked 
 x = target sparsity; a point is the mean over seeds, its error bar the 95% interval of the
 cell (``aggregate.cell_stats``: Wilson for one seed, cluster bootstrap over examples for
 several). A dense row (sparsity 0 only) is a dashed horizontal reference line with its interval
-shaded. y is fixed to [0, 100] so figures compare at a glance; legends use the table's display
-names. Written with the non-interactive Agg backend, so it works without a display.
+shaded. y is fixed to [0, 100] so figures compare at a glance. Legends, x tick labels and
+titles use the table's display names (``TableSpec.label`` / ``TableSpec.record_label``, the
+functions the tables use): a method reads as in the table's ``Method`` column ("Weight
+Average"), a dense reference line as "<method> (<sparsity-0 label>)" ("Fine-tune (Dense)"),
+the ticks as the table's ``Sparsity`` labels ("≤30%", "87.5%"), a variant's substituted
+attack as the table's column ("TextFooler" for ``textfooler_offline``; the caption of the
+table says it is the offline variant). Without a spec the defaults of ``tables.DEFAULT_LABELS``
+apply and methods keep their record names. Written with the non-interactive Agg backend, so
+it works without a display.
 """
 
 from __future__ import annotations
@@ -34,51 +41,84 @@ def plot_sparsity_curves(
         out_dir: folder for the PNG files (created).
         prefix: file name prefix, e.g. the table name.
         title: figure title prefix.
-        spec: the table spec, for display names of methods, datasets and attacks (optional).
+        spec: the table spec, for display names of methods, sparsities, datasets and attacks
+            (optional).
 
     Returns:
         The written files, sorted; empty when there is nothing to plot.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from benchmark.reporting.aggregate import dedupe
-
-    need = {"method", "dataset", "attack", "sparsity_target", "aua"}
-    if records.empty or not need <= set(records.columns):
+    plt = _pyplot()
+    records = _prepare(records)
+    if records is None:
         return []
-    if not ({"attack_clean_acc", "clean_acc"} & set(records.columns)):
-        return []
-    records = records.copy()
-    if "attack_clean_acc" not in records:
-        records["attack_clean_acc"] = records["clean_acc"]
-    elif "clean_acc" in records:
-        records["attack_clean_acc"] = records["attack_clean_acc"].fillna(records["clean_acc"])
-    records = dedupe(records)
-
-    def label(key: str, value: Any) -> str:
-        return spec.label(key, value) if spec is not None else str(value)
-
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for (dataset, attack), group in records.groupby(["dataset", "attack"], sort=True):
-        fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharex=True)
-        for ax, (col, ylabel) in zip(axes, PANELS, strict=True):
-            _panel(ax, group, col, ylabel, lambda m: label("method", m))
-        handles, labels = axes[1].get_legend_handles_labels()
-        if handles:
-            axes[1].legend(handles, labels, fontsize=7, loc="best")
-        fig.suptitle(f"{title} {label('dataset', dataset)} / {label('attack', attack)}".strip(),
-                     fontsize=10)  # fmt: skip
-        fig.tight_layout()
+        fig = sparsity_figure(group, title, spec)
         path = out_dir / f"{prefix}_{dataset}_{attack}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     log.info("plots: %d file(s) under %s", len(written), out_dir)
     return sorted(written)
+
+
+def _pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _prepare(records: pd.DataFrame) -> pd.DataFrame | None:
+    """Records with ``attack_clean_acc`` filled in, one per job; ``None``: nothing to plot."""
+    from benchmark.reporting.aggregate import dedupe
+
+    need = {"method", "dataset", "attack", "sparsity_target", "aua"}
+    if records.empty or not need <= set(records.columns):
+        return None
+    if not ({"attack_clean_acc", "clean_acc"} & set(records.columns)):
+        return None
+    records = records.copy()
+    if "attack_clean_acc" not in records:
+        records["attack_clean_acc"] = records["clean_acc"]
+    elif "clean_acc" in records:
+        records["attack_clean_acc"] = records["attack_clean_acc"].fillna(records["clean_acc"])
+    return dedupe(records)
+
+
+def display_names(spec: Any = None):
+    """``(key, record value) -> display label`` as in the tables (see the module docstring)."""
+    from benchmark.reporting.tables import TableSpec
+
+    spec = spec if spec is not None else TableSpec(name="", title="")
+    return spec.record_label
+
+
+def sparsity_figure(group: pd.DataFrame, title: str = "", spec: Any = None):
+    """The two-panel figure of the records of one (dataset, attack), as
+    :func:`plot_sparsity_curves` writes it (open: the caller saves and closes it). Methods are
+    drawn in the order of the spec's rows (else alphabetically)."""
+    plt = _pyplot()
+    group = _prepare(group)
+    if group is None:
+        raise ValueError("no records to plot (see plot_sparsity_curves for the columns)")
+    label = display_names(spec)
+    order = list(dict.fromkeys(r.get("method") for r in spec.rows)) if spec is not None else []
+    dataset, attack = group["dataset"].iloc[0], group["attack"].iloc[0]
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharex=True)
+    for ax, (col, ylabel) in zip(axes, PANELS, strict=True):
+        _panel(ax, group, col, ylabel, label, order)
+    handles, labels = axes[1].get_legend_handles_labels()
+    if handles:
+        axes[1].legend(handles, labels, fontsize=7, loc="best")
+    fig.suptitle(f"{title} {label('dataset', dataset)} / {label('attack', attack)}".strip(),
+                 fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return fig
 
 
 def _points(group: pd.DataFrame, col: str) -> pd.DataFrame:
@@ -95,14 +135,20 @@ def _points(group: pd.DataFrame, col: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "sparsity", "mean", "low", "high"])
 
 
-def _panel(ax, group: pd.DataFrame, col: str, ylabel: str, name) -> None:
+def _panel(ax, group: pd.DataFrame, col: str, ylabel: str, label, order: list) -> None:
     """One panel: mean over seeds per (method, sparsity), 95% intervals as error bars."""
     pts = _points(group, col)
-    for method, rows in pts.groupby("method", sort=True):
+    dense = label("sparsity", 0.0)
+    dense = "dense" if dense == "0%" else dense  # no spec label for sparsity 0
+    methods = sorted(pts["method"].unique(), key=lambda m: (m not in order,
+                     order.index(m) if m in order else 0, str(m)))  # fmt: skip
+    for method in methods:
+        rows = pts[pts["method"] == method]
         rows = rows.sort_values("sparsity")
+        name = label("method", method)
         if (rows["sparsity"] == 0).all():  # a dense row: a reference line
             r = rows.iloc[0]
-            ax.axhline(r["mean"], ls="--", lw=1, color="gray", label=f"{name(method)} (dense)")
+            ax.axhline(r["mean"], ls="--", lw=1, color="gray", label=f"{name} ({dense})")
             if np.isfinite([r["low"], r["high"]]).all():
                 ax.axhspan(r["low"], r["high"], color="gray", alpha=0.12, lw=0)
             continue
@@ -111,8 +157,11 @@ def _panel(ax, group: pd.DataFrame, col: str, ylabel: str, name) -> None:
             (rows["high"] - rows["mean"]).fillna(0).clip(lower=0),
         ])  # fmt: skip
         ax.errorbar(rows["sparsity"] * 100, rows["mean"], yerr=err, marker="o", ms=4,
-                    capsize=2, label=name(method))  # fmt: skip
+                    capsize=2, label=name)  # fmt: skip
+    ticks = sorted(s for s in pts["sparsity"].unique() if s > 0)
+    if ticks:  # the table's sparsity labels at the sparsities shown
+        ax.set_xticks([100 * s for s in ticks], [label("sparsity", s) for s in ticks])
     ax.set_ylim(0, 100)
-    ax.set_xlabel("target sparsity (%)")
+    ax.set_xlabel("target sparsity")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -1,4 +1,4 @@
-"""Paper tables rebuilt from run records, beside the published numbers.
+r"""Paper tables rebuilt from run records, beside the published numbers.
 
 A table spec (``conf/table/<name>.yaml``) gives the paper's layout: which rows (e.g. sparsity
 x method), which column groups (e.g. datasets or attacks), which metrics per group, and how a
@@ -11,6 +11,33 @@ returns the numbers behind them as separate columns (the CSV). ``Clean%`` is the
 the attacked sample, ``Acc% (split)`` the accuracy on the whole evaluation split. An empty cell
 says why: ``not run``, ``failed: <error>``, or ``n/a: <reason>`` for a method this benchmark
 does not implement. :func:`render_markdown` and :func:`render_latex` write it out.
+
+What is shown (:func:`compact_table`, used by both renderers; the CSV keeps every column):
+
+- **Clean once per dataset.** ``Clean%`` is the accuracy on the attacked sample. The sample is
+  a fixed, seeded draw of ``attack.num_examples`` examples of the split
+  (``data.loading.sample_indices(n, k, seed)``), the same for every attack, and an example
+  counts as clean when the model classifies it correctly before the attack (successful,
+  failed or limit), so for one model and one sample Clean does not depend on the attack. It
+  does differ when attacks ran on different samples (e.g. 872 sentences for the headline
+  attacks, 100 for the others) or when a cell mixes other seeds or records. So, among the
+  attack columns of one dataset (columns that differ only in ``attack``), those whose Clean
+  cells agree in **every** row share one column: ``Clean%`` when all of the dataset's
+  attacks agree, ``Clean% (A, B)`` for a subset; an attack whose Clean disagrees with the
+  others in any row keeps its own column. Cells agree when their texts are equal (mean, std,
+  interval and notes as displayed); a cell without a value (``not run``, ``failed: ...``,
+  ``n/a: ...``, which its Aua/Suc cells repeat) agrees with any value, and so do an
+  unpublished ``paper`` (``—``) and an empty ``Δ``. ``Acc% (split)`` (the whole split, no
+  sample at all) is treated the same way where a spec lists it per attack.
+- **Columns empty in every row are left out**: ``paper``/``Δ`` where nothing is published,
+  ``#Param``/``Re-T`` without reference values, ``Degenerate`` when no row is.
+- Cells are shown as built (intervals, ``n=k/N``, ``k failed``, ``1 of k configs``); a cell
+  never averages configurations (:func:`one_configuration`).
+
+The LaTeX is written by pandas' ``Styler.to_latex`` (needs jinja2): booktabs rules, one header
+row per level (dataset or attack, metric, ours/paper/Δ) with ``\multicolumn`` spans and
+``\cmidrule`` under them, the spec's title and caption, ``\label{tab:<name>[_<variant>]}``;
+cells and headers are escaped with :func:`latex_escape` (``%``, ``_``, ``±``, ``Δ``, ...).
 """
 
 from __future__ import annotations
@@ -119,6 +146,12 @@ class TableSpec:
         if key == "sparsity" and isinstance(v, float):
             return f"{v * 100:g}%"
         return str(value)
+
+    def record_label(self, key: str, value: Any) -> str:
+        """Display label of a record's value: a variant's substitute (e.g. ``minilm_l6``,
+        ``textfooler_offline``) reads as the spec's name it stands for, as in the table."""
+        back = {_norm(b): a for a, b in self.substitute.get(key, {}).items()}
+        return self.label(key, back.get(_norm(value), value))
 
 
 def expand_rows(rows: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
@@ -254,7 +287,8 @@ def _ours(
     """Text, mean and numbers of our value for a cell's records (or the reason it is empty)."""
     ok = cell[cell["status"] == "ok"] if "status" in cell else cell
     failed = cell[cell["status"] != "ok"] if "status" in cell else cell.iloc[0:0]
-    st = _cell_stats(cell, metric) if metric.column in ok else {"n": 0}
+    ok, configs = one_configuration(ok)
+    st = _cell_stats(ok, metric) if metric.column in ok else {"n": 0}
     if not st.get("n"):
         if len(ok):
             return "not measured", None, st
@@ -277,28 +311,62 @@ def _ours(
         notes.append(f"n={st['n']}/{spec.seeds}")
     if len(failed):
         notes.append(f"{len(failed)} failed")
-    configs = _n_configs(ok)
     if configs > 1:
-        notes.append(f"{configs} configs")
+        notes.append(f"1 of {configs} configs")
     if notes:
         text += f" ({', '.join(notes)})"
     return text, mean, st
 
 
-def _n_configs(ok: pd.DataFrame) -> int:
-    """Configurations (without the attack) among a cell's records: > 1 means mixed rows."""
+def _model_key(identity: str) -> str:
+    """A configuration without its attack: what the model is (pruner, dense, data, ...)."""
     import json
 
-    if "_identity" not in ok or ok.empty:
-        return 1
-    seen = set()
-    for ident in ok["_identity"].dropna():
-        d = json.loads(ident)
-        d.pop("attack", None)
-        d.pop("_record", None)
-        (d.get("choices") or {}).pop("attack", None)
-        seen.add(json.dumps(d, sort_keys=True))
-    return max(1, len(seen))
+    d = json.loads(identity)
+    d.pop("attack", None)
+    d.pop("_record", None)
+    (d.get("choices") or {}).pop("attack", None)
+    return json.dumps(d, sort_keys=True)
+
+
+def _attack_key(identity: str) -> str:
+    import json
+
+    return json.dumps(json.loads(identity).get("attack"), sort_keys=True, default=str)
+
+
+def one_configuration(ok: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The records of ONE configuration among a cell's records, and how many the cell had.
+
+    A cell never averages configurations (e.g. a version-1 and a version-2 AKR, or an attack
+    on 100 and on all 872 sentences). The configuration shown is, in order: the one whose
+    pruner settings are the option's current defaults, then the one attacked on the most
+    examples (``n_total``), then the one with the most records; the cell then says
+    ``1 of k configs``. A cell over several attacks (the whole split's accuracy) counts only
+    the model's configuration, since the attack does not change it.
+    """
+    if "_identity" not in ok or len(ok) < 2:
+        return ok, 1
+    from benchmark.reporting.compare import _is_default_pruner
+
+    ok = ok.assign(_model=[_model_key(i) for i in ok["_identity"]],
+                   _attack=[_attack_key(i) for i in ok["_identity"]])  # fmt: skip
+    n_configs = ok["_model"].nunique()
+    if n_configs > 1:
+
+        def rank(group: pd.DataFrame) -> tuple:
+            default = _is_default_pruner(group["_identity"].iloc[0])
+            size = float(group["n_total"].max()) if "n_total" in group else 0.0
+            return (default, 0.0 if pd.isna(size) else size, len(group))
+
+        best = max(ok.groupby("_model", sort=True), key=lambda kv: rank(kv[1]))[0]
+        ok = ok[ok["_model"] == best]
+    if ok["attack"].nunique() == 1 and ok["_attack"].nunique() > 1:  # one attack, two samples
+        n_configs += ok["_attack"].nunique() - 1
+        sizes = ok.groupby("_attack")["n_total"].max() if "n_total" in ok else None
+        best = sizes.fillna(0).idxmax() if sizes is not None else sorted(ok["_attack"])[0]
+        ok = ok[ok["_attack"] == best]
+    return ok.drop(columns=["_model", "_attack"]), n_configs
 
 
 def _paper(rows: pd.DataFrame, metric: Metric) -> float | None:
@@ -412,9 +480,7 @@ def build_tables(
         line.update(_metric_cells("", df, ref, spec, ctx_row, spec.row_metrics, nums))
         for col in spec.columns:
             ctx = {**ctx_row, **{k: v for k, v in col.items() if k != "label"}}
-            group = col.get("label") or " ".join(
-                spec.label(k, v) for k, v in col.items() if k != "label"
-            )
+            group = _group_label(spec, col)
             line.update(_metric_cells(f"{group} ", df, ref, spec, ctx, spec.metrics, nums))
         degenerate = bool(nums.pop("degenerate", False))
         line["Degenerate"] = "yes" if degenerate else ""
@@ -431,14 +497,156 @@ def build_table(
     return build_tables(df, spec, reference)[0]
 
 
+def _group_label(spec: TableSpec, col: Mapping[str, Any]) -> str:
+    """Header of a column group: its ``label``, else its context's display labels."""
+    return col.get("label") or " ".join(spec.label(k, v) for k, v in col.items() if k != "label")
+
+
 # ---------------------------------------------------------------------------------------------
 # Rendering
+
+
+KINDS = ("ours", "paper", "Δ")
+ATTACK_INDEPENDENT = ("acc", "clean")  # given the model and the attacked sample
+NO_VALUE = ("not run", "failed: ", "n/a: ")  # ours cells that every metric of the cell repeats
+
+
+def _is_no_value(text: str) -> bool:
+    return text == NO_VALUE[0] or text.startswith(NO_VALUE[1:])
+
+
+def _merge_cells(
+    a: list[tuple[str, str, str]], b: list[tuple[str, str, str]], lenient: bool
+) -> list[tuple[str, str, str]] | None:
+    """Row-wise union of two ``(ours, paper, Δ)`` columns, or ``None`` where a row disagrees.
+
+    Equal texts agree; a cell without a value (``lenient``: when another metric of the same
+    attack repeats it), an unpublished ``paper`` and an empty ``Δ`` agree with anything.
+    """
+    empty = (
+        (lambda t: lenient and _is_no_value(t)),
+        (lambda t: t == MISSING_PAPER),
+        (lambda t: t == ""),
+    )  # fmt: skip
+    out = []
+    for ra, rb in zip(a, b, strict=True):
+        row = []
+        for x, y, is_empty in zip(ra, rb, empty, strict=True):
+            if x == y or is_empty(y):
+                row.append(x)
+            elif is_empty(x):
+                row.append(y)
+            else:
+                return None
+        out.append(tuple(row))
+    return out
+
+
+def _shared_columns(
+    table: pd.DataFrame, spec: TableSpec
+) -> tuple[dict[int, list[tuple[tuple[str, str], list[tuple[str, str, str]]]]], set]:
+    """Attack-independent metrics shared by attack columns of one dataset (module docstring).
+
+    Returns ``(at, merged)``: ``at[i]``: the shared columns ``((group, metric header), rows)``
+    to show before column group ``i``; ``merged``: the ``(i, metric)`` cells they replace.
+    """
+    families: dict[tuple, list[int]] = {}
+    for i, col in enumerate(spec.columns):
+        if "attack" in col:
+            rest = tuple((k, _norm(v)) for k, v in col.items() if k not in ("label", "attack"))
+            families.setdefault(rest, []).append(i)
+    lenient = any(m not in ATTACK_INDEPENDENT for m in spec.metrics)
+    at: dict[int, list] = {}
+    merged: set[tuple[int, str]] = set()
+    for rest, idxs in families.items():
+        if len(idxs) < 2:
+            continue
+        family = " ".join(spec.label(k, v) for k, v in rest)
+        for name in spec.metrics:
+            m = METRICS[name]
+            if name not in ATTACK_INDEPENDENT or (not family and name in spec.row_metrics):
+                continue
+            classes: list[tuple[list[int], list[tuple[str, str, str]]]] = []
+            for i in idxs:
+                head = f"{_group_label(spec, spec.columns[i])} {m.label}"
+                rows = list(zip(*(table[f"{head} {k}"] for k in KINDS), strict=True))
+                for members, cls_rows in classes:
+                    union = _merge_cells(cls_rows, rows, lenient)
+                    if union is not None:
+                        members.append(i)
+                        cls_rows[:] = union
+                        break
+                else:
+                    classes.append(([i], rows))
+            for members, rows in classes:
+                if len(members) < 2:
+                    continue
+                header = m.label
+                if len(members) < len(idxs):
+                    names = ", ".join(_attack_label(spec, spec.columns[i]) for i in members)
+                    header = f"{m.label} ({names})"
+                at.setdefault(idxs[0], []).append(((family, header), rows))
+                merged |= {(i, name) for i in members}
+    return at, merged
+
+
+def _attack_label(spec: TableSpec, col: Mapping[str, Any]) -> str:
+    return col.get("label") or spec.label("attack", col["attack"])
+
+
+def compact_table(table: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
+    """The display table as shown: shared Clean columns, no empty columns (module docstring).
+
+    Columns are three-level tuples ``(group, metric, ours|paper|Δ)``; row labels, row info and
+    ``Degenerate`` are ``(name, "", "")``. Joining a tuple's non-empty parts with spaces gives
+    :func:`build_tables`' column name wherever nothing was merged.
+    """
+    if table.empty:
+        return table
+    cols: dict[tuple[str, str, str], list[str]] = {}
+    labels = [k.capitalize() for k in spec.row_keys]
+    labels += [ROW_INFO_LABELS.get(k, k) for k in spec.row_info]
+    for name in labels:
+        if name in table:
+            cols[(name, "", "")] = list(table[name])
+    for name in spec.row_metrics:
+        m = METRICS[name]
+        for kind in KINDS:
+            cols[("", m.label, kind)] = list(table[f"{m.label} {kind}"])
+    at, merged = _shared_columns(table, spec)
+    for i, col in enumerate(spec.columns):
+        for (family, header), rows in at.get(i, []):
+            for j, kind in enumerate(KINDS):
+                cols[(family, header, kind)] = [r[j] for r in rows]
+        group = _group_label(spec, col)
+        for name in spec.metrics:
+            if (i, name) in merged:
+                continue
+            m = METRICS[name]
+            for kind in KINDS:
+                cols[(group, m.label, kind)] = list(table[f"{group} {m.label} {kind}"])
+    if "Degenerate" in table:
+        cols[("Degenerate", "", "")] = list(table["Degenerate"])
+    row_keys = {(name, "", "") for name in labels[: len(spec.row_keys)]}
+    keep = {
+        k: v
+        for k, v in cols.items()
+        if k in row_keys or any(x not in ("", MISSING_PAPER) for x in v)
+    }
+    out = pd.DataFrame(keep, index=table.index)
+    out.columns = pd.MultiIndex.from_tuples(list(keep))
+    return out
+
+
+def _flat(column: tuple[str, ...]) -> str:
+    return " ".join(p for p in column if p)
 
 
 def _blank_repeats(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Show a leading row label only where it changes (the papers' grouped rows)."""
     out = table.copy()
-    cols = [k.capitalize() for k in keys[:-1] if k.capitalize() in out]
+    names = [k.capitalize() for k in keys[:-1]]
+    cols = [c for c in out.columns if (c[0] if isinstance(c, tuple) else c) in names]
     for i in range(len(out) - 1, 0, -1):
         for j, col in enumerate(cols):
             same_prefix = all(out.iloc[i][c] == table.iloc[i - 1][c] for c in cols[: j + 1])
@@ -448,7 +656,7 @@ def _blank_repeats(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 
 def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | None = None) -> str:
-    """Markdown: title, caption, legend, the table, and links to the plots."""
+    """Markdown: title, caption, legend, the table (:func:`compact_table`), links to plots."""
     lines = [f"# {spec.title}", ""]
     if spec.caption:
         lines += [spec.caption.strip(), ""]
@@ -465,15 +673,20 @@ def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | Non
         "model's Aua says nothing about robustness. "
         f"`{MISSING_PAPER}` = not published; `not run` = no record; "
         "`failed: ...` = every record of the cell failed; `n/a` = not in this benchmark; "
-        "`k configs` = the cell mixes configurations. See docs/statistics.md.",
+        "`1 of k configs` = the cell's records are of k configurations (e.g. two method "
+        "versions, or attacks on 100 and on all sentences); it shows one, never their average: "
+        "the option's current defaults, then the largest attacked sample. Attacks of one "
+        "dataset whose Clean% agrees in every row (same attacked sample) share one `Clean%` "
+        "column (`Clean% (A, B)` for some of them); columns empty in every row are left out "
+        "(the CSV has them all). See docs/statistics.md.",
         "",
     ]
     if table.empty:
         lines.append("_empty table spec_")
     else:
-        lines.append(
-            _blank_repeats(table, spec.row_keys).to_markdown(index=False, disable_numparse=True)
-        )
+        shown = _blank_repeats(compact_table(table, spec), spec.row_keys)
+        shown.columns = [_flat(c) for c in shown.columns]
+        lines.append(shown.to_markdown(index=False, disable_numparse=True))
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in plots]
@@ -498,35 +711,47 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
+def _cmidrules(columns: list[tuple[str, str, str]], level: int) -> str:
+    r"""``\cmidrule(lr){a-b}`` under each non-empty header span of ``level`` (value columns)."""
+    rules, start = [], 0
+    for j in range(1, len(columns) + 1):
+        if j == len(columns) or columns[j][: level + 1] != columns[start][: level + 1]:
+            wide = j - start > 1 or level == 0  # a single metric column needs no rule
+            if columns[start][level] and columns[start][level + 1] and wide:
+                rules.append(rf"\cmidrule(lr){{{start + 1}-{j}}}")
+            start = j
+    return " ".join(rules)
+
+
 def render_latex(table: pd.DataFrame, spec: TableSpec) -> str:
-    """A booktabs ``table`` with one header row per level: group, metric, ours/paper/Δ."""
-    shown = _blank_repeats(table, spec.row_keys)
-    label_cols = [c for c in shown.columns if not c.endswith((" ours", " paper", " Δ"))]
-    value_cols = [c for c in shown.columns if c not in label_cols]
-    shown = shown[label_cols + value_cols]
-    heads = [c.rsplit(" ", 1) for c in value_cols]  # ("<group> <metric>", kind)
-    spans: list[tuple[str, int]] = []
-    for head, _ in heads:
-        if spans and spans[-1][0] == head:
-            spans[-1] = (head, spans[-1][1] + 1)
-        else:
-            spans.append((head, 1))
-    align = "l" * len(label_cols) + "r" * len(value_cols)
-    top = [latex_escape(c) for c in label_cols] + [
-        rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(h)}}}" for h, n in spans
-    ]
-    sub = [""] * len(label_cols) + [latex_escape(kind) for _, kind in heads]
-    body = [
-        " & ".join(latex_escape(v) for v in row) + r" \\" for row in shown.itertuples(index=False)
-    ]
+    """A booktabs ``table`` by ``Styler.to_latex``: group, metric, ours/paper/Δ header rows."""
+    label = f"tab:{spec.name}" + (f"_{spec.variant}" if spec.variant else "")
     caption = latex_escape(spec.caption.replace("**", "").replace("`", ""))
-    return "\n".join([
-        r"\begin{table}[t]", r"\centering", r"\scriptsize",
-        rf"\caption{{{latex_escape(spec.title)}. {caption}}}",
-        rf"\label{{tab:{spec.name}}}", rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-        " & ".join(top) + r" \\", " & ".join(sub) + r" \\", r"\midrule", *body,
-        r"\bottomrule", r"\end{tabular}", r"\end{table}", "",
-    ])  # fmt: skip
+    caption = f"{latex_escape(spec.title)}. {caption}".strip()
+    shown = compact_table(table, spec)
+    if shown.empty:
+        shown = pd.DataFrame({("empty table spec", "", ""): []})
+        shown.columns = pd.MultiIndex.from_tuples(list(shown.columns))
+    shown = _blank_repeats(shown, spec.row_keys)
+    columns = list(shown.columns)
+    styler = (
+        shown.style.hide(axis="index")
+        .format(latex_escape)
+        .format_index(latex_escape, axis="columns")
+        .set_table_styles([{"selector": "scriptsize", "props": ":;"}], overwrite=False)
+    )
+    tex = styler.to_latex(
+        column_format="".join("r" if c[1] else "l" for c in columns), position="t",
+        position_float="centering", hrules=True, label=label, caption=caption,
+        multicol_align="c", environment="table",
+    )  # fmt: skip
+    lines = tex.splitlines()
+    top = lines.index(r"\toprule")
+    for level in (1, 0):  # bottom-up so the line numbers of the earlier rows hold
+        rules = _cmidrules(columns, level)
+        if rules:
+            lines.insert(top + 2 + level, rules)
+    return "\n".join(lines) + "\n"
 
 
 def method_of(record: Mapping[str, Any], spec: TableSpec) -> str:

@@ -38,7 +38,7 @@ from torch import nn
 
 from benchmark.data.loading import Example
 from benchmark.training.freelb import FreeLBStep
-from benchmark.training.loop import TrainConfig, accuracy, holdout_split, train
+from benchmark.training.loop import TrainConfig, accuracy, holdout_split, report_metrics, train
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +211,7 @@ class WeightAverage:
             )
             states.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
             scores.append(score())
+            report_metrics({"heldout_acc": scores[-1]})
             stats.append({**st, "score": scores[-1]})
             log.info("ingredient %d: score %.4f", i, scores[-1])
         order = sorted(range(len(states)), key=lambda i: -scores[i])
@@ -227,6 +228,7 @@ class WeightAverage:
                 soup, best = cand, s
         model.load_state_dict(soup)
         model.eval()
+        report_metrics({"soup_heldout_acc": best, "soup_size": len(kept)})
         return {
             "ingredients": stats, "order": order, "kept": kept, "soup_score": best,
             "mode": self.mode, "score": self.score_path,

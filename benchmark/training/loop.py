@@ -35,6 +35,63 @@ def set_progress(enabled: bool) -> None:
     SHOW_PROGRESS = bool(enabled)
 
 
+# Where the training loops' step metrics go: the job's W&B mirror sets a sink while its run is
+# open (``benchmark.records.tracking``); None (the default) makes reporting a no-op. The loop
+# never imports wandb. The sink is called as ``sink(metrics, step, phase)`` with ``step`` the
+# optimiser steps of every loop since the sink was set (monotone over a job's phases: dense
+# fine-tune, IMP rounds, ticket fine-tune, ...) and ``phase`` the running loop's ``desc``.
+MetricsSink = Callable[[dict[str, float], int, str], None]
+_SINK: MetricsSink | None = None
+_STEP = 0
+_PHASE = ""
+# at most this many metric points per loop (every step below it)
+MAX_POINTS_PER_LOOP = 500
+
+
+def set_metrics_sink(sink: MetricsSink | None) -> None:
+    """Send the training loops' metrics to ``sink`` (None: nowhere); restarts the step count."""
+    global _SINK, _STEP, _PHASE
+    _SINK, _STEP, _PHASE = sink, 0, ""
+
+
+def metrics_enabled() -> bool:
+    """Whether a sink takes metrics (extra metrics cost nothing to skip when not)."""
+    return _SINK is not None
+
+
+def report_metrics(metrics: dict[str, float | int | None]) -> None:
+    """Report metrics (held-out accuracy, ...) at the current step of the running loop.
+
+    A no-op without a sink; None values are left out; a failing sink is logged once and
+    dropped (the record, not the mirror, is the result).
+    """
+    global _SINK
+    if _SINK is None:
+        return
+    values = {k: v if isinstance(v, int) else float(v) for k, v in metrics.items()
+              if v is not None}  # fmt: skip
+    if not values:
+        return
+    try:
+        _SINK(values, _STEP, _PHASE)
+    except Exception as exc:  # never let the mirror break a training run
+        log.warning("training metrics no longer reported (%s: %s)", type(exc).__name__,
+                    str(exc).splitlines()[0][:160] if str(exc) else "")  # fmt: skip
+        _SINK = None
+
+
+def mask_sparsity(model: nn.Module) -> float | None:
+    """Fraction of zeros in the masks enforced by pre-hooks (``weight_mask`` buffers of
+    ``apply_masks(permanent=False)``), or None when no mask is active."""
+    zeros = total = 0
+    for module in model.modules():
+        mask = getattr(module, "weight_mask", None)
+        if isinstance(mask, torch.Tensor):
+            total += mask.numel()
+            zeros += int((mask == 0).sum())
+    return zeros / total if total else None
+
+
 def encode(tokenizer, texts: Sequence[str], max_length: int, device: torch.device) -> Batch:
     """Tokenize ``texts`` padded to the longest in the batch (never to 512)."""
     enc = tokenizer(
@@ -161,6 +218,7 @@ def train(
     schedule: str = "linear",
     schedule_total: int | None = None,
     desc: str = "train",
+    metrics: Callable[[], dict[str, float | None]] | None = None,
 ) -> dict[str, float]:
     """Train ``model`` with AdamW and a learning-rate schedule (:func:`make_scheduler`).
 
@@ -177,6 +235,11 @@ def train(
         schedule: ``linear`` / ``constant_with_warmup`` / ``constant`` (:func:`make_scheduler`).
         schedule_total: length of the schedule in steps (default: this call's step budget);
             longer than the budget means the decay is cut off (IMP rounds, ``LT_glue.py:398``).
+        metrics: extra metrics of the method at each reported step (RobustT's expected gate
+            sparsity), called only while a metrics sink is set (:func:`set_metrics_sink`).
+            Every loop reports ``loss`` (this step's), ``loss_ema``, ``lr`` and, when masks
+            are enforced, ``sparsity`` (:func:`mask_sparsity`), at most
+            ``MAX_POINTS_PER_LOOP`` times.
 
     Returns:
         ``{"steps", "seconds", "final_loss"}`` (plus ``"stopped_early": 1.0`` when
@@ -196,6 +259,9 @@ def train(
     model.train()
     step, loss_ema, start = 0, float("nan"), time.perf_counter()
     stop = False
+    global _PHASE, _STEP
+    _PHASE = desc
+    every = max(1, math.ceil(total / MAX_POINTS_PER_LOOP))
     with tqdm(
         total=total, desc=desc, unit="step", dynamic_ncols=True, disable=not SHOW_PROGRESS
     ) as bar:
@@ -208,15 +274,20 @@ def train(
                     torch.nn.utils.clip_grad_norm_(clip_over, cfg.grad_clip)
                 if after_clip is not None:
                     after_clip(step)
+                lr = opt.param_groups[0]["lr"]  # the rate of this step
                 opt.step()
                 if before_zero_grad is not None:
                     before_zero_grad(step)
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+                if _SINK is not None:
+                    _STEP += 1
                 if after_step is not None:
                     stop = bool(after_step(step))
                 step += 1
                 loss_ema = loss if math.isnan(loss_ema) else 0.98 * loss_ema + 0.02 * loss
+                if _SINK is not None and (step % every == 0 or step >= total or stop):
+                    _report_step(model, loss, loss_ema, lr, step, metrics)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss_ema:.3f}")
                 if not SHOW_PROGRESS and step % max(1, total // 10) == 0:  # bars off: log 10%s
@@ -231,6 +302,18 @@ def train(
     if stop:
         out["stopped_early"] = 1.0
     return out
+
+
+def _report_step(model, loss, loss_ema, lr, step, metrics) -> None:
+    """The loop's own metrics of one step, plus the method's (``metrics``), to the sink."""
+    values: dict[str, float | None] = {
+        "loss": loss, "loss_ema": loss_ema, "lr": lr, "phase_step": step,
+        "sparsity": mask_sparsity(model),
+    }  # fmt: skip
+    if metrics is not None:
+        with torch.no_grad():
+            values.update(metrics())
+    report_metrics(values)
 
 
 @torch.inference_mode()

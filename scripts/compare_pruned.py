@@ -1,0 +1,150 @@
+"""Compare two pruned models of one dense model: weights, masks, cost, clean and Aua.
+
+    python scripts/compare_pruned.py --exp embedded_post_training --a RUN_ID --b RUN_ID \
+        [--results-dir results] [--cache-dir .cache] [--markdown FILE]
+
+``--a`` and ``--b`` are run ids of two ok records of the same dense model and attack protocol
+(e.g. AKR with ``obs_dtype=float64`` and ``float32``). Their pruned weights are found in the
+pruned cache (``<cache-dir>/pruned/<key>/``, the entry whose ``info.json`` holds the record's
+pruning time and method info). The script prints, and writes as Markdown with ``--markdown``:
+
+- the share of identical mask entries (zero / non-zero) over the prunable linears, overall and
+  for the worst layer, and the largest absolute weight difference;
+- the pruning wall seconds of both jobs and their ratio (the jobs ran at different times: on a
+  shared CPU the ratio carries the load of the moment, which the text says);
+- clean accuracy of both on the attack log's examples with the paired McNemar test (when the
+  attack covers the whole split the logs hold every example's clean prediction), and the paired
+  Aua difference with its bootstrap interval and McNemar p-value
+  (``benchmark.reporting.compare.compare_pair``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmark.reporting.aggregate import load_records, read_attack_log  # noqa: E402
+from benchmark.reporting.compare import compare_pair  # noqa: E402
+from benchmark.reporting.stats import mcnemar_exact  # noqa: E402
+
+
+def find_cache(cache_dir: Path, record: dict) -> Path:
+    """The pruned-cache folder whose info matches the record's pruning (time and method)."""
+    want = record.get("prune_info") or {}
+    for info_path in sorted((cache_dir / "pruned").glob("*/info.json")):
+        info = json.loads(info_path.read_text())
+        if info.get("seconds") == want.get("seconds") and info.get("method") == want.get("method"):
+            return info_path.parent
+    raise SystemExit(
+        f"error: no pruned-cache entry under {cache_dir}/pruned matches run "
+        f"{record['run_id']} (pruning {want.get('seconds')} s); rerun the job with "
+        "cache_pruned=true"
+    )
+
+
+def weight_stats(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict:
+    """Mask agreement and max weight difference over the 2-D encoder linear weights."""
+    total = same = 0
+    worst = (1.0, "")
+    max_diff = 0.0
+    for name, wa in a.items():
+        if wa.ndim != 2 or "encoder" not in name or not name.endswith("weight"):
+            continue
+        wb = b[name]
+        ma, mb = wa != 0, wb != 0
+        eq = int((ma == mb).sum())
+        total += ma.numel()
+        same += eq
+        share = eq / ma.numel()
+        if share < worst[0]:
+            worst = (share, name)
+        max_diff = max(max_diff, float((wa.double() - wb.double()).abs().max()))
+    return {"mask_agreement": same / total, "entries": total, "worst_layer": worst[1],
+            "worst_layer_agreement": worst[0], "max_abs_weight_diff": max_diff}  # fmt: skip
+
+
+def clean_pairs(rows_a: list[dict], rows_b: list[dict]) -> dict:
+    """Clean accuracy of both on the shared logged examples and McNemar on the discordant."""
+    ca = {r["example_index"]: int(r["orig_pred"] == r["label"]) for r in rows_a}
+    cb = {r["example_index"]: int(r["orig_pred"] == r["label"]) for r in rows_b}
+    keys = sorted(set(ca) & set(cb))
+    n_b = sum(1 for k in keys if ca[k] > cb[k])
+    n_c = sum(1 for k in keys if ca[k] < cb[k])
+    return {"n": len(keys), "clean_a": sum(ca[k] for k in keys) / len(keys),
+            "clean_b": sum(cb[k] for k in keys) / len(keys), "only_a": n_b, "only_b": n_c,
+            "p_value": mcnemar_exact(n_b, n_c)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--exp", required=True)
+    ap.add_argument("--a", required=True, help="run id of the first record")
+    ap.add_argument("--b", required=True, help="run id of the second record")
+    ap.add_argument("--results-dir", type=Path, default=ROOT / "results")
+    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")
+    ap.add_argument("--markdown", type=Path, default=None)
+    args = ap.parse_args(argv)
+
+    df = load_records(args.results_dir)
+    df = df[(df["exp_name"] == args.exp) & (df["status"] == "ok")]
+    recs = {}
+    for side, run_id in (("a", args.a), ("b", args.b)):
+        hit = df[df["run_id"] == run_id]
+        if hit.empty:
+            raise SystemExit(f"error: no ok record {run_id!r} in experiment {args.exp!r}")
+        recs[side] = hit.iloc[:1]
+    ra, rb = (recs[s].iloc[0].to_dict() for s in ("a", "b"))
+    folder = args.results_dir / "runs" / args.exp
+    full = {
+        s: json.loads((folder / f"{r}.json").read_text()) for s, r in (("a", args.a), ("b", args.b))
+    }
+    wa = torch.load(find_cache(args.cache_dir, full["a"]) / "weights.pt", map_location="cpu")
+    wb = torch.load(find_cache(args.cache_dir, full["b"]) / "weights.pt", map_location="cpu")
+    w = weight_stats(wa, wb)
+    logs = read_attack_log(ra.get("_log")), read_attack_log(rb.get("_log"))
+    clean = clean_pairs(*logs) if all(logs) else None
+    aua = compare_pair(recs["a"], recs["b"])
+    ta, tb = ra["prune_seconds"], rb["prune_seconds"]
+
+    def pct(x: float) -> str:
+        return f"{100 * x:.2f}%"
+
+    lines = [
+        f"| quantity | {args.a} | {args.b} | b vs a |",
+        "|---|---:|---:|---|",
+        f"| pruning wall s (own job) | {ta:.0f} | {tb:.0f} | ratio b/a {tb / ta:.2f} |",
+        f"| identical mask entries | | | {pct(w['mask_agreement'])} of {w['entries']:,} "
+        f"(worst layer {w['worst_layer']}: {pct(w['worst_layer_agreement'])}) |",
+        f"| max abs weight difference | | | {w['max_abs_weight_diff']:.3g} |",
+    ]
+    if clean:
+        lines.append(
+            f"| clean accuracy ({clean['n']} examples) | {pct(clean['clean_a'])} | "
+            f"{pct(clean['clean_b'])} | {100 * (clean['clean_b'] - clean['clean_a']):+.2f} "
+            f"points; {clean['only_a']} / {clean['only_b']} discordant, McNemar p = "
+            f"{clean['p_value']:.3g} |"
+        )
+    if aua["n_pairs"]:
+        # compare_pair gives row (a) minus reference (b); the table shows b minus a
+        lines.append(
+            f"| Aua ({ra['attack']}, {aua['n_pairs']} pairs) | {pct(ra['aua'])} | "
+            f"{pct(rb['aua'])} | {-100 * aua['delta_aua']:+.2f} points "
+            f"[{-100 * aua['delta_ci_high']:+.2f}, {-100 * aua['delta_ci_low']:+.2f}], "
+            f"McNemar p = {aua['p_value']:.3g} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
