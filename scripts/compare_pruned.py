@@ -5,8 +5,9 @@
 
 ``--a`` and ``--b`` are run ids of two ok records of the same dense model and attack protocol
 (e.g. AKR with ``obs_dtype=float64`` and ``float32``). Their pruned weights are found in the
-pruned cache (``<cache-dir>/pruned/<key>/``, the entry whose ``info.json`` holds the record's
-pruning time and method info). The script prints, and writes as Markdown with ``--markdown``:
+pruned cache (``<cache-dir>/pruned/<key>/``: the record's ``prune_info.key``, or for older
+records the entry whose ``info.json`` holds the record's pruning time and method info). The
+script prints, and writes as Markdown with ``--markdown``:
 
 - the share of identical mask entries (zero / non-zero) over the prunable linears, overall and
   for the worst layer, and the largest absolute weight difference;
@@ -38,6 +39,8 @@ from benchmark.reporting.stats import mcnemar_exact  # noqa: E402
 def find_cache(cache_dir: Path, record: dict) -> Path:
     """The pruned-cache folder whose info matches the record's pruning (time and method)."""
     want = record.get("prune_info") or {}
+    if want.get("key") and (cache_dir / "pruned" / want["key"] / "weights.pt").is_file():
+        return cache_dir / "pruned" / want["key"]  # records since prune_info.key exists
     for info_path in sorted((cache_dir / "pruned").glob("*/info.json")):
         info = json.loads(info_path.read_text())
         if info.get("seconds") == want.get("seconds") and info.get("method") == want.get("method"):

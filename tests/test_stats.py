@@ -328,3 +328,17 @@ def test_compare_against_another_experiments_default_reference(tmp_path: Path) -
                            "--reference", "akr", "--reference-exp", "post"])  # fmt: skip
     assert code == 0
     assert (tmp_path / "tables" / "compare_beyond_vs_akr_in_post.csv").is_file()
+
+
+def test_summary_has_the_latency_column_where_records_have_it(tmp_path: Path) -> None:
+    write_run(tmp_path, "e", "a", "wanda", 0.5, 0, [1], inference_ms=30.0, inference_ms_dense=40.0)
+    write_run(tmp_path, "e", "b", "wanda", 0.5, 0, [1, 2], attack="deepwordbug",
+              inference_ms=50.0, inference_ms_dense=60.0)  # fmt: skip
+    write_run(tmp_path, "e", "c", "magnitude", 0.5, 0, [1])  # an old record: no latency
+    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    cells = dict(zip(table["pruner"], table["inference ms (pruned / dense)"], strict=True))
+    assert cells == {"wanda": "40 / 50", "magnitude": ""}
+    write_run(tmp_path, "e", "a", "wanda", 0.5, 0, [1])
+    write_run(tmp_path, "e", "b", "wanda", 0.5, 0, [1, 2], attack="deepwordbug")
+    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    assert "inference ms (pruned / dense)" not in table

@@ -159,6 +159,25 @@ def test_reproduce_plans_the_specs_sweeps():
         plan("akr_tabel1", None, [])
 
 
+def test_reproduce_beyond_runs_structured_and_pairs_with_the_seeds(monkeypatch):
+    """embedded_beyond: its sweep, the structured sweep, the summary, then the paired
+    comparisons against akr and sparsegpt of embedded_post_training (same results dir)."""
+    from benchmark.reporting import reproduce
+
+    calls = []
+    monkeypatch.setattr(reproduce.subprocess, "call", lambda cmd, cwd: calls.append(cmd[2:]) or 0)
+    assert reproduce.main(["embedded_beyond", "paths.results_dir=/tmp/r"]) == 0
+    runs = [c[2:] for c in calls if c[0] == "benchmark.run"]
+    aggs = [c[1:] for c in calls if c[0] == "benchmark.aggregate"]
+    assert runs == [["experiment=embedded_beyond", "paths.results_dir=/tmp/r"],
+                    ["experiment=embedded_beyond", "pruner=structured", "sparsity=0.3,0.5",
+                     "paths.results_dir=/tmp/r"]]  # fmt: skip
+    assert aggs[0] == ["--summary", "embedded_beyond", "--results-dir", "/tmp/r"]
+    assert aggs[1:] == [["--compare", "embedded_beyond", "--reference", ref, "--reference-exp",
+                         "embedded_post_training", "--results-dir", "/tmp/r"]
+                        for ref in ("akr", "sparsegpt")]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_reproduce_smoke_end_to_end(tmp_path):
     out = subprocess.run(

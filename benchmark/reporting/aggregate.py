@@ -596,6 +596,7 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
                 "sparsity": sparsity, "actual %": round(100 * sub["sparsity_actual"].mean(), 1),
                 "clean %": format_cell(clean["mean"], None, clean["ci_low"], clean["ci_high"]),
                 "prune s": round(float(sub["prune_seconds"].mean()), 1),
+                "inference ms (pruned / dense)": _latency_cell(sub),
                 "seeds": sub["_run"].nunique(),
                 "degenerate": "yes" if is_degenerate(sub, (clean["ci_low"], clean["ci_high"]))
                 else "",
@@ -620,7 +621,20 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
         table = table.drop(columns="differs")
     if not (table["degenerate"] != "").any():
         table = table.drop(columns="degenerate")
+    if not (table["inference ms (pruned / dense)"] != "").any():
+        table = table.drop(columns="inference ms (pruned / dense)")
     return table
+
+
+def _latency_cell(sub: pd.DataFrame) -> str:
+    """Median forward latency of the pruned and of the dense model over a row's records
+    (``inference_ms``, ``inference_ms_dense``: the job's device, a fixed batch); empty for
+    records written before the field existed."""
+    if "inference_ms" not in sub or sub["inference_ms"].dropna().empty:
+        return ""
+    pruned = float(sub["inference_ms"].dropna().median())
+    dense = sub["inference_ms_dense"].dropna() if "inference_ms_dense" in sub else pd.Series()
+    return f"{pruned:.0f} / {float(dense.median()):.0f}" if len(dense) else f"{pruned:.0f} / -"
 
 
 def _without_attack(identity: str | None) -> str:
@@ -640,7 +654,10 @@ SUMMARY_NOTE = (
     "cluster bootstrap over examples of the attack logs for several (mean of per-seed Wilson "
     "bounds when a log is missing). `clean %` = accuracy on the whole evaluation split [Wilson]. "
     "`seeds` = seeds per row; a job stored under two experiments counts once. `degenerate` (when "
-    "shown) = clean accuracy within its interval of the majority-class rate. docs/statistics.md."
+    "shown) = clean accuracy within its interval of the majority-class rate. `inference ms` = "
+    "median forward latency of the pruned / the dense model on a fixed batch of 32 evaluation "
+    "sentences on the job's device (a cost figure, measured while other jobs shared the CPU; "
+    "masked weights give no speed-up on a CPU). docs/statistics.md."
 )
 
 

@@ -27,6 +27,13 @@ log = logging.getLogger("benchmark.reproduce")
 EXTRA_SWEEPS: dict[str, list[str]] = {
     "embedded_beyond": ["pruner=structured sparsity=0.3,0.5"],
 }
+# Further aggregations after the summary: the new methods paired with the seeds' rows.
+EXTRA_AGGREGATES: dict[str, list[str]] = {
+    "embedded_beyond": [
+        f"--compare embedded_beyond --reference {ref} --reference-exp embedded_post_training"
+        for ref in ("akr", "sparsegpt")
+    ],
+}
 
 
 def plan(name: str, variant: str | None, args: list[str]) -> tuple[list[list[str]], list[str]]:
@@ -68,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     for sweep in sweeps:
         log.info("+ python -m benchmark.run %s", " ".join(shlex.quote(a) for a in sweep))
         status |= subprocess.call([sys.executable, "-m", "benchmark.run", *sweep], cwd=ROOT) != 0
-    log.info("+ python -m benchmark.aggregate %s", " ".join(shlex.quote(a) for a in agg))
-    status |= subprocess.call([sys.executable, "-m", "benchmark.aggregate", *agg], cwd=ROOT) != 0
+    tail = agg[agg.index("--results-dir") :] if "--results-dir" in agg else []
+    for cmd in [agg, *(shlex.split(a) + tail for a in EXTRA_AGGREGATES.get(argv[0], []))]:
+        log.info("+ python -m benchmark.aggregate %s", " ".join(shlex.quote(a) for a in cmd))
+        status |= subprocess.call([sys.executable, "-m", "benchmark.aggregate", *cmd],
+                                  cwd=ROOT) != 0  # fmt: skip
     return int(status)
 
 
