@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ sys.path.insert(0, str(ROOT))
 from benchmark.reporting.aggregate import load_records, read_attack_log  # noqa: E402
 from benchmark.reporting.compare import compare_pair  # noqa: E402
 from benchmark.reporting.stats import mcnemar_exact  # noqa: E402
+
+log = logging.getLogger("compare_pruned")
 
 
 def find_cache(cache_dir: Path, record: dict) -> Path:
@@ -94,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")
     ap.add_argument("--markdown", type=Path, default=None)
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     df = load_records(args.results_dir)
     df = df[(df["exp_name"] == args.exp) & (df["status"] == "ok")]
@@ -143,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             f"McNemar p = {aua['p_value']:.3g} |"
         )
     text = "\n".join(lines) + "\n"
-    print(text)
+    log.info("%s", text)
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")
     return 0

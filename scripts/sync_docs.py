@@ -17,11 +17,13 @@ otherwise). So the tables quoted in the docs are the committed tables, never han
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("sync_docs")
 BLOCK = re.compile(r"(<!-- include: (\S+?)(?:#([^>]+?))? -->\n)(.*?)(<!-- /include -->)", re.S)
 
 
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("docs", nargs="*", type=Path, default=[ROOT / "docs" / "results.md"])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     stale = 0
     for doc in args.docs:
         old = doc.read_text(encoding="utf-8")
@@ -64,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             stale += 1
             if not args.check:
                 doc.write_text(new, encoding="utf-8")
-            print(f"{'out of date' if args.check else 'updated'}: {doc}")
+            log.info("%s: %s", "out of date" if args.check else "updated", doc)
     return 1 if (args.check and stale) else 0
 
 

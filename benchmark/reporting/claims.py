@@ -202,12 +202,10 @@ def _gap_verdict(rows: pd.DataFrame, claim: dict, attacks: list[str]) -> tuple[s
     return _verdict(cells), "; ".join(parts)
 
 
-def _pp(x: float) -> str:
-    return "-" if pd.isna(x) else f"{100 * x:+.1f}"
-
-
 def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str) -> str:
     """The cells and verdicts as Markdown, with a caption saying what every number is."""
+    from benchmark.reporting.compare import delta_cells, p_cells
+
     n_family = int(table["p_holm"].notna().sum())
     head = (
         f"# Claims `{name}`: judged from the records\n\n"
@@ -225,13 +223,9 @@ def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], na
         "sparsity": table["sparsity"], "attack": table["attack"],
         "seeds": table["seeds"].fillna(0).astype(int),
         "n pairs": table["n_pairs"].fillna(0).astype(int),
-        "Δ Aua [95% CI]": [
-            "-" if pd.isna(d) else f"{_pp(d)} [{_pp(lo)}, {_pp(hi)}]"
-            for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"],
-                                 table["delta_ci_high"], strict=True)
-        ],
-        "p": ["-" if pd.isna(p) else f"{p:.3g}" for p in table["p_value"]],
-        "p (Holm)": ["-" if pd.isna(p) else f"{p:.3g}" for p in table["p_holm"]],
+        "Δ Aua [95% CI]": delta_cells(table),
+        "p": p_cells(table["p_value"], 3),
+        "p (Holm)": p_cells(table["p_holm"], 3),
         "cell": table["cell"],
     })  # fmt: skip
     ver = verdicts.rename(columns={"cells": "cells the rule needs"})

@@ -212,6 +212,21 @@ def _pp(x: float) -> str:
     return "-" if pd.isna(x) else f"{100 * x:+.1f}"
 
 
+def delta_cells(table: pd.DataFrame) -> list[str]:
+    """``Δ Aua [95% CI]`` in signed points per row of a table with ``delta_aua``,
+    ``delta_ci_low`` and ``delta_ci_high`` (fractions); ``-`` where there is no pair."""
+    return [
+        "-" if pd.isna(d) else f"{_pp(d)} [{_pp(lo)}, {_pp(hi)}]"
+        for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"],
+                             table["delta_ci_high"], strict=True)
+    ]  # fmt: skip
+
+
+def p_cells(values: pd.Series, digits: int = 4) -> list[str]:
+    """p-values with ``digits`` significant digits, ``-`` where there is no test."""
+    return ["-" if pd.isna(p) else f"{p:.{digits}g}" for p in values]
+
+
 def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000) -> str:
     """The comparison as Markdown, with a caption saying what every number is."""
     seeds = sorted({int(s) for s in table["seeds"].dropna()}) if len(table) else []
@@ -235,14 +250,10 @@ def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int =
         "pruner": table["pruner"], "sparsity": table["sparsity"], "attack": table["attack"],
         "seeds": table["seeds"].fillna(0).astype(int),
         "n pairs": table["n_pairs"].fillna(0).astype(int),
-        "Δ Aua [95% CI]": [
-            "-" if pd.isna(d) else f"{_pp(d)} [{_pp(lo)}, {_pp(hi)}]"
-            for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"],
-                                 table["delta_ci_high"], strict=True)
-        ],
-        "p": ["-" if pd.isna(p) else f"{p:.4g}" for p in table["p_value"]],
+        "Δ Aua [95% CI]": delta_cells(table),
+        "p": p_cells(table["p_value"]),
         "test": table["test"],
-        "p (Holm)": ["-" if pd.isna(p) else f"{p:.4g}" for p in table["p_adjusted"]],
+        "p (Holm)": p_cells(table["p_adjusted"]),
         "note": table["note"].fillna(""),
     })  # fmt: skip
     if (table["differs"].fillna("") != "").any():
