@@ -80,6 +80,7 @@ def test_smoke_run_then_skip(tmp_path):
     assert rec["n_success"] + rec["n_failed"] + rec["n_skipped"] == rec["n_total"] == 8
     assert rec["aua"] <= rec["attack_clean_acc"] and abs(rec["sparsity_actual"] - 0.5) < 0.01
     assert rec["dense_acc"] == 1.0  # the tiny task is learnable
+    assert rec["dense_info"]["intra_op_threads"] >= 1  # training depends on the thread count
     assert (rec_path.with_suffix("").with_suffix(".attack.jsonl")).is_file()
     # the protocol's per-record statistics and the cost figure
     assert rec["aua_ci_low"] <= rec["aua"] <= rec["aua_ci_high"]
@@ -181,6 +182,20 @@ def test_transfer_replays_the_dense_models_adversarial_texts(tmp_path):
     rec_log = tmp_path / "results" / "runs" / "smoke" / f"{rec['run_id']}.attack.jsonl"
     rows = [json.loads(x) for x in rec_log.read_text().splitlines()]
     assert [r["example_index"] for r in rows] == [r["example_index"] for r in broken]
+    from benchmark.reporting import aggregate
+
+    df = aggregate.load_records(tmp_path / "results")  # tables name the source attack
+    assert "transfer (deepwordbug)" in set(df["attack"])
     missing = run_cli("experiment=smoke", "attack=transfer",
                       f"attack.options.source={tmp_path / 'nope.jsonl'}", tmp=tmp_path)  # fmt: skip
     assert missing.returncode == 2 and "attack.options.source" in missing.stdout + missing.stderr
+
+
+@pytest.mark.parametrize("attack", ["none", "transfer"])
+def test_a_preset_with_a_per_attack_protocol_resolves_every_attack(tmp_path, attack):
+    """``embedded_post_training`` sets the attacked sample per attack; ``attack=none`` (prune
+    and clean accuracy) and ``attack=transfer`` must resolve too, not fail on a missing key."""
+    out = run_cli("--cfg", "job", "--resolve", "experiment=embedded_post_training",
+                  f"attack={attack}", tmp=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "num_examples: 0" in out.stdout

@@ -284,6 +284,23 @@ def test_worst_case_over_attacks():
     assert w["per_attack"] == {"a": 2 / 3, "b": 2 / 3}
 
 
+def test_analyses_keep_two_configurations_of_one_pruner_apart(tmp_path: Path) -> None:
+    """Unstructured and 2:4 magnitude at 50% on the same sample: two curves and two worst-case
+    rows (not one overwriting the other), each named by the key that differs."""
+    from benchmark.reporting.analyses import analyses
+
+    for rid, structure, survive in (("u", "unstructured", [0, 1]), ("nm", "2:4", [0, 1, 2, 3])):
+        for attack in ("pwws", "deepwordbug"):
+            write_run(tmp_path, "e", f"{rid}-{attack}", "magnitude", 0.5, 0, survive,
+                      attack=attack, extra_cfg={"structure": structure})  # fmt: skip
+    text = analyses(aggregate.load_records(tmp_path), "e", tmp_path / "tables").read_text()
+    worst = [ln for ln in text.splitlines() if ln.startswith("| magnitude") and "pwws" in ln
+             and "deepwordbug" in ln]  # fmt: skip
+    assert len(worst) == 2, text
+    assert any("pruner.structure=2:4" in ln and "| 20.0 [" in ln for ln in worst)
+    assert any("pruner.structure=unstructured" in ln and "| 10.0 [" in ln for ln in worst)
+
+
 def test_compare_pairs_with_the_reference_on_the_same_sample(tmp_path: Path) -> None:
     """Two dense configurations (100 and 872 attacked sentences): a row attacked on the full
     sample is paired with the full-sample reference, never with the other."""
@@ -304,6 +321,24 @@ def test_summary_never_mixes_attack_sample_sizes(tmp_path: Path) -> None:
     assert len(table) == 1
     assert table.loc[0, "deepwordbug (n=872) Aua/Suc %"].startswith("12.2")
     assert table.loc[0, "deepwordbug (n=100) Aua/Suc %"].startswith("16.0")
+
+
+def test_summary_row_never_averages_two_dense_models_of_one_seed(tmp_path: Path) -> None:
+    """Seed 0 pruned from two dense models (old records on 100 sentences, a rerun on all of
+    them, by other code): two rows, each with its own clean accuracy; seeds of one schema
+    version stay in one row."""
+    old = {"schema_version": 1, "dense_info": {"key": "m-d-old0"}}
+    new = {"schema_version": 2}
+    write_run(tmp_path, "e", "a", "magnitude", 0.5, 0, [1], n=100, clean_acc=0.868, **old)
+    write_run(tmp_path, "e", "b", "magnitude", 0.5, 0, [1, 2], n=872, clean_acc=0.865,
+              dense_info={"key": "m-d-new0"}, **new)  # fmt: skip
+    write_run(tmp_path, "e", "c", "magnitude", 0.5, 1, [1, 2, 3], n=872, clean_acc=0.855,
+              dense_info={"key": "m-d-new1"}, **new)  # fmt: skip
+    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    assert list(table["differs"]) == ["schema_version=1", "schema_version=2"]
+    assert list(table["seeds"]) == [1, 2]
+    assert table.loc[0, "clean %"].startswith("86.8")
+    assert table.loc[1, "clean %"].startswith("86.0")  # mean of the two seeds of version 2
 
 
 def test_compare_against_another_experiments_default_reference(tmp_path: Path) -> None:

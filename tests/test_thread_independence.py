@@ -100,3 +100,36 @@ def test_akr_blocked_solver_agrees_with_lowrank(setup):
     mats = [k for k in a if "encoder" in k and k.endswith("weight") and a[k].dim() == 2]
     agree = sum(int(((a[k] == 0) == (b[k] == 0)).sum()) for k in mats)
     assert agree / sum(a[k].numel() for k in mats) >= 0.99
+
+
+def test_akr_blocked_workers_use_cores_without_changing_the_result(setup, monkeypatch):
+    """``obs_workers`` reaches the blocked solver (the pipeline's one intra-op thread would
+    otherwise leave it on one core), the result is bitwise the same for 1 and 2 workers, and
+    the key is neither in the run identity nor in the pruned-cache key."""
+    import benchmark.pruners._obs_fast as fast
+    from benchmark.jobs.build import _result_keys
+    from benchmark.records.store import run_id_of as run_id
+
+    model, data = setup
+    seen: list[int | None] = []
+    real = fast.obs_prune
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("workers"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "obs_prune", spy)
+    out = {}
+    for workers in (1, 2):
+        m = copy.deepcopy(model)
+        pruner = AKRPruner(nsamples=32, max_length=64, obs_impl="blocked", obs_workers=workers)
+        prune_model(pruner, m, data, 0.5, torch.device("cpu"))
+        out[workers] = _weights(m)
+    assert set(seen) == {1, 2} and seen.count(2) == seen.count(1) > 0
+    assert all(torch.equal(out[1][k], out[2][k]) for k in out[1])
+    assert AKRPruner(obs_impl="blocked").obs_workers == (__import__("os").cpu_count() or 1)
+    with pytest.raises(ValueError, match="obs_workers"):
+        AKRPruner(obs_workers=0)
+    cfg = {"seed": 0, "pruner": {"obs_impl": "blocked", "obs_workers": 1}}
+    assert run_id(cfg) == run_id({**cfg, "pruner": {"obs_impl": "blocked", "obs_workers": 2}})
+    assert _result_keys(cfg["pruner"]) == {"obs_impl": "blocked"}

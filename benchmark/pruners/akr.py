@@ -59,6 +59,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 import time
 from collections.abc import Sequence
 
@@ -127,6 +128,7 @@ class RidgeCollector:
         ridge_compound: bool = False,
         obs_h_ridge: bool = False,
         obs_damp: float | None = None,
+        workers: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, dict]:
         """Ridge rectification then greedy OBS.
 
@@ -172,6 +174,7 @@ class RidgeCollector:
             impl=obs_impl, dtype=obs_dtype, chunk_bytes=chunk_bytes,
             zeros_per_row=zeros_per_row, official_damp=obs_damp,
             **({"damp": 0.0} if obs_impl == "blocked" and obs_damp is None else {}),
+            **({"workers": workers} if obs_impl == "blocked" else {}),
         )  # fmt: skip
         info = {"ridge_ratio": ratio, "ridge_msd": diff, "obs_damping": damping, "n": self.n}
         if ridge_compound:
@@ -485,6 +488,7 @@ class AKRPruner(CalibrationPruner):
         obs_h_ridge: bool = False,
         obs_damp: float | None = None,
         official_mask_bug: bool = False,
+        obs_workers: int | None = None,
     ) -> None:
         """Args:
         nsamples: calibration sentences (official code 2,560; paper 256 to 1,024).
@@ -526,6 +530,10 @@ class AKRPruner(CalibrationPruner):
         official_mask_bug: reproduce the official defect: the pruned path uses the LAST
             calibration batch's attention mask for every batch (``run_layerwise.py:127-131``,
             ``:221``, ``:244``, ``:304``); the dense targets keep their own masks.
+        obs_workers: threads of the ``blocked`` solver (each runs its fixed row chunks on one
+            intra-op thread, so the result is bitwise the same for any count; not part of
+            the run identity). None: ``os.cpu_count()``. The pipeline prunes with one
+            intra-op thread on CPU, so without this the blocked solver would use one core.
         """
         if ridge not in ("code", "paper"):
             raise ValueError(f"ridge must be 'code' or 'paper', got {ridge!r}")
@@ -553,6 +561,9 @@ class AKRPruner(CalibrationPruner):
         self.obs_h_ridge = bool(obs_h_ridge)
         self.obs_damp = None if obs_damp is None else float(obs_damp)
         self.official_mask_bug = bool(official_mask_bug)
+        if obs_workers is not None and int(obs_workers) < 1:
+            raise ValueError(f"obs_workers must be >= 1 or None, got {obs_workers!r}")
+        self.obs_workers = int(obs_workers) if obs_workers is not None else os.cpu_count() or 1
 
     def _start(self, data: PruneData, sparsity: float) -> tuple[float, list[dict]]:
         """The seeded calibration batches; with ``calib_padding=max_length`` padded to
@@ -658,6 +669,7 @@ class AKRPruner(CalibrationPruner):
         new_w, new_b, keep, info = coll.solve(
             weight, lin.bias, sparsity, self.nm, self.ridge_ratios, self.ridge_tol,
             self.obs_impl, self.obs_dtype, self.chunk_bytes, **self._solver_options(),
+            workers=self.obs_workers,
         )  # fmt: skip
         write_linear(lin, new_w, new_b)
         return keep, info

@@ -29,8 +29,9 @@ NON_IDENTITY_KEYS = (
 )  # fmt: skip
 
 # Nested keys that do not change results either: how many processes share an attack sample
-# (each example is attacked under its own seed, so results are identical).
-NON_IDENTITY_NESTED = {"attack": ("workers",)}
+# (each example is attacked under its own seed, so results are identical), and how many threads
+# AKR's blocked solver runs (fixed row chunks, each single-threaded: bitwise the same result).
+NON_IDENTITY_NESTED = {"attack": ("workers",), "pruner": ("obs_workers",)}
 
 PACKAGES = ("torch", "transformers", "datasets", "textattack", "hydra-core", "numpy", "wandb")
 

@@ -166,6 +166,20 @@ def read_attack_log(path: str | Path | None) -> list[dict[str, Any]] | None:
     return None if rows is None else list(rows)
 
 
+def transfer_label(cfg: dict[str, Any]) -> str:
+    """``transfer (<source attack>)`` for an ``attack=transfer`` record: the attack of the
+    record beside its source log (``transfer (?)`` when that record is not there)."""
+    source = ((cfg.get("attack") or {}).get("options") or {}).get("source")
+    src_attack = "?"
+    if source and str(source).endswith(".attack.jsonl"):
+        rec_path = Path(str(source)[: -len(".attack.jsonl")] + ".json")
+        try:
+            src_attack = json.loads(rec_path.read_text(encoding="utf-8")).get("attack") or "?"
+        except (OSError, json.JSONDecodeError):
+            pass
+    return f"transfer ({src_attack})"
+
+
 def attack_log_path(record_path: Path) -> Path:
     """Where the attack log of a record lives (beside it)."""
     return record_path.with_name(record_path.name.removesuffix(".json") + ".attack.jsonl")
@@ -213,6 +227,8 @@ def load_records(results_dir: Path) -> pd.DataFrame:
         logger = cfg.get("logger") or {}
         rec["logger_mode"] = logger.get("mode") if logger.get("enabled") else None
         rec["logger_project"] = logger.get("project")
+        if rec.get("attack") == "transfer":  # name the source attack: one column per source
+            rec["attack"] = transfer_label(cfg)
         rec["_identity"] = json.dumps(config_identity(cfg, rec), sort_keys=True, default=str)
         rec["model_label"] = model_label(rec.get("model"), cfg)
         rec["majority_rate"] = majority_rate(rec, cfg)
@@ -570,7 +586,7 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
     if "_identity" not in ok:
         ok["_identity"] = ""
     # a row is a configuration without its attack
-    ok["_row"] = [_without_attack(i) for i in ok["_identity"]]
+    ok["_row"] = _split_by_dense_model(ok, [_without_attack(i) for i in ok["_identity"]])
     ok["_exp"] = ok["exp_name"].map({e: i for i, e in enumerate(exp_names)})
     ok["_pruner"] = ok["pruner"].map(lambda p: _rank(SUMMARY_PRUNERS, p))
     attacks = sorted(ok["attack"].unique(), key=lambda a: _rank(SUMMARY_ATTACKS, a))
@@ -635,6 +651,43 @@ def _latency_cell(sub: pd.DataFrame) -> str:
     pruned = float(sub["inference_ms"].dropna().median())
     dense = sub["inference_ms_dense"].dropna() if "inference_ms_dense" in sub else pd.Series()
     return f"{pruned:.0f} / {float(dense.median()):.0f}" if len(dense) else f"{pruned:.0f} / -"
+
+
+def _split_by_dense_model(ok: pd.DataFrame, rows: list[str]) -> list[str]:
+    """Row ids that never put two different models of one seed in one row.
+
+    A summary row spans attacks, so its ``clean %`` would average the records of one seed
+    even when they were pruned from different dense models (the same configuration fine-tuned
+    by another version of the code: another ``dense_info.key``). The rows of such a (sparsity,
+    pruner, budget) group are split by the records' ``schema_version`` when that separates
+    the dense models (seeds of one version stay in one row), else by the dense model itself;
+    ``differs`` names the key.
+    """
+    col = "dense_info.key"
+    if col not in ok or ok[col].isna().all():
+        return rows
+    schema = ok["schema_version"] if "schema_version" in ok else pd.Series(None, index=ok.index)
+    frame = pd.DataFrame({"row": rows, "run": ok["_run"].to_numpy(), "dense": ok[col].to_numpy(),
+                          "schema": schema.to_numpy(),
+                          "group": list(zip(ok["sparsity_target"], ok["pruner"], ok["budget"],
+                                            strict=True))}, index=ok.index)  # fmt: skip
+    known = frame.dropna(subset=["dense"])
+    per_run = known.groupby(["row", "run"])["dense"].nunique()
+    mixed_rows = set(per_run[per_run > 1].index.get_level_values("row"))
+    if not mixed_rows:
+        return rows
+    by_schema = known.groupby(["row", "run", "schema"], dropna=False)["dense"].nunique()
+    split_key = "schema_version" if (by_schema <= 1).all() else "dense_model"
+    split_groups = set(frame.loc[frame["row"].isin(mixed_rows), "group"])
+    out = []
+    for row, dense, ver, group in zip(frame["row"], frame["dense"], frame["schema"],
+                                      frame["group"], strict=True):  # fmt: skip
+        if group in split_groups and isinstance(dense, str):
+            d = json.loads(row) if row else {}
+            d[split_key] = ver if split_key == "schema_version" else dense
+            row = json.dumps(d, sort_keys=True, default=str)
+        out.append(row)
+    return out
 
 
 def _without_attack(identity: str | None) -> str:

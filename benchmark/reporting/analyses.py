@@ -109,11 +109,7 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
         path = out_dir / f"analyses_{exp}.md"
         path.write_text("\n".join(lines) + "\n")
         return path
-    logs: dict[tuple, dict[str, list]] = {}
-    for _, rec in sel.sort_values(["pruner", "sparsity_target", "attack"]).iterrows():
-        rows = read_rows(Path(rec["_log"]))
-        logs.setdefault((rec["pruner"], float(rec["sparsity_target"]), int(rec["n_total"])),
-                        {})[rec["attack"]] = rows  # fmt: skip
+    logs = _logs_by_configuration(sel)
     for attack in sorted({a for v in logs.values() for a in v}):
         for title, xs, fn, xlabel in (
             ("query budget", budgets, survives_budget, "queries"),
@@ -123,7 +119,7 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
                       "| pruner | sparsity | n | " + " | ".join(str(x) for x in xs) + " |",
                       "|---|---:|---:|" + "---:|" * len(xs)]  # fmt: skip
             fig, ax = plt.subplots(figsize=(6, 4))
-            for (pruner, sparsity, n), by_attack in logs.items():
+            for (pruner, sparsity, n, _cfg), by_attack in logs.items():
                 if attack not in by_attack:
                     continue
                 c = curve(by_attack[attack], xs, fn)
@@ -149,7 +145,7 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
               "An example is robust only if it survives every attack run on it.", "",
               "| pruner | sparsity | attacks | n | Aua worst case | per attack |",
               "|---|---:|---|---:|---|---|"]  # fmt: skip
-    for (pruner, sparsity, _), by_attack in logs.items():
+    for (pruner, sparsity, _, _cfg), by_attack in logs.items():
         if len(by_attack) < 2:
             continue
         w = worst_case(by_attack)
@@ -160,6 +156,31 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
     path = out_dir / f"analyses_{exp}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:
+    """``(pruner label, sparsity, n, configuration) -> {attack: log rows}``: one entry per
+    configuration (two configurations of one pruner and sparsity, e.g. unstructured and 2:4,
+    never share an entry); the label is the display name, with the differing keys when one
+    (pruner, sparsity, n) has several configurations."""
+    from benchmark.reporting.aggregate import _differs, _without_attack
+    from benchmark.reporting.plots import display_names
+
+    name = display_names()
+    sel = sel.assign(_cfg=[_without_attack(i) for i in sel.get("_identity", [""] * len(sel))])
+    logs: dict[tuple, dict[str, list]] = {}
+    order = ["pruner", "sparsity_target", "n_total", "_cfg", "attack"]
+    for (pruner, sparsity, n), group in sel.sort_values(order).groupby(
+        ["pruner", "sparsity_target", "n_total"], sort=False
+    ):
+        cfgs = list(dict.fromkeys(group["_cfg"]))
+        differs = _differs([c or "{}" for c in cfgs]) if len(cfgs) > 1 else {cfgs[0]: ""}
+        for _, rec in group.iterrows():
+            text = differs.get(rec["_cfg"] or "{}", differs.get(rec["_cfg"], ""))
+            label = name("method", pruner) + (f" ({text})" if text else "")
+            key = (label, float(sparsity), int(n), rec["_cfg"])
+            logs.setdefault(key, {})[rec["attack"]] = read_rows(Path(rec["_log"]))
+    return logs
 
 
 def budget_curve_points(rows: Sequence[Mapping[str, Any]], budgets: Sequence[float]) -> np.ndarray:

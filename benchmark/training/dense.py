@@ -212,6 +212,9 @@ def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, hol
         "seconds": time.perf_counter() - start, "recipe": recipe.cache_config(),
         "device": str(device), "holdout": check_holdout(holdout),
         "n_train": len(train_set), "n_train_split": len(full),
+        # training is not thread-count independent (MKL's reductions): 1 vs 2 threads gave
+        # weights 3.7e-5 apart (docs/statistics.md); the record names the count
+        "intra_op_threads": torch.get_num_threads(),
     }  # fmt: skip
     tmp = folder.with_name(folder.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
