@@ -23,6 +23,7 @@ rows against the reference (``results/tables/compare_<EXP>.{csv,md}``,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import json
@@ -173,10 +174,8 @@ def transfer_label(cfg: dict[str, Any]) -> str:
     src_attack = "?"
     if source and str(source).endswith(".attack.jsonl"):
         rec_path = Path(str(source)[: -len(".attack.jsonl")] + ".json")
-        try:
+        with contextlib.suppress(OSError, json.JSONDecodeError):
             src_attack = json.loads(rec_path.read_text(encoding="utf-8")).get("attack") or "?"
-        except (OSError, json.JSONDecodeError):
-            pass
     return f"transfer ({src_attack})"
 
 
