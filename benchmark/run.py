@@ -222,19 +222,31 @@ USER_ERRORS: list[str] = []  # one line per job of a multirun that stopped on a 
 
 
 def _on_sigterm(_signum, _frame) -> None:
-    from benchmark.jobs.build import JobTerminated
+    from benchmark.jobs.build import JobTerminated, note_signal
 
+    note_signal("SIGTERM")
     raise JobTerminated("SIGTERM received (e.g. a Slurm time limit)")
+
+
+def _on_sigint(_signum, _frame) -> None:
+    from benchmark.jobs.build import note_signal
+
+    note_signal("SIGINT")
+    raise KeyboardInterrupt
 
 
 def install_sigterm_handler() -> None:
     """Turn SIGTERM into ``JobTerminated`` in this process, so the job's record says it was
-    terminated. Called by ``main()`` and again by every job (a submitit or joblib worker runs
-    the job without ``main()``); only the main thread may set a handler."""
+    terminated, and remember SIGINT and SIGTERM (``jobs.build.SIGNALS_SEEN``) so that a job
+    whose signal exception Python dropped still fails instead of writing ``ok``. Called by
+    ``main()`` and again by every job (a submitit or joblib worker runs the job without
+    ``main()``); only the main thread may set a handler."""
     import threading
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _on_sigint)  # Ctrl-C as before, and remembered
 
 
 USER_GROUPS = ("model", "dataset", "dense", "pruner", "attack", "logger", "budget", "experiment")

@@ -301,6 +301,20 @@ def test_analyses_keep_two_configurations_of_one_pruner_apart(tmp_path: Path) ->
     assert any("pruner.structure=unstructured" in ln and "| 10.0 [" in ln for ln in worst)
 
 
+def test_a_record_without_an_attack_does_not_break_the_tables(tmp_path: Path) -> None:
+    """``attack=none`` (prune and clean accuracy only) leaves the attack counts empty; dedupe,
+    the leaderboard and the summary take it."""
+    write_run(tmp_path, "e", "a", "akr", 0.5, 0, [1, 2])
+    write_run(tmp_path, "e", "b", "akr", 0.5, 0, None, attack="none", log=False, aua=None,
+              asr=None, n_total=None, n_success=None, n_failed=None, n_skipped=None,
+              attack_clean_acc=None)  # fmt: skip
+    df = aggregate.load_records(tmp_path)
+    assert len(aggregate.dedupe(df)) == 2
+    assert len(aggregate.leaderboard(df)) == 2
+    table = aggregate.summary_table(df, ["e"], n_boot=200)
+    assert len(table) == 1 and not any(c.startswith("none ") for c in table.columns)
+
+
 def test_compare_pairs_with_the_reference_on_the_same_sample(tmp_path: Path) -> None:
     """Two dense configurations (100 and 872 attacked sentences): a row attacked on the full
     sample is paired with the full-sample reference, never with the other."""

@@ -223,6 +223,25 @@ class JobTerminated(BaseException):
     says so. A BaseException: ``except Exception`` blocks in libraries do not swallow it."""
 
 
+SIGNALS_SEEN: list[str] = []
+"""Signals (SIGINT, SIGTERM) this process received during the running job. Python can lose the
+exception a signal handler raises (one raised while a ``__del__`` or a weakref callback runs is
+printed as "Exception ignored" and dropped), after which the job would run on and write ``ok``;
+the job checks this list before it does."""
+
+
+def note_signal(name: str) -> None:
+    SIGNALS_SEEN.append(name)
+
+
+def _check_not_interrupted() -> None:
+    if "SIGTERM" in SIGNALS_SEEN:
+        raise JobTerminated("SIGTERM received during the job (its exception was lost)")
+    if SIGNALS_SEEN:
+        raise KeyboardInterrupt(f"{SIGNALS_SEEN[0]} received during the job (its exception was "
+                                "lost)")  # fmt: skip
+
+
 def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, Any]:
     """Run one job; always write a record, always close W&B.
 
@@ -241,8 +260,10 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
     failed = True
     try:
         kind = job_type_of(job.names["pruner"], bool(job.attack.enabled))
+        SIGNALS_SEEN.clear()
         tracker.start(job.run_id, job.exp_name, job.cfg, tags, out_dir, job_type=kind)
         execute(job, record)
+        _check_not_interrupted()  # a signal whose exception Python dropped still fails the job
         failed = False
     except BaseException as exc:
         record.status = "failed"

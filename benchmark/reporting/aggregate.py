@@ -267,7 +267,10 @@ def dedupe(df: pd.DataFrame) -> pd.DataFrame:
         ids = out["run_id"]
         out = out[ids.isna() | ~ids.duplicated(keep="first")]
     fields = [f for f in RESULT_FIELDS if f in out]
-    sig = out[fields].round(9).astype(str).agg("|".join, axis=1) if fields else ""
+    # element-wise str: pandas 3's astype(str) keeps missing values as NaN (records without an
+    # attack, e.g. attack=none, have no counts), which "|".join cannot take
+    sig = (out[fields].round(9).map(lambda v: "nan" if pd.isna(v) else str(v))
+           .agg("|".join, axis=1)) if fields else ""  # fmt: skip
     seed = out["seed"].astype(str) if "seed" in out else ""
     key = out["_identity"].astype(str) + "#" + seed
     out = out[~(key + "#" + sig).duplicated(keep="first")]
@@ -588,7 +591,9 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
     ok["_row"] = _split_by_dense_model(ok, [_without_attack(i) for i in ok["_identity"]])
     ok["_exp"] = ok["exp_name"].map({e: i for i, e in enumerate(exp_names)})
     ok["_pruner"] = ok["pruner"].map(lambda p: _rank(SUMMARY_PRUNERS, p))
-    attacks = sorted(ok["attack"].unique(), key=lambda a: _rank(SUMMARY_ATTACKS, a))
+    # attack=none records (prune and clean accuracy only) give a row, not a column
+    attacks = sorted((a for a in ok["attack"].unique() if a != "none"),
+                     key=lambda a: _rank(SUMMARY_ATTACKS, a))  # fmt: skip
     # one column per (attack, attacked sample size): runs on 100 and on 872 sentences are
     # different configurations and never share a cell
     sizes = {a: sorted(ok.loc[ok["attack"] == a, "n_total"].dropna().astype(int).unique(),
