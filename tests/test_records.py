@@ -92,3 +92,13 @@ def test_sample_is_seeded_and_sorted():
     assert a != sample_indices(872, 100, seed=4)
     assert a == sorted(a) and len(set(a)) == 100
     assert sample_indices(10, 0, 0) == list(range(10))
+
+
+def test_git_dirty_counts_code_not_regenerated_tables_or_docs():
+    from benchmark.records.store import code_dirty
+
+    assert not code_dirty("")
+    assert not code_dirty(" M results/leaderboard.csv\n M docs/results.md\n M README.md\n")
+    assert code_dirty(" M results/leaderboard.csv\n M benchmark/pruners/akr.py\n")
+    assert code_dirty("M  conf/pruner/akr.yaml\n")
+    assert code_dirty("R  old.py -> benchmark/new.py\n")

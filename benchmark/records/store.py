@@ -204,6 +204,21 @@ def compute_provenance() -> dict[str, Any]:
     }  # fmt: skip
 
 
+NOT_CODE = ("results/", "docs/")
+"""Tracked paths whose edits cannot change a result: regenerated tables and records, docs."""
+
+
+def code_dirty(porcelain: str) -> bool:
+    """Whether ``git status --porcelain`` lists a modified tracked file that can change a
+    result: anything but ``results/``, ``docs/`` and Markdown files (a regenerated table
+    beside a running sweep does not make its records "dirty")."""
+    for line in porcelain.splitlines():
+        path = line[3:].split(" -> ")[-1].strip().strip('"')
+        if path and not (path.startswith(NOT_CODE) or path.endswith(".md")):
+            return True
+    return False
+
+
 def provenance() -> dict[str, Any]:
     """git sha and dirty flag of the project checkout, and the versions of key packages."""
     root = Path(__file__).resolve().parents[2]
@@ -213,11 +228,11 @@ def provenance() -> dict[str, Any]:
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
             text=True, check=True, timeout=10,
         ).stdout.strip() or None  # fmt: skip
-        dirty = bool(
+        dirty = code_dirty(
             subprocess.run(
                 ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                 capture_output=True, text=True, timeout=10,
-            ).stdout.strip()
+            ).stdout
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         pass
