@@ -16,6 +16,7 @@ and the curves under ``results/tables/plots/``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,8 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
             ax.legend(fontsize=7)
             slug = "budget" if xlabel == "queries" else "perturbation"
             fig.tight_layout()
-            fig.savefig(out_dir / "plots" / f"analyses_{exp}_{attack}_{slug}.png", dpi=110)
+            name = f"analyses_{exp}_{file_slug(attack)}_{slug}.png"
+            fig.savefig(out_dir / "plots" / name, dpi=110)
             plt.close(fig)
             lines.append("")
     lines += ["## Worst case over attacks", "",
@@ -156,6 +158,11 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
     path = out_dir / f"analyses_{exp}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def file_slug(text: str) -> str:
+    """A file-name-safe form of a label (``transfer (deepwordbug)`` -> ``transfer_deepwordbug``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")
 
 
 def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:

@@ -55,7 +55,9 @@ def plot_sparsity_curves(
     written = []
     for (dataset, attack), group in records.groupby(["dataset", "attack"], sort=True):
         fig = sparsity_figure(group, title, spec)
-        path = out_dir / f"{prefix}_{dataset}_{attack}.png"
+        from benchmark.reporting.analyses import file_slug
+
+        path = out_dir / f"{prefix}_{file_slug(dataset)}_{file_slug(attack)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
