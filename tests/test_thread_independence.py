@@ -107,8 +107,8 @@ def test_akr_blocked_workers_use_cores_without_changing_the_result(setup, monkey
     otherwise leave it on one core), the result is bitwise the same for 1 and 2 workers, and
     the key is neither in the run identity nor in the pruned-cache key."""
     import benchmark.pruners._obs_fast as fast
-    from benchmark.jobs.build import _result_keys
     from benchmark.records.store import run_id_of as run_id
+    from benchmark.records.store import without_nested_non_identity
 
     model, data = setup
     seen: list[int | None] = []
@@ -132,4 +132,4 @@ def test_akr_blocked_workers_use_cores_without_changing_the_result(setup, monkey
         AKRPruner(obs_workers=0)
     cfg = {"seed": 0, "pruner": {"obs_impl": "blocked", "obs_workers": 1}}
     assert run_id(cfg) == run_id({**cfg, "pruner": {"obs_impl": "blocked", "obs_workers": 2}})
-    assert _result_keys(cfg["pruner"]) == {"obs_impl": "blocked"}
+    assert without_nested_non_identity(cfg)["pruner"] == {"obs_impl": "blocked"}

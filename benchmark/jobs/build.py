@@ -29,6 +29,7 @@ from benchmark.records.store import (
     read_record,
     record_path,
     run_id_of,
+    without_nested_non_identity,
     write_json_atomic,
     write_record,
 )
@@ -181,7 +182,8 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
         data_dir=cfg.paths.data_dir, nltk_data=cfg.paths.nltk_data,
         eval_batch_size=int(cfg.eval_batch_size), max_eval_examples=cfg.max_eval_examples,
         cache_pruned=bool(cfg.cache_pruned), progress=bool(cfg.progress), cfg=identity,
-        prune_key_cfg={"pruner": names["pruner"], "pruner_cfg": _result_keys(resolved["pruner"]),
+        prune_key_cfg={"pruner": names["pruner"],
+                       "pruner_cfg": without_nested_non_identity(resolved)["pruner"],
                        "sparsity": sparsity, "seed": int(cfg.seed)},
     )  # fmt: skip
     logger = resolved["logger"]
@@ -189,14 +191,6 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
         logger["mode"] = default_mode()
     tracker = WandbMirror(**{k: v for k, v in logger.items() if k != "_target_"})
     return job, tracker
-
-
-def _result_keys(pruner_cfg: dict) -> dict:
-    """The pruner config without the keys that cannot change its result (``obs_workers``)."""
-    from benchmark.records.store import NON_IDENTITY_NESTED
-
-    drop = NON_IDENTITY_NESTED.get("pruner", ())
-    return {k: v for k, v in pruner_cfg.items() if k not in drop}
 
 
 def _record_build_failure(cfg, ident: Identity, exc: Exception, protect: bool) -> None:

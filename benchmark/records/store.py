@@ -42,13 +42,19 @@ def short_hash(obj: Any, n: int = 12) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:n]
 
 
+def without_nested_non_identity(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` (a shallow copy) with the ``NON_IDENTITY_NESTED`` keys removed from its groups."""
+    out = dict(cfg)
+    for group, keys in NON_IDENTITY_NESTED.items():
+        if isinstance(out.get(group), dict):
+            out[group] = {k: v for k, v in out[group].items() if k not in keys}
+    return out
+
+
 def run_id_of(resolved_cfg: dict[str, Any]) -> str:
     """The run id of a resolved config (dict)."""
     ident = {k: v for k, v in resolved_cfg.items() if k not in NON_IDENTITY_KEYS}
-    for group, keys in NON_IDENTITY_NESTED.items():
-        if isinstance(ident.get(group), dict):
-            ident[group] = {k: v for k, v in ident[group].items() if k not in keys}
-    return short_hash(ident)
+    return short_hash(without_nested_non_identity(ident))
 
 
 @dataclass

@@ -58,19 +58,16 @@ ROOT = Path(__file__).resolve().parents[2]
 def config_identity(cfg: dict[str, Any] | None, rec: dict[str, Any]) -> dict[str, Any]:
     """What makes a record's configuration: its resolved ``cfg`` minus the seed and what follows
     from it (``attack.seed``, ``dense.seed`` when equal to ``seed``), minus the keys that do
-    not change results (the run id's ``NON_IDENTITY_KEYS``, ``attack.workers``), minus
+    not change results (the run id's ``NON_IDENTITY_KEYS`` and ``NON_IDENTITY_NESTED``), minus
     ``exp_name`` and ``attack_build``; plus the record's own names (model, dataset, pruner,
     attack, sparsity, training budget), so that records without a full ``cfg`` still separate.
     """
-    from benchmark.records.store import NON_IDENTITY_KEYS, NON_IDENTITY_NESTED
+    from benchmark.records.store import NON_IDENTITY_KEYS, without_nested_non_identity
 
     cfg = copy.deepcopy(cfg or {})
     seed = cfg.get("seed", rec.get("seed"))
     drop = {*NON_IDENTITY_KEYS, "seed", "exp_name", "attack_build"}
-    ident = {k: v for k, v in cfg.items() if k not in drop}
-    for group, keys in NON_IDENTITY_NESTED.items():
-        if isinstance(ident.get(group), dict):
-            ident[group] = {k: v for k, v in ident[group].items() if k not in keys}
+    ident = without_nested_non_identity({k: v for k, v in cfg.items() if k not in drop})
     if isinstance(ident.get("attack"), dict):
         ident["attack"].pop("seed", None)
     if isinstance(ident.get("dense"), dict) and ident["dense"].get("seed", object()) == seed:

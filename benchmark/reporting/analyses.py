@@ -16,7 +16,6 @@ and the curves under ``results/tables/plots/``.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,6 +109,8 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
         path = out_dir / f"analyses_{exp}.md"
         path.write_text("\n".join(lines) + "\n")
         return path
+    from benchmark.reporting.plots import file_slug
+
     logs = _logs_by_configuration(sel)
     for attack in sorted({a for v in logs.values() for a in v}):
         for title, xs, fn, xlabel in (
@@ -160,11 +161,6 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
     return path
 
 
-def file_slug(text: str) -> str:
-    """A file-name-safe form of a label (``transfer (deepwordbug)`` -> ``transfer_deepwordbug``)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")
-
-
 def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:
     """``(pruner label, sparsity, n, configuration) -> {attack: log rows}``: one entry per
     configuration (two configurations of one pruner and sparsity, e.g. unstructured and 2:4,
@@ -181,9 +177,9 @@ def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:
         ["pruner", "sparsity_target", "n_total"], sort=False
     ):
         cfgs = list(dict.fromkeys(group["_cfg"]))
-        differs = _differs([c or "{}" for c in cfgs]) if len(cfgs) > 1 else {cfgs[0]: ""}
+        differs = _differs([c or "{}" for c in cfgs]) if len(cfgs) > 1 else {}
         for _, rec in group.iterrows():
-            text = differs.get(rec["_cfg"] or "{}", differs.get(rec["_cfg"], ""))
+            text = differs.get(rec["_cfg"] or "{}", "")
             label = name("method", pruner) + (f" ({text})" if text else "")
             key = (label, float(sparsity), int(n), rec["_cfg"])
             logs.setdefault(key, {})[rec["attack"]] = read_rows(Path(rec["_log"]))

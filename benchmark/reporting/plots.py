@@ -19,6 +19,7 @@ it works without a display.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +56,6 @@ def plot_sparsity_curves(
     written = []
     for (dataset, attack), group in records.groupby(["dataset", "attack"], sort=True):
         fig = sparsity_figure(group, title, spec)
-        from benchmark.reporting.analyses import file_slug
-
         path = out_dir / f"{prefix}_{file_slug(dataset)}_{file_slug(attack)}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
@@ -90,6 +89,11 @@ def _prepare(records: pd.DataFrame) -> pd.DataFrame | None:
     elif "clean_acc" in records:
         records["attack_clean_acc"] = records["attack_clean_acc"].fillna(records["clean_acc"])
     return dedupe(records)
+
+
+def file_slug(text: str) -> str:
+    """A file-name-safe form of a label (``transfer (deepwordbug)`` -> ``transfer_deepwordbug``)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_")
 
 
 def display_names(spec: Any = None):
