@@ -327,6 +327,20 @@ def test_compare_pairs_with_the_reference_on_the_same_sample(tmp_path: Path) -> 
     assert row["n_pairs"] == 20 and row["delta_aua"] == pytest.approx((4 - 8) / 20)
 
 
+def test_compare_never_pairs_with_a_reference_on_another_sample(tmp_path: Path) -> None:
+    """The reference's only record at that sparsity attacked 10 sentences, the row 20: the row
+    is not paired with it, and the note says why (not "attack log missing")."""
+    write_run(tmp_path, "e", "ref10", "sparsegpt", 0.7, 0, list(range(3)), n=10, log=False)
+    write_run(tmp_path, "e", "ref20", "sparsegpt", 0.5, 0, list(range(3)), n=20)
+    write_run(tmp_path, "e", "m", "magnitude", 0.7, 0, list(range(4)), n=20)
+    write_run(tmp_path, "e", "w", "wanda", 0.6, 0, list(range(4)), n=20)
+    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "sparsegpt",
+                                  n_boot=200).set_index("pruner")  # fmt: skip
+    assert table.loc["magnitude", "note"] == "no reference row on the same protocol"
+    assert table.loc["magnitude", "n_pairs"] == 0 and pd.isna(table.loc["magnitude", "p_value"])
+    assert table.loc["wanda", "note"] == "no reference row"
+
+
 def test_summary_never_mixes_attack_sample_sizes(tmp_path: Path) -> None:
     """A dense row attacked on 100 and on all sentences gets two columns, not one average."""
     write_run(tmp_path, "e", "a", "none", 0.0, 0, list(range(16)), n=100, attack="deepwordbug")

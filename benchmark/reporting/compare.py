@@ -191,11 +191,17 @@ def compare_table(
         for ident in idents:
             base = {"pruner": pruner, "sparsity": float(sparsity), "attack": attack,
                     "differs": differs[ident]}  # fmt: skip
-            ref = cand
-            if ref["_identity"].nunique() > 1:  # pair with the reference on the same protocol
-                ref = _pick_reference(ref[[_same_protocol(ident, r) for r in ref["_identity"]]])
+            # only a reference that attacked the same sample in the same way pairs up
+            same_way = np.array([_same_protocol(ident, r) for r in cand["_identity"]], dtype=bool)
+            ref = cand[same_way]
+            ref = _pick_reference(ref)
             if ref.empty or ref["_identity"].nunique() != 1:
-                why = "no reference row" if ref.empty else "several reference configurations"
+                if not ref.empty:
+                    why = "several reference configurations"
+                elif cand.empty:
+                    why = "no reference row"
+                else:  # e.g. an older reference attacked on 100 sentences, this row on 872
+                    why = "no reference row on the same protocol"
                 rows.append({**base, "n_pairs": 0, "seeds": 0, "note": why})
                 continue
             stats = compare_pair(group[group["_identity"] == ident], ref, n_boot, seed)
