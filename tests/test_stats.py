@@ -334,11 +334,15 @@ def test_compare_never_pairs_with_a_reference_on_another_sample(tmp_path: Path) 
     write_run(tmp_path, "e", "ref20", "sparsegpt", 0.5, 0, list(range(3)), n=20)
     write_run(tmp_path, "e", "m", "magnitude", 0.7, 0, list(range(4)), n=20)
     write_run(tmp_path, "e", "w", "wanda", 0.6, 0, list(range(4)), n=20)
+    write_run(tmp_path, "e", "r", "ria", 0.5, 0, list(range(4)), n=20)  # pairs with ref20
     table = compare.compare_table(aggregate.load_records(tmp_path), "e", "sparsegpt",
                                   n_boot=200).set_index("pruner")  # fmt: skip
+    assert table.loc["ria", "n_pairs"] == 20 and table.loc["ria", "test"] == "mcnemar"
     assert table.loc["magnitude", "note"] == "no reference row on the same protocol"
     assert table.loc["magnitude", "n_pairs"] == 0 and pd.isna(table.loc["magnitude", "p_value"])
     assert table.loc["wanda", "note"] == "no reference row"
+    md = compare.render_markdown(table.reset_index(), "e", "sparsegpt", n_boot=200)
+    assert "nan" not in md.lower()
 
 
 def test_summary_never_mixes_attack_sample_sizes(tmp_path: Path) -> None:

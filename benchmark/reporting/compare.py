@@ -258,7 +258,7 @@ def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int =
         "n pairs": table["n_pairs"].fillna(0).astype(int),
         "Δ Aua [95% CI]": delta_cells(table),
         "p": p_cells(table["p_value"]),
-        "test": table["test"],
+        "test": table["test"].fillna(""),
         "p (Holm)": p_cells(table["p_adjusted"]),
         "note": table["note"].fillna(""),
     })  # fmt: skip
