@@ -193,8 +193,7 @@ def compare_table(
                     "differs": differs[ident]}  # fmt: skip
             # only a reference that attacked the same sample in the same way pairs up
             same_way = np.array([_same_protocol(ident, r) for r in cand["_identity"]], dtype=bool)
-            ref = cand[same_way]
-            ref = _pick_reference(ref)
+            ref = _pick_reference(cand[same_way])
             if ref.empty or ref["_identity"].nunique() != 1:
                 if not ref.empty:
                     why = "several reference configurations"
