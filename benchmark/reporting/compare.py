@@ -206,9 +206,12 @@ def compare_table(
             stats = compare_pair(group[group["_identity"] == ident], ref, n_boot, seed)
             rows.append({**base, **stats})
     table = pd.DataFrame(rows)
+    text = ("test", "note", "differs")  # empty, never NaN, where a row has no test or note
     for col in COLUMNS + EXTRA:
-        if col not in table:
-            table[col] = np.nan if col not in ("test", "note", "differs") else ""
+        if col in text:
+            table[col] = table[col].fillna("") if col in table else ""
+        elif col not in table:
+            table[col] = np.nan
     table["p_adjusted"] = holm_adjust(table["p_value"].astype(float).tolist())
     return table[COLUMNS + EXTRA]
 
@@ -257,11 +260,11 @@ def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int =
         "n pairs": table["n_pairs"].fillna(0).astype(int),
         "Δ Aua [95% CI]": delta_cells(table),
         "p": p_cells(table["p_value"]),
-        "test": table["test"].fillna(""),
+        "test": table["test"],
         "p (Holm)": p_cells(table["p_adjusted"]),
-        "note": table["note"].fillna(""),
+        "note": table["note"],
     })  # fmt: skip
-    if (table["differs"].fillna("") != "").any():
+    if (table["differs"] != "").any():
         show.insert(3, "differs", table["differs"])
     return caption + "\n" + show.to_markdown(index=False, disable_numparse=True) + "\n"
 
