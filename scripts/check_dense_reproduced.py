@@ -1,0 +1,77 @@
+"""Check that a dense model fine-tuned again reproduces the one behind a committed record.
+
+    python scripts/check_dense_reproduced.py --record results/runs/EXP/RUN_ID.json \
+        [--cache-dir .cache] [--batch-size 64]
+
+The dense cache (``<cache-dir>/dense/<key>/``) lives on the machine that fine-tuned it; a new
+machine fine-tunes again under the same key, and CPU floating point need not be bitwise equal
+across machines. Before new prunings of that dense model are paired with a record made from the
+old one, this script replays the record's attack log originals (``original``, one per example)
+on the cached model and compares, example by example, the prediction (``orig_pred``) and the
+probability of the true label (``orig_true_prob``); it also prints both fine-tunes' final loss
+and split accuracy (the record's ``dense_info`` against the cache's ``info.json``). Forward
+passes only: seconds on one CPU thread.
+
+Exit status 0 when every prediction matches, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--record", required=True, type=Path, help="an ok record with an attack log")
+    ap.add_argument("--cache-dir", default=Path(".cache"), type=Path)
+    ap.add_argument("--batch-size", default=64, type=int)
+    args = ap.parse_args(argv)
+
+    record = json.loads(args.record.read_text())
+    key = (record.get("dense_info") or {}).get("key")
+    if not key:
+        ap.error(f"{args.record} has no dense_info.key")
+    model_dir = args.cache_dir / "dense" / key
+    if not (model_dir / "info.json").exists():
+        ap.error(f"no dense cache entry {model_dir} (fine-tune it first: any job of that seed)")
+    log_path = args.record.with_name(f"{record['run_id']}.attack.jsonl")
+    if not log_path.exists():
+        ap.error(f"no attack log {log_path}")
+    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    same, max_diff = 0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(rows), args.batch_size):
+            batch = rows[i : i + args.batch_size]
+            enc = tok(
+                [r["original"] for r in batch], padding=True, truncation=True, return_tensors="pt"
+            )
+            probs = model(**enc).logits.softmax(-1)
+            for r, p in zip(batch, probs, strict=True):
+                same += int(p.argmax()) == r["orig_pred"]
+                max_diff = max(max_diff, abs(float(p[r["label"]]) - r["orig_true_prob"]))
+
+    old = record["dense_info"]
+    new = json.loads((model_dir / "info.json").read_text())
+    print(f"dense key {key}")
+    old_loss, new_loss = old["train"]["final_loss"], new["train"]["final_loss"]
+    print(f"final loss: record {old_loss!r}, cache {new_loss!r}")
+    print(f"split accuracy: record {old['dense_acc']!r}, cache {new['dense_acc']!r}")
+    print(
+        f"predictions equal on {same} of {len(rows)} attacked originals; "
+        f"max |true-label probability difference| {max_diff:.3g}"
+    )
+    return 0 if same == len(rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
