@@ -30,10 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", required=True, type=Path, help="an ok record with an attack log")
     ap.add_argument("--cache-dir", default=Path(".cache"), type=Path)
     ap.add_argument("--batch-size", default=64, type=int)
+    ap.add_argument(
+        "--dense-key",
+        default=None,
+        help="cache entry to check (default: the record's dense_info.key; a record "
+        "whose dense model was reused under another key names the old one)",
+    )
     args = ap.parse_args(argv)
 
     record = json.loads(args.record.read_text())
-    key = (record.get("dense_info") or {}).get("key")
+    key = args.dense_key or (record.get("dense_info") or {}).get("key")
     if not key:
         ap.error(f"{args.record} has no dense_info.key")
     model_dir = args.cache_dir / "dense" / key

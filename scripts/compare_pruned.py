@@ -1,7 +1,7 @@
 """Compare two pruned models of one dense model: weights, masks, cost, clean and Aua.
 
     python scripts/compare_pruned.py --exp embedded_post_training --a RUN_ID --b RUN_ID \
-        [--results-dir results] [--cache-dir .cache] [--markdown FILE]
+        [--results-dir results] [--cache-dir .cache] [--markdown FILE] [--no-weights]
 
 ``--a`` and ``--b`` are run ids of two ok records of the same dense model and attack protocol
 (e.g. AKR with ``obs_dtype=float64`` and ``float32``). Their pruned weights are found in the
@@ -10,7 +10,8 @@ records the entry whose ``info.json`` holds the record's pruning time and method
 script prints, and writes as Markdown with ``--markdown``:
 
 - the share of identical mask entries (zero / non-zero) over the prunable linears, overall and
-  for the worst layer, and the largest absolute weight difference;
+  for the worst layer, and the largest absolute weight difference (not with ``--no-weights``,
+  which reads only the records and attack logs: no pruned cache needed);
 - the pruning wall seconds of both jobs and their ratio (the jobs ran at different times: on a
   shared CPU the ratio carries the load of the moment, which the text says);
 - clean accuracy of both on the attack log's examples with the paired McNemar test (when the
@@ -96,6 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", type=Path, default=ROOT / "results")
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument(
+        "--no-weights",
+        action="store_true",
+        help="compare records and attack logs only (no pruned cache needed): "
+        "cost, clean and Aua, without the mask and weight rows",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
@@ -112,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     full = {
         s: json.loads((folder / f"{r}.json").read_text()) for s, r in (("a", args.a), ("b", args.b))
     }
-    wa = torch.load(find_cache(args.cache_dir, full["a"]) / "weights.pt", map_location="cpu")
-    wb = torch.load(find_cache(args.cache_dir, full["b"]) / "weights.pt", map_location="cpu")
-    w = weight_stats(wa, wb)
+    w = None
+    if not args.no_weights:
+        wa = torch.load(find_cache(args.cache_dir, full["a"]) / "weights.pt", map_location="cpu")
+        wb = torch.load(find_cache(args.cache_dir, full["b"]) / "weights.pt", map_location="cpu")
+        w = weight_stats(wa, wb)
     logs = read_attack_log(ra.get("_log")), read_attack_log(rb.get("_log"))
     clean = clean_pairs(*logs) if all(logs) else None
     aua = compare_pair(recs["a"], recs["b"])
@@ -127,10 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         f"| quantity | {args.a} | {args.b} | b vs a |",
         "|---|---:|---:|---|",
         f"| pruning wall s (own job) | {ta:.0f} | {tb:.0f} | ratio b/a {tb / ta:.2f} |",
-        f"| identical mask entries | | | {pct(w['mask_agreement'])} of {w['entries']:,} "
-        f"(worst layer {w['worst_layer']}: {pct(w['worst_layer_agreement'])}) |",
-        f"| max abs weight difference | | | {w['max_abs_weight_diff']:.3g} |",
     ]
+    if w is not None:
+        lines += [
+            f"| identical mask entries | | | {pct(w['mask_agreement'])} of {w['entries']:,} "
+            f"(worst layer {w['worst_layer']}: {pct(w['worst_layer_agreement'])}) |",
+            f"| max abs weight difference | | | {w['max_abs_weight_diff']:.3g} |",
+        ]
     if clean:
         lines.append(
             f"| clean accuracy ({clean['n']} examples) | {pct(clean['clean_a'])} | "

@@ -37,3 +37,17 @@ def test_clean_pairs_are_paired_by_example_index() -> None:
     assert c["n"] == 10 and c["clean_a"] == 1.0 and c["clean_b"] == pytest.approx(0.7)
     assert (c["only_a"], c["only_b"]) == (3, 0)
     assert c["p_value"] == pytest.approx(0.25)  # exact McNemar, 3 vs 0 discordant
+
+
+def test_no_weights_compares_committed_records_without_a_pruned_cache(tmp_path) -> None:
+    """``--no-weights`` needs only records and attack logs: two committed full-split records
+    of seed 0 (magnitude and SparseGPT at 50%, DeepWordBug) with an empty cache folder."""
+    out = tmp_path / "cmp.md"
+    argv = ["--exp", "embedded_post_training", "--a", "d45f28a1155c", "--b", "442fa2350494",
+            "--cache-dir", str(tmp_path / "no-cache"), "--markdown", str(out)]  # fmt: skip
+    assert cp.main([*argv, "--no-weights"]) == 0
+    text = out.read_text()
+    assert "clean accuracy (872 examples)" in text and "Aua (deepwordbug, 872 pairs)" in text
+    assert "identical mask entries" not in text
+    with pytest.raises(SystemExit, match="no pruned-cache entry"):
+        cp.main(argv)

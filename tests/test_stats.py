@@ -107,7 +107,7 @@ def test_paired_bootstrap_contains_estimate_and_is_reproducible() -> None:
     b[(99, 0)] = 1.0  # not shared: ignored
     res = paired_cluster_bootstrap(a, b, n_boot=3000, seed=5)
     # per-example mean diff: 8 examples at 1 (i 12..19), 2 at 0.5 (i 10, 11) -> 9 / 40
-    assert res[0] == pytest.approx(9 / 40) and res[3] == 80
+    assert res[0] == pytest.approx(9 / 40) and res[3] == 40  # pairs = distinct examples
     assert res[1] <= res[0] <= res[2]
     assert res == paired_cluster_bootstrap(a, b, n_boot=3000, seed=5)
 
@@ -237,7 +237,7 @@ def test_compare_several_seeds_uses_sign_flip(tmp_path: Path) -> None:
     table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none@0.0",
                                   n_boot=2000)  # fmt: skip
     row = table.iloc[0]
-    assert row["test"] == "sign-flip" and row["seeds"] == 2 and row["n_pairs"] == 40
+    assert row["test"] == "sign-flip" and row["seeds"] == 2 and row["n_pairs"] == 20
     # per example: 0..4 lost on both seeds (-1), 5 lost on seed 1 only (-0.5) -> -5.5/20
     assert row["delta_aua"] == pytest.approx(-5.5 / 20)
     # exact: all 6 nonzero d negative; |sum| >= 5.5 only for all - / all +: 2/64

@@ -249,8 +249,9 @@ def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int =
         "paired sign-flip test (several; exact up to 20 nonzero differences, else 10,000 "
         "seeded flips); 1 when no pair is discordant. `p (Holm)` = Holm-adjusted over the "
         f"{int(table['p_value'].notna().sum()) if len(table) else 0} rows with a test in this "
-        f"table. `n pairs` = (example, seed) pairs; shared seeds per row: "
-        f"{', '.join(map(str, seeds)) or '-'}.\n"
+        f"table. `n pairs` = distinct examples both rows attacked (each one pair, its difference "
+        f"averaged over the shared seeds); `seeds` = shared seeds (values in this table: "
+        f"{', '.join(map(str, seeds)) or '-'}).\n"
     )
     if table.empty:
         return caption + "\n_no rows_\n"

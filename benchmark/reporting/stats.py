@@ -203,10 +203,12 @@ def paired_cluster_bootstrap(
     ``a`` and ``b`` map ``(example_index, seed)`` to a value (survived 0/1). Per example, the
     difference a - b is averaged over its shared seeds; the estimate is the mean over examples
     of those, and the examples are resampled with replacement (all seeds of one example
-    together). Returns ``(delta, ci_low, ci_high, n_pairs)``, n_pairs = shared keys.
+    together). Returns ``(delta, ci_low, ci_high, n_pairs)``, n_pairs = the distinct examples
+    both have (the unit of the interval and the test; an example attacked under three shared
+    seeds is one pair, its difference averaged over them).
     """
     per_example = paired_example_diffs(a, b)
-    n_pairs = len(set(a) & set(b))
+    n_pairs = len(per_example)
     if not per_example:
         return float("nan"), float("nan"), float("nan"), 0
     ids = list(per_example)
