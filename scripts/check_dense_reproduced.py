@@ -19,10 +19,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
 import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmark.reporting.aggregate import read_attack_log  # noqa: E402
+from benchmark.training.loop import encode  # noqa: E402
+
+log = logging.getLogger("check_dense_reproduced")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         "whose dense model was reused under another key names the old one)",
     )
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     record = json.loads(args.record.read_text())
     key = args.dense_key or (record.get("dense_info") or {}).get("key")
@@ -46,9 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (model_dir / "info.json").exists():
         ap.error(f"no dense cache entry {model_dir} (fine-tune it first: any job of that seed)")
     log_path = args.record.with_name(f"{record['run_id']}.attack.jsonl")
-    if not log_path.exists():
+    rows = read_attack_log(log_path)
+    if not rows:
         ap.error(f"no attack log {log_path}")
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    max_length = int(((record.get("cfg") or {}).get("dataset") or {}).get("max_length") or 512)
 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -58,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     with torch.no_grad():
         for i in range(0, len(rows), args.batch_size):
             batch = rows[i : i + args.batch_size]
-            enc = tok(
-                [r["original"] for r in batch], padding=True, truncation=True, return_tensors="pt"
-            )
+            enc = encode(tok, [r["original"] for r in batch], max_length, torch.device("cpu"))
             probs = model(**enc).logits.softmax(-1)
             for r, p in zip(batch, probs, strict=True):
                 same += int(p.argmax()) == r["orig_pred"]
@@ -68,13 +77,16 @@ def main(argv: list[str] | None = None) -> int:
 
     old = record["dense_info"]
     new = json.loads((model_dir / "info.json").read_text())
-    print(f"dense key {key}")
+    log.info("dense key %s", key)
     old_loss, new_loss = old["train"]["final_loss"], new["train"]["final_loss"]
-    print(f"final loss: record {old_loss!r}, cache {new_loss!r}")
-    print(f"split accuracy: record {old['dense_acc']!r}, cache {new['dense_acc']!r}")
-    print(
-        f"predictions equal on {same} of {len(rows)} attacked originals; "
-        f"max |true-label probability difference| {max_diff:.3g}"
+    log.info("final loss: record %r, cache %r", old_loss, new_loss)
+    log.info("split accuracy: record %r, cache %r", old["dense_acc"], new["dense_acc"])
+    log.info(
+        "predictions equal on %d of %d attacked originals; "
+        "max |true-label probability difference| %.3g",
+        same,
+        len(rows),
+        max_diff,
     )
     return 0 if same == len(rows) else 1
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -45,11 +46,13 @@ def _fixture(tmp_path, tiny_model, tiny_examples, flip: int | None):
 
 
 def test_same_model_passes_and_a_changed_prediction_fails(
-    tmp_path, tiny_model, tiny_examples, capsys
+    tmp_path, tiny_model, tiny_examples, caplog
 ) -> None:
+    caplog.set_level(logging.INFO)
     record, cache = _fixture(tmp_path / "a", tiny_model, tiny_examples, flip=None)
     assert cdr.main(["--record", str(record), "--cache-dir", str(cache)]) == 0
-    assert "predictions equal on 12 of 12" in capsys.readouterr().out
+    assert "predictions equal on 12 of 12" in caplog.text
     record, cache = _fixture(tmp_path / "b", tiny_model, tiny_examples, flip=3)
+    caplog.clear()
     assert cdr.main(["--record", str(record), "--cache-dir", str(cache)]) == 1
-    assert "predictions equal on 11 of 12" in capsys.readouterr().out
+    assert "predictions equal on 11 of 12" in caplog.text
