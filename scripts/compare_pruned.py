@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmark.reporting.aggregate import load_records, read_attack_log  # noqa: E402
 from benchmark.reporting.compare import compare_pair  # noqa: E402
-from benchmark.reporting.stats import mcnemar_exact  # noqa: E402
+from benchmark.reporting.effects import clean_pairs  # noqa: E402
 
 log = logging.getLogger("compare_pruned")
 
@@ -75,18 +75,6 @@ def weight_stats(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict
         max_diff = max(max_diff, float((wa.double() - wb.double()).abs().max()))
     return {"mask_agreement": same / total, "entries": total, "worst_layer": worst[1],
             "worst_layer_agreement": worst[0], "max_abs_weight_diff": max_diff}  # fmt: skip
-
-
-def clean_pairs(rows_a: list[dict], rows_b: list[dict]) -> dict:
-    """Clean accuracy of both on the shared logged examples and McNemar on the discordant."""
-    ca = {r["example_index"]: int(r["orig_pred"] == r["label"]) for r in rows_a}
-    cb = {r["example_index"]: int(r["orig_pred"] == r["label"]) for r in rows_b}
-    keys = sorted(set(ca) & set(cb))
-    n_b = sum(1 for k in keys if ca[k] > cb[k])
-    n_c = sum(1 for k in keys if ca[k] < cb[k])
-    return {"n": len(keys), "clean_a": sum(ca[k] for k in keys) / len(keys),
-            "clean_b": sum(cb[k] for k in keys) / len(keys), "only_a": n_b, "only_b": n_c,
-            "p_value": mcnemar_exact(n_b, n_c)}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

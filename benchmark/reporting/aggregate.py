@@ -17,7 +17,10 @@ embedded`` reads the embedded-model / offline-attack runs of the same table inst
 
 ``--compare EXP --reference PRUNER[@SPARSITY]`` writes paired per-example comparisons of EXP's
 rows against the reference (``results/tables/compare_<EXP>.{csv,md}``,
-``benchmark.reporting.compare``).
+``benchmark.reporting.compare``). ``--effects NAME`` writes the effect table of
+``conf/effects/NAME.yaml``: one method's configurations (options, versions) side by side, each
+paired against its reference row (``results/tables/effects_NAME.{md,csv}``,
+``benchmark.reporting.effects``).
 """
 
 from __future__ import annotations
@@ -876,6 +879,14 @@ def main(argv: list[str] | None = None) -> int:
         help="look the reference up in this experiment's records (default: the compared one); "
         "writes compare_<EXP>_vs_<REF>_in_<REFEXP>.{csv,md}",
     )
+    ap.add_argument(
+        "--effects",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="one method's configurations side by side, paired against a reference row "
+        "(conf/effects/NAME.yaml): results/tables/effects_NAME.{md,csv}",
+    )
     args = ap.parse_args(argv)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (args.results_dir / "runs").is_dir():
@@ -891,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
     before = _csv_stamps(args.results_dir)
     write_leaderboard(args.results_dir)
     report_stale(args.results_dir)
-    if names or args.summary or args.compare or args.analyses or args.claims:
+    if names or args.summary or args.compare or args.analyses or args.claims or args.effects:
         df = load_records(args.results_dir)
         for exp in args.analyses:
             from benchmark.reporting.analyses import analyses
@@ -911,6 +922,14 @@ def main(argv: list[str] | None = None) -> int:
 
             try:
                 log.info("wrote %s", write_claims(df, name, args.results_dir))
+            except ValueError as exc:
+                log.error("error: %s", exc)
+                return 2
+        for name in args.effects:
+            from benchmark.reporting.effects import write_effects
+
+            try:
+                log.info("wrote %s", write_effects(df, name, args.results_dir))
             except ValueError as exc:
                 log.error("error: %s", exc)
                 return 2
