@@ -1,6 +1,6 @@
 """Refresh the generated blocks of the docs from the files the aggregator wrote.
 
-    python scripts/sync_docs.py [docs/results.md ...] [--check]
+    python scripts/sync_docs.py [DOC.md ...] [--check]     (default: every Markdown file under docs/)
 
 A block is delimited in the Markdown by
 
@@ -55,7 +55,7 @@ def sync(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("docs", nargs="*", type=Path, default=[ROOT / "docs" / "results.md"])
+    ap.add_argument("docs", nargs="*", type=Path, default=sorted((ROOT / "docs").rglob("*.md")))
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
