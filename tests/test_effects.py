@@ -110,7 +110,9 @@ def test_spec_errors_name_the_problem(tmp_path) -> None:
         effects.load_spec("nope")
 
 
-@pytest.mark.parametrize("name", ["akr_official", "training_reduced_versions"])
+@pytest.mark.parametrize(
+    "name", ["akr_official", "training_reduced_versions", "robustt_ablation_reduced"]
+)
 def test_committed_specs_load_and_name_existing_pruners(name) -> None:
     spec = effects.load_spec(name)
     for row in spec["rows"]:
