@@ -917,22 +917,16 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as exc:
                 log.error("error: %s", exc)
                 return 2
-        for name in args.claims:
-            from benchmark.reporting.claims import write_claims
+        from benchmark.reporting.claims import write_claims
+        from benchmark.reporting.effects import write_effects
 
-            try:
-                log.info("wrote %s", write_claims(df, name, args.results_dir))
-            except ValueError as exc:
-                log.error("error: %s", exc)
-                return 2
-        for name in args.effects:
-            from benchmark.reporting.effects import write_effects
-
-            try:
-                log.info("wrote %s", write_effects(df, name, args.results_dir))
-            except ValueError as exc:
-                log.error("error: %s", exc)
-                return 2
+        for writer, specs in ((write_claims, args.claims), (write_effects, args.effects)):
+            for name in specs:
+                try:
+                    log.info("wrote %s", writer(df, name, args.results_dir))
+                except ValueError as exc:
+                    log.error("error: %s", exc)
+                    return 2
         for name in names:
             write_table(df, name, args.results_dir, args.variant, "off")  # mirrored below
         if args.summary:
