@@ -1,6 +1,6 @@
 """Refresh the generated blocks of the docs from the files the aggregator wrote.
 
-    python scripts/sync_docs.py [DOC.md ...] [--check]     (default: every Markdown file under docs/)
+    python scripts/sync_docs.py [DOC.md ...] [--check]   (default: every Markdown file in docs/)
 
 A block is delimited in the Markdown by
 

@@ -119,3 +119,17 @@ def test_committed_specs_load_and_name_existing_pruners(name) -> None:
         defaults = effects.pruner_defaults(row["pruner"])
         for key in {**row.get("set", {}), **row.get("match", {})}:
             assert key in defaults, f"{name}: {row['id']} sets {key}, not a {row['pruner']} key"
+
+
+def test_a_note_shared_by_cells_of_a_row_is_said_once() -> None:
+    """A dense-model mismatch under two attacks at two sparsities is one line; missing logs
+    name every record once; cells with different attack sets are listed per sparsity."""
+    msg = "dense model a, its reference's b"
+    notes = [("v2", s, atk, msg, ()) for s in (0.3, 0.5) for atk in ("dwb", "tf")]
+    notes += [("v2", 0.3, "dwb", "no paired Δ, attack log missing", ("r1", "x")),
+              ("v2", 0.5, "dwb", "no paired Δ, attack log missing", ("r2", "x")),
+              ("v2", 0.5, "tf", "no paired Δ, attack log missing", ("r3",))]  # fmt: skip
+    assert effects.group_notes(notes) == [
+        f"v2 at 0.3, 0.5 (dwb, tf): {msg}",
+        "v2 at 0.3 (dwb), 0.5 (dwb, tf): no paired Δ, attack log missing (r1, x, r2, r3)",
+    ]

@@ -146,17 +146,19 @@ def _describe(x: dict[str, Any]) -> dict[str, Any]:
     return line
 
 
-def _paired(rec: pd.DataFrame, ref: pd.DataFrame, where: str, notes: list[str]) -> dict[str, Any]:
+def _paired(
+    rec: pd.DataFrame, ref: pd.DataFrame, where: tuple, notes: list[tuple]
+) -> dict[str, Any]:
     """Δ clean and Δ Aua of a record against its reference record, on the same sentences."""
     x, y = rec.iloc[0].to_dict(), ref.iloc[0].to_dict()
     out: dict[str, Any] = {"reference_run": y["run_id"]}
     if x.get("dense_info.key") != y.get("dense_info.key"):
-        notes.append(f"{where}: dense model {x.get('dense_info.key')}, its reference's "
-                     f"{y.get('dense_info.key')}")  # fmt: skip
+        notes.append((*where, f"dense model {x.get('dense_info.key')}, its reference's "
+                      f"{y.get('dense_info.key')}", ()))  # fmt: skip
     logs = read_attack_log(x.get("_log")), read_attack_log(y.get("_log"))
     missing = [run for run, lg in zip((x["run_id"], y["run_id"]), logs, strict=True) if not lg]
     if missing:
-        notes.append(f"{where}: no paired Δ, attack log missing ({', '.join(missing)})")
+        notes.append((*where, "no paired Δ, attack log missing", tuple(missing)))
         return out
     c = clean_pairs(*logs)
     if c["n"]:
@@ -178,7 +180,7 @@ def effects_table(df: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.DataFrame,
         keep = [p == r["pruner"] and row_matches(r, c, ignore)
                 for p, c in zip(cand["pruner"], cand["_pcfg"], strict=True)]  # fmt: skip
         member[r["id"]] = cand[keep]
-    notes: list[str] = []
+    notes: list[tuple] = []  # (row, sparsity, attack, message, record ids)
     out = []
     for s in spec["sparsities"]:
         for r in spec["rows"]:
@@ -188,18 +190,40 @@ def effects_table(df: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.DataFrame,
                 sel = _at(member[r["id"]], s, attack)
                 if sel.empty:
                     continue
-                where = f"{r['id']} at {s:g}, {attack}"
+                where = (r["id"], s, attack)
                 rec, others = _pick(sel)
                 if others:
                     used = rec["run_id"].iloc[0]
-                    notes.append(f"{where}: newest of {len(others) + 1} records used ({used}; "
-                                 f"also {', '.join(others)})")  # fmt: skip
+                    notes.append((*where, f"newest of {len(others) + 1} records used ({used}; "
+                                  f"also {', '.join(others)})", ()))  # fmt: skip
                 line.update(_describe(rec.iloc[0].to_dict()))
                 ref_id = r.get("reference", spec.get("reference"))
                 ref = _at(member[ref_id], s, attack) if ref_id and ref_id != r["id"] else None
                 if ref is not None and not ref.empty:
                     line.update(_paired(rec, _pick(ref)[0], where, notes))
-    return pd.DataFrame(out).reindex(columns=COLUMNS), notes
+    return pd.DataFrame(out).reindex(columns=COLUMNS), group_notes(notes)
+
+
+def group_notes(notes: list[tuple]) -> list[str]:
+    """One line per (row, message): the cells it holds for, and the records it names.
+
+    ``notes`` are ``(row, sparsity, attack, message, record ids)``; the same message on several
+    cells of a row (a dense-model mismatch under every attack) is said once."""
+    groups: dict[tuple[str, str], tuple[dict[float, list[str]], list[str]]] = {}
+    for row, s, attack, message, ids in notes:
+        cells, runs = groups.setdefault((row, message), ({}, []))
+        cells.setdefault(s, []).append(attack)
+        runs.extend(i for i in ids if i not in runs)
+    lines = []
+    for (row, message), (cells, runs) in groups.items():
+        attacks = list(cells.values())
+        if all(a == attacks[0] for a in attacks):
+            where = f"{', '.join(f'{s:g}' for s in cells)} ({', '.join(attacks[0])})"
+        else:
+            where = ", ".join(f"{s:g} ({', '.join(a)})" for s, a in cells.items())
+        tail = f" ({', '.join(runs)})" if runs else ""
+        lines.append(f"{row} at {where}: {message}{tail}")
+    return lines
 
 
 def _pct(v: Any, lo: Any = None, hi: Any = None) -> str:
