@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import holm_adjust
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,7 @@ COLUMNS = ["claim", "kind", "row", "reference", "sparsity", "attack", "seeds", "
 
 def load_spec(name: str | Path) -> dict[str, Any]:
     """The claims spec ``conf/claims/<name>.yaml`` (or a path), checked."""
-    import yaml
-
-    path = Path(name) if Path(name).is_file() else CLAIMS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in CLAIMS_DIR.glob("*.yaml"))
-        raise ValueError(f"no claims spec {name!r} (conf/claims/); valid: {', '.join(names)}")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    spec, _ = read_spec(name, CLAIMS_DIR, "claims")
     for c in spec["claims"]:
         if c["kind"] not in KINDS:
             raise ValueError(f"claim {c['id']}: kind {c['kind']!r} is not one of {KINDS}")

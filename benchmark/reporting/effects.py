@@ -33,6 +33,7 @@ import pandas as pd
 
 from benchmark.reporting.aggregate import read_attack_log, record_interval
 from benchmark.reporting.compare import compare_pair
+from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import mcnemar_exact
 
 log = logging.getLogger(__name__)
@@ -49,13 +50,7 @@ COLUMNS = ["sparsity", "row", "attack", "run_id", "sparsity_actual", "clean_acc"
 
 def load_spec(name: str | Path) -> dict[str, Any]:
     """The spec ``conf/effects/<name>.yaml`` (or a path), checked."""
-    import yaml
-
-    path = Path(name) if Path(name).is_file() else EFFECTS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        names = sorted(p.stem for p in EFFECTS_DIR.glob("*.yaml"))
-        raise ValueError(f"no effects spec {name!r} (conf/effects/); valid: {', '.join(names)}")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    spec, path = read_spec(name, EFFECTS_DIR, "effects")
     spec.setdefault("name", path.stem)
     ids = [r["id"] for r in spec["rows"]]
     if len(set(ids)) != len(ids):
