@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.reporting.aggregate import read_attack_log  # noqa: E402
+from benchmark.reporting.aggregate import attack_log_path, read_attack_log  # noqa: E402
 from benchmark.training.loop import encode  # noqa: E402
 
 log = logging.getLogger("check_dense_reproduced")
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.cache_dir / "dense" / key
     if not (model_dir / "info.json").exists():
         ap.error(f"no dense cache entry {model_dir} (fine-tune it first: any job of that seed)")
-    log_path = args.record.with_name(f"{record['run_id']}.attack.jsonl")
+    log_path = attack_log_path(args.record)
     rows = read_attack_log(log_path)
     if not rows:
         ap.error(f"no attack log {log_path}")

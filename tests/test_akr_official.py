@@ -38,6 +38,7 @@ def golden() -> dict:
 def _config(name: str) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "pruner" / f"{name}.yaml"))
     cfg.pop("_target_")
+    cfg.pop("calibration")  # read by the pipeline, not by the pruner
     return cfg
 
 

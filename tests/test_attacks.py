@@ -369,8 +369,9 @@ def test_bf16_wrapper_close(trained_tiny):
     model, tok = trained_tiny
     texts = ["the movie was good", "a dull and boring plot"]
     fp32 = PaddedModelWrapper(model, tok, 32)(texts)
-    bf16 = PaddedModelWrapper(model, tok, 32, bf16=True)(texts)
+    bf16 = PaddedModelWrapper(model, tok, 32, precision="bfloat16")(texts)
     assert np.allclose(fp32, bf16, atol=0.1)
+    assert not np.array_equal(fp32, bf16)  # the autocast really ran
     assert (fp32.argmax(1) == bf16.argmax(1)).all()
 
 

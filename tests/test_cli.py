@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.records.logs import read_rows
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -81,7 +83,11 @@ def test_smoke_run_then_skip(tmp_path):
     assert rec["aua"] <= rec["attack_clean_acc"] and abs(rec["sparsity_actual"] - 0.5) < 0.01
     assert rec["dense_acc"] == 1.0  # the tiny task is learnable
     assert rec["dense_info"]["intra_op_threads"] >= 1  # training depends on the thread count
-    assert (rec_path.with_suffix("").with_suffix(".attack.jsonl")).is_file()
+    log_file = rec_path.with_name(f"{rec['run_id']}.attack.jsonl.gz")
+    assert log_file.read_bytes()[:2] == b"\x1f\x8b"  # compressed when the job ended
+    assert not list(rec_path.parent.glob("*.attack.jsonl")) and not list(
+        rec_path.parent.glob("*.partial.jsonl")
+    )
     # the protocol's per-record statistics and the cost figure
     assert rec["aua_ci_low"] <= rec["aua"] <= rec["aua_ci_high"]
     assert rec["clean_acc_ci_low"] <= rec["clean_acc"] <= rec["clean_acc_ci_high"]
@@ -169,18 +175,22 @@ def test_beyond_pruners_from_the_cli(tmp_path):
 def test_transfer_replays_the_dense_models_adversarial_texts(tmp_path):
     dense = run_cli("experiment=smoke", "pruner=none", "sparsity=0.0", tmp=tmp_path)
     assert dense.returncode == 0, dense.stdout[-2000:] + dense.stderr[-2000:]
-    (log,) = (tmp_path / "results" / "runs" / "smoke").glob("*.attack.jsonl")
-    broken = [json.loads(x) for x in log.read_text().splitlines()]
+    (log,) = (tmp_path / "results" / "runs" / "smoke").glob("*.attack.jsonl.gz")
+    broken = read_rows(log)
     broken = [r for r in broken if r["result"] == "successful"]
+    plain_name = log.with_name(log.name.removesuffix(".gz"))  # an old name resolves to the .gz
     out = run_cli("experiment=smoke", "pruner=magnitude", "attack=transfer",
-                  f"attack.options.source={log}", tmp=tmp_path)  # fmt: skip
+                  f"attack.options.source={plain_name}", tmp=tmp_path)  # fmt: skip
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     rec = next(json.loads(p.read_text()) for p in (tmp_path / "results" / "runs" / "smoke")
                .glob("*.json") if json.loads(p.read_text())["attack"] == "transfer")  # fmt: skip
     assert rec["n_total"] == len(broken) > 0
     assert rec["n_failed"] + rec["n_success"] == rec["n_total"]
-    rec_log = tmp_path / "results" / "runs" / "smoke" / f"{rec['run_id']}.attack.jsonl"
-    rows = [json.loads(x) for x in rec_log.read_text().splitlines()]
+    rec_log = tmp_path / "results" / "runs" / "smoke" / f"{rec['run_id']}.attack.jsonl.gz"
+    rows = read_rows(rec_log)
+    # identity: the source's run id and log content, not its path
+    assert rec["cfg"]["transfer_source"]["run_id"] == log.name.split(".")[0]
+    assert rec["cfg"]["attack"]["options"]["source"] == str(plain_name)  # recorded, not identity
     assert [r["example_index"] for r in rows] == [r["example_index"] for r in broken]
     from benchmark.reporting import aggregate
 

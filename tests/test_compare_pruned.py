@@ -43,7 +43,7 @@ def test_no_weights_compares_committed_records_without_a_pruned_cache(tmp_path) 
     """``--no-weights`` needs only records and attack logs: two committed full-split records
     of seed 0 (magnitude and SparseGPT at 50%, DeepWordBug) with an empty cache folder."""
     out = tmp_path / "cmp.md"
-    argv = ["--exp", "embedded_post_training", "--a", "d45f28a1155c", "--b", "442fa2350494",
+    argv = ["--exp", "embedded_post_training", "--a", "98757510b4ad", "--b", "e5d2f89ea3b9",
             "--cache-dir", str(tmp_path / "no-cache"), "--markdown", str(out)]  # fmt: skip
     assert cp.main([*argv, "--no-weights"]) == 0
     text = out.read_text()

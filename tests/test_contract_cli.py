@@ -180,6 +180,8 @@ def test_num_labels_must_match_the_training_split(tmp_path):
         split_warnings([("a", 0), ("b", 1)], spec, "train")
     one = split_warnings([("a", 1), ("b", 1)], DatasetSpec(name="x", num_labels=2), "validation")
     assert one and "one class only" in one[0]
+    with pytest.raises(UserError, match=r"1 class but dataset\.num_labels=2"):  # not a warning
+        split_warnings([("a", 1), ("b", 1)], DatasetSpec(name="x", num_labels=2), "train")
 
 
 # ------------------------------------------------------------- identity (in-process)
@@ -294,12 +296,13 @@ def finished(dirs):
     assert out.returncode == 0, out.stderr[-3000:]
     runs = dirs["results"] / "runs" / "done"
     rec = next(p for p in runs.glob("*.json") if not p.name.endswith(".failed.json"))
-    return rec, rec.with_name(rec.stem + ".attack.jsonl")
+    return rec, rec.with_name(rec.stem + ".attack.jsonl.gz")
 
 
 def _rows(path: Path):
-    return [{k: v for k, v in json.loads(x).items() if k != "seconds"}
-            for x in path.read_text().splitlines()]  # fmt: skip
+    from benchmark.records.logs import read_rows
+
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_rows(path)]
 
 
 @pytest.mark.slow
@@ -365,7 +368,7 @@ def test_sigkill_mid_attack_resumes_to_the_uninterrupted_log(finished, dirs):
     assert (
         f"resuming after {n_before}" in out.stderr or f"resuming after {n_before - 1}" in out.stderr
     )
-    final = next(runs.glob("*.attack.jsonl"))
+    final = next(runs.glob("*.attack.jsonl.gz"))
     assert _rows(final) == _rows(full_log)
     assert not list(runs.glob("*.partial.jsonl"))
 
@@ -436,7 +439,7 @@ def test_time_limit_is_its_own_column(dirs):
     assert out.returncode == 0, out.stderr[-2000:]
     rec = json.loads(next((dirs["results"] / "runs" / "limit").glob("*.json")).read_text())
     assert rec["n_limit"] == rec["n_total"] == 8 and rec["n_failed"] == 0
-    rows = _rows(next((dirs["results"] / "runs" / "limit").glob("*.attack.jsonl")))
+    rows = _rows(next((dirs["results"] / "runs" / "limit").glob("*.attack.jsonl.gz")))
     assert {r["result"] for r in rows} == {"limit"}
 
 

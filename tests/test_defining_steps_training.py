@@ -138,7 +138,7 @@ def test_rticket_selection_data_is_left_out_of_the_dense_training(tiny):
             return {"recipe": "x"}
 
     class _Spec:
-        name, max_length, train_split = "d", 32, "train"
+        name, max_length, train_split, num_labels = "d", 32, "train", 2
 
     @dataclasses.dataclass
     class _Model:

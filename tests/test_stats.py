@@ -3,8 +3,10 @@ duplicates, intervals and paired comparisons built from synthetic records and at
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import pandas as pd
@@ -14,8 +16,11 @@ from benchmark.reporting import aggregate, compare
 from benchmark.reporting.stats import (
     cluster_bootstrap,
     holm_adjust,
+    lattice_denominator,
     mcnemar_exact,
     paired_cluster_bootstrap,
+    per_seed_deltas,
+    seed_t_test,
     sign_flip_test,
     wilson_interval,
 )
@@ -57,15 +62,62 @@ def test_sign_flip_equals_mcnemar_for_binary_one_seed(b: int, c: int) -> None:
     assert sign_flip_test(diffs) == pytest.approx(mcnemar_exact(b, c), abs=1e-12)
 
 
-def test_sign_flip_exact_small_case_and_monte_carlo() -> None:
+def _brute_force_sign_flip(d: list[float]) -> float:
+    """p of the sign-flip test by listing every sign pattern of the nonzero d_i."""
+    nz = [abs(x) for x in d if abs(x) > 1e-12]
+    observed = abs(sum(x for x in d if abs(x) > 1e-12))
+    hits = sum(abs(sum(s * x for s, x in zip(signs, nz, strict=True))) >= observed - 1e-9
+               for signs in itertools.product((-1, 1), repeat=len(nz)))  # fmt: skip
+    return hits / 2 ** len(nz)
+
+
+def test_sign_flip_is_exact_against_enumeration_and_has_no_floor() -> None:
     # d = (0.5, 0.5, 1.0): 8 sign patterns, |sum| >= 2 only for all + or all -: p = 2/8
     assert sign_flip_test([0.5, 0.5, 1.0]) == pytest.approx(0.25)
-    # 30 nonzero -> Monte Carlo with +1 correction; all +1 is extreme: p ~ 2^-29, so (1+0)/10001
-    assert sign_flip_test([1.0] * 30, n_flips=10_000, seed=1) == pytest.approx(1 / 10_001)
-    same = sign_flip_test([1.0] * 15 + [-1.0] * 10, seed=3, exact_max=5)
-    assert same == sign_flip_test([1.0] * 15 + [-1.0] * 10, seed=3, exact_max=5)
-    # against the exact answer 2 * P[Bin(25, .5) <= 10] = 0.4243562 (MC error ~0.005)
-    assert same == pytest.approx(mcnemar_exact(15, 10), abs=0.03)
+    # seed means over 3 seeds (multiples of 1/3) and over 2 and 3 seeds mixed (1/6): the
+    # convolution gives what listing all 2^n sign patterns gives
+    rng = random.Random(0)
+    for grid in ([k / 3 for k in range(-3, 4)], [k / 6 for k in range(-6, 7)]):
+        for _ in range(40):
+            d = [rng.choice(grid) for _ in range(rng.randint(1, 12))]
+            assert sign_flip_test(d) == pytest.approx(_brute_force_sign_flip(d), abs=1e-12), d
+    # 30 sentences better under all three seeds, 842 tied: p = 2 / 2^30 exactly (the Monte
+    # Carlo test said 1/10,001 here)
+    d = [1.0] * 30 + [0.0] * 842
+    assert sign_flip_test(d) == pytest.approx(2.0**-29, rel=1e-12)
+    # the same on the 1/3 lattice (each better under one seed of three): still 2^-29
+    assert sign_flip_test([1 / 3] * 30 + [0.0] * 842) == pytest.approx(2.0**-29, rel=1e-12)
+    assert lattice_denominator([1 / 3, 0.5, -1.0]) == 6
+    with pytest.raises(ValueError, match="not multiples"):
+        sign_flip_test([0.123456789], denominator=3)
+
+
+def test_seed_t_interval_known_answers() -> None:
+    """Closed forms of Student's t: with 2 df, quantile q = a sqrt(2 / (1 - a^2)) at
+    a = 2 * 0.975 - 1 and two-sided p = 1 - |t| / sqrt(2 + t^2); with 1 df (Cauchy),
+    q = tan(pi (0.975 - 1/2)) and p = 1 - 2 atan(|t|) / pi."""
+    q2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # 4.302652729911275
+    mean, lo, hi, p = seed_t_test([1.0, 2.0, 3.0])  # sd 1, se 1/sqrt(3), t = 2 sqrt(3)
+    assert mean == 2.0
+    assert (lo, hi) == (pytest.approx(2 - q2 / math.sqrt(3)), pytest.approx(2 + q2 / math.sqrt(3)))
+    assert p == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-9)
+    q1 = math.tan(math.pi * 0.475)  # 12.706204736
+    mean, lo, hi, p = seed_t_test([-0.25, -0.30])  # sd 0.05/sqrt(2), se 0.025, t = -11
+    assert (lo, hi) == (pytest.approx(-0.275 - q1 * 0.025), pytest.approx(-0.275 + q1 * 0.025))
+    assert p == pytest.approx(1 - 2 * math.atan(11) / math.pi, rel=1e-9)
+    # issue 27's C1 at 50% textfooler_offline: per-seed deltas +8, +14, +33 of 872 sentences
+    # (+0.92/+1.61/+3.78 points); the issue's [-1.60, +5.81] came from the rounded deltas
+    _, lo, hi, _ = seed_t_test([8 / 872, 14 / 872, 33 / 872])
+    assert (round(100 * lo, 2), round(100 * hi, 2)) == (-1.62, 5.82)
+    assert all(math.isnan(x) for x in seed_t_test([0.1])[1:])  # one seed: no interval
+    assert seed_t_test([0.1, 0.1, 0.1])[1:] == (pytest.approx(0.1), pytest.approx(0.1), 0.0)
+
+
+def test_per_seed_deltas_pair_within_each_seed() -> None:
+    a = {(i, s): float(i < 10 + s) for i in range(20) for s in (0, 1)}
+    b = {(i, s): float(i < 8) for i in range(20) for s in (0, 1)}
+    b[(99, 1)] = 1.0  # not shared
+    assert per_seed_deltas(a, b) == {0: pytest.approx(2 / 20), 1: pytest.approx(3 / 20)}
 
 
 def test_holm() -> None:
@@ -75,6 +127,13 @@ def test_holm() -> None:
     )
     assert holm_adjust([0.5, 0.6]) == [1.0, 1.0]  # capped
     assert holm_adjust([]) == []
+    # a declared family of 5 with 2 tests (the others not run or degenerate: p = 1):
+    # 5 * 0.01, max(0.05, 4 * 0.02)
+    assert holm_adjust([0.02, float("nan"), 0.01], m=5) == pytest.approx(
+        [0.08, float("nan"), 0.05], nan_ok=True
+    )
+    with pytest.raises(ValueError, match="family of 1"):
+        holm_adjust([0.01, 0.02], m=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,6 +301,11 @@ def test_compare_several_seeds_uses_sign_flip(tmp_path: Path) -> None:
     assert row["delta_aua"] == pytest.approx(-5.5 / 20)
     # exact: all 6 nonzero d negative; |sum| >= 5.5 only for all - / all +: 2/64
     assert row["p_value"] == pytest.approx(2 / 64)
+    # over seeds: deltas -5/20 and -6/20, t = -11 with 1 df (see the t known answers)
+    assert row["seed_deltas"] == "0:-0.250000;1:-0.300000"
+    assert row["seed_p"] == pytest.approx(1 - 2 * math.atan(11) / math.pi, rel=1e-9)
+    assert row["seed_ci_low"] == pytest.approx(-0.275 - math.tan(math.pi * 0.475) * 0.025)
+    assert row["family"] == compare.POST_HOC  # no spec: Holm over the table's rows
     with pytest.raises(ValueError, match="no records of reference"):
         compare.compare_table(aggregate.load_records(tmp_path), "e", "wanda")
 
@@ -409,3 +473,33 @@ def test_summary_has_the_latency_column_where_records_have_it(tmp_path: Path) ->
     write_run(tmp_path, "e", "b", "wanda", 0.5, 0, [1, 2], attack="deepwordbug")
     table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
     assert "inference ms (pruned / dense)" not in table
+
+
+def test_full_split_clean_accuracy_is_bootstrapped_and_has_a_seed_interval(tmp_path: Path) -> None:
+    """Records attacked on the whole split (n_total = n_eval): the log's rows not skipped are
+    the correct clean predictions, so clean accuracy over several seeds gets the cluster
+    bootstrap (conditional on these fine-tunes) and the t-interval over seeds (issue 27)."""
+    for seed, wrong in ((0, [0, 1, 2, 3]), (1, [0, 1]), (2, [0, 1, 2])):
+        write_run(tmp_path, "e", f"r{seed}", "akr", 0.5, seed, list(range(10, 15)),
+                  n_eval=20, clean_acc=(20 - len(wrong)) / 20, n_skipped=len(wrong))  # fmt: skip
+        path = tmp_path / "runs" / "e" / f"r{seed}.attack.jsonl"
+        rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+        for r in rows:
+            if r["example_index"] in wrong:
+                r["result"] = "skipped"
+        path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    df = aggregate.dedupe(aggregate.load_records(tmp_path))
+    st = aggregate.cell_stats(df, "clean_acc", n_boot=2000)
+    assert st["ci"] == "bootstrap" and st["mean"] == pytest.approx(17 / 20)
+    assert st["ci_low"] < 17 / 20 < st["ci_high"]
+    # per-seed 0.80, 0.90, 0.85: sd 0.05, t 2 df
+    q2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))
+    assert st["seed_ci_low"] == pytest.approx(0.85 - q2 * 0.05 / math.sqrt(3))
+    assert st["seed_ci_high"] == pytest.approx(0.85 + q2 * 0.05 / math.sqrt(3))
+    board = aggregate.leaderboard(aggregate.load_records(tmp_path), n_boot=500)
+    assert board.loc[0, "clean_acc_seed_ci_high"] == pytest.approx(st["seed_ci_high"])
+    assert "wilson-mean" not in board.loc[0, "ci_method"]
+    # a log that does not hold the whole split (n_eval 100): clean accuracy stays wilson-mean
+    write_run(tmp_path, "e", "r0", "akr", 0.5, 0, list(range(10, 15)), n_eval=100)
+    st = aggregate.cell_stats(aggregate.dedupe(aggregate.load_records(tmp_path)), "clean_acc")
+    assert st["ci"] == "wilson-mean"

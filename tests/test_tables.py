@@ -469,8 +469,11 @@ def test_preset_lint(preset: str) -> None:
         HydraConfig.instance().set_config(cfg)  # ${hydra:runtime.choices.*} as in a real job
         assert 0.0 <= float(cfg.sparsity) < 1.0  # per-dataset interpolations resolve
         int(cfg.attack.num_examples)
+        from benchmark.jobs.registry import method_config
+
         for group in INSTANTIATED:
-            instantiate(cfg[group])
+            node = OmegaConf.create(OmegaConf.to_container(cfg[group], resolve=True))
+            instantiate(method_config(group, node))  # pipeline keys removed, as a job does
 
 
 def test_summary_table_rows_columns_and_missing_cells() -> None:

@@ -156,10 +156,9 @@ def test_offline_job_run_holds_curves_table_artifact(imp_job):
     # the per-example attack log as a table with the log's columns
     (row,) = [h for h in run["history"] if "attack/examples/_type" in h]
     table = table_json(run_dir, row, "attack/examples")
-    log_rows = [
-        json.loads(line)
-        for line in imp_job["record_path"].with_suffix(".attack.jsonl").read_text().splitlines()
-    ]
+    from benchmark.records.logs import read_rows
+
+    log_rows = read_rows(imp_job["record_path"].with_suffix(".attack.jsonl.gz"))
     assert table["columns"] == list(log_rows[0]) and len(table["data"]) == len(log_rows) == 4
     assert [r[table["columns"].index("queries")] for r in table["data"]] == [
         r["queries"] for r in log_rows
@@ -171,7 +170,7 @@ def test_offline_job_run_holds_curves_table_artifact(imp_job):
     assert meta["pruned_key"] == rec["prune_info"]["key"] and meta["pruned_key"]
     assert meta["dense_key"] == rec["dense_info"]["key"] and meta["dense_key"]
     assert (imp_job["tmp"] / "cache" / "pruned" / meta["pruned_key"] / "weights.pt").is_file()
-    assert {c.path for c in art.manifest.contents} == {"record.json", "attack.jsonl"}
+    assert {c.path for c in art.manifest.contents} == {"record.json", "attack.jsonl.gz"}
     # the record's metrics and the phases in the summary
     assert run["summary"]["attack/aua"] == rec["aua"] and run["summary"]["status"] == "ok"
     assert [p["name"] for p in run["summary"]["train/phases"]][:2] == [

@@ -10,8 +10,9 @@ is counted in ``n_limit``: it was classified correctly and not broken within the
 is neither a survivor (``failed``) nor a success; Aua counts it as not surviving, and Aua's
 upper bound ``(failed + limit) / total`` is recorded beside it.
 
-The per-example log (``<run_id>.attack.jsonl``) is written as the attack goes, one flushed
-JSON line per example; a job interrupted mid-attack resumes from it. Each line holds
+The per-example log is written as the attack goes (``<run_id>.attack.partial.jsonl``), one
+flushed JSON line per example; a job interrupted mid-attack resumes from it. When the job ends
+it is compressed into ``<run_id>.attack.jsonl.gz`` (:mod:`benchmark.records.logs`). Each line holds
 ``example_index`` (index into the evaluation split, so runs on the same seeded sample pair
 up), ``label``, ``result`` (successful / failed / skipped / limit), ``queries``, the
 predictions and the probability of the true label before and after, the texts, and the
@@ -85,7 +86,6 @@ class AttackSpec:
         resources: NLTK resources to check (empty = the recipe's own list).
         options: the recipe's own options (e.g. ``candidates: auto`` of textfooler_offline).
         workers: processes the sample is split across (CPU; results equal a serial run).
-        bf16: run the victim model's queries under bfloat16 autocast (any device).
         max_seconds_per_example: wall-clock limit of one example's attack (None = none); an
             example that hits it is logged as ``limit`` and counted in ``n_limit``.
     """
@@ -99,7 +99,6 @@ class AttackSpec:
     resources: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
-    bf16: bool = False
     max_seconds_per_example: float | None = None
 
     def __post_init__(self) -> None:
@@ -184,9 +183,10 @@ class PaddedModelWrapper:
     """TextAttack model wrapper padding each query batch to its longest sequence.
 
     TextAttack's stock HuggingFaceModelWrapper pads every query to 512 tokens (measured
-    15-40x slower). Queries run in eval mode under ``torch.inference_mode``, optionally under
-    bfloat16 autocast on the model's device. ``n_texts`` / ``n_calls`` / ``forward_seconds``
-    count what actually reached the model (TextAttack's cache hits never do).
+    15-40x slower). Queries run in eval mode under ``torch.inference_mode``, under the job's
+    ``precision`` (:mod:`benchmark.models.precision`) on the model's device. ``n_texts`` /
+    ``n_calls`` / ``forward_seconds`` count what actually reached the model (TextAttack's cache
+    hits never do).
     """
 
     def __new__(cls, *args: Any, **kwargs: Any):
@@ -198,24 +198,24 @@ class PaddedModelWrapper:
 
     def __init__(
         self, model: nn.Module, tokenizer, max_length: int, batch_size: int = 64,
-        bf16: bool = False,
+        precision: str = "float32",
     ):  # fmt: skip
         """Args: the classifier (already on its device), its tokenizer, truncation, batch,
-        bfloat16 autocast."""
+        the job's precision (``float32``, ``bfloat16``, ``float16``)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
-        self.bf16 = bf16
+        self.precision = precision
         self.device = next(model.parameters()).device
         self.n_texts = 0
         self.n_calls = 0
         self.forward_seconds = 0.0
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if not self.bf16:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        from benchmark.models.precision import autocast
+
+        return autocast(self.precision, self.device)
 
     def __call__(self, text_input_list: Sequence[str]) -> np.ndarray:
         """Logits for a list of texts."""

@@ -56,9 +56,12 @@ class CleanEval:
 @torch.inference_mode()
 def evaluate_clean(
     model: nn.Module, tokenizer, examples: Sequence[Example], max_length: int,
-    device: torch.device, batch_size: int = 64,
+    device: torch.device, batch_size: int = 64, precision: str = "float32",
 ) -> CleanEval:  # fmt: skip
-    """Probabilities for every example (batches of similar length; results in split order)."""
+    """Probabilities for every example (batches of similar length; results in split order),
+    forward passes under the job's ``precision`` (:mod:`benchmark.models.precision`)."""
+    from benchmark.models.precision import autocast
+
     model.eval()
     order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
     probs = np.zeros((len(examples), model.config.num_labels), dtype=np.float64)
@@ -68,7 +71,8 @@ def evaluate_clean(
             [examples[i][0] for i in idx], padding=True, truncation=True,
             max_length=max_length, return_tensors="pt",
         ).to(device)  # fmt: skip
-        logits = model(**enc).logits.float()
+        with autocast(precision, device):
+            logits = model(**enc).logits.float()
         probs[idx] = torch.softmax(logits, dim=-1).cpu().double().numpy()
     labels = np.array([int(y) for _, y in examples], dtype=np.int64)
     return CleanEval(labels=labels, probs=probs)

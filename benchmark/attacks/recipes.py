@@ -405,3 +405,136 @@ def check_attack_resources(spec: AttackSpec, res: AttackResources, attack: str) 
     d = recipe_def(spec.recipe)
     check(list(spec.resources) or list(d.nltk), res.nltk_data, attack)
     check_external(d.external(dict(spec.options), res), res, attack)
+
+
+# --------------------------------------------------------------------------- threat models
+# What each name's attack may do, as declared settings (read off the TextAttack 0.3.11 recipes
+# and the builders above), not by building the attack: --plan and skip-existing need no
+# resources. Keys: the search, the candidates per word, the largest fraction of words that may
+# change (None = no cap), the character edit cap, the sentence-similarity model and threshold.
+# A change of any value here is a new threat model (its hash, part of the run id, changes).
+
+_USE = "Universal Sentence Encoder (TF-Hub)"
+_LOCAL_ENCODER = "all-MiniLM-L6-v2 standing in for USE (paths.sentence_encoder)"
+
+
+def _similarity(model: str | None, threshold: float | None = None, metric: str | None = None,
+                window: int | None = None) -> dict[str, Any] | None:  # fmt: skip
+    if model is None:
+        return None
+    return {"model": model, "threshold": threshold, "metric": metric, "window": window}
+
+
+def _declared(recipe: str, opts: dict[str, Any]) -> dict[str, Any]:
+    """The declared settings of one name's attack under its options."""
+    greedy = "greedy word-importance ranking"
+    if recipe == "deepwordbug":
+        return {"search": f"{greedy} (unk)", "transformation": "4 character edits",
+                "candidates_per_word": None, "max_words_perturbed": None,
+                "max_char_edit_distance": 30, "similarity": None}  # fmt: skip
+    if recipe == "pwws":
+        return {"search": f"{greedy} (weighted saliency)", "transformation": "WordNet synonyms",
+                "candidates_per_word": None, "max_words_perturbed": None,
+                "max_char_edit_distance": None, "similarity": None}  # fmt: skip
+    if recipe == "textfooler":
+        return {"search": f"{greedy} (delete)", "transformation": "counter-fitted embedding swap",
+                "candidates_per_word": 50, "min_cos_sim": 0.5, "max_words_perturbed": None,
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_USE, 0.840845057, "angular", 15)}  # fmt: skip
+    if recipe == "textfooler_offline":
+        return {"search": f"{greedy} (delete)",
+                "transformation": f"counter-fitted neighbours ({opts.get('candidates', 'auto')})",
+                "candidates_per_word": int(opts.get("max_candidates", 8)),
+                "candidates_per_word_with_vectors": 50, "max_words_perturbed": None,
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_LOCAL_ENCODER, 0.840845057, "angular", 15)}  # fmt: skip
+    if recipe == "textbugger":
+        return {"search": f"{greedy} (delete)",
+                "transformation": "character edits, homoglyphs, embedding swap",
+                "candidates_per_word": 5, "max_words_perturbed": None,
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_USE, 0.8, "angular", None)}  # fmt: skip
+    if recipe == "textbugger_offline":
+        return {"search": f"{greedy} (delete)",
+                "transformation": f"character edits, built-in homoglyphs, sub-W "
+                                  f"({opts.get('sub_w', 'auto')})",
+                "candidates_per_word": 5, "max_words_perturbed": None,
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_LOCAL_ENCODER, 0.8, "angular", None)}  # fmt: skip
+    if recipe == "bertattack":
+        return {"search": f"{greedy} (unk)", "transformation": "masked LM (bert-attack)",
+                "candidates_per_word": 8, "max_words_perturbed": 0.4,
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_USE, 0.2, "cosine", None)}  # fmt: skip
+    if recipe == "bae":
+        return {"search": f"{greedy} (delete)", "transformation": "masked LM (bae, replace)",
+                "candidates_per_word": 50, "max_words_perturbed": None,
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_USE, 0.936338023, "cosine", 15)}  # fmt: skip
+    if recipe == "bertattack_robustt":
+        return {"search": f"{greedy} (delete)", "transformation": "counter-fitted embedding swap",
+                "candidates_per_word": int(opts.get("max_candidates", 50)),
+                "max_words_perturbed": None, "max_char_edit_distance": None,
+                "similarity": _similarity(_USE, float(opts.get("use_threshold", 0.2)),
+                                          "cosine", 15)}  # fmt: skip
+    if recipe == "textdefender":
+        return {"search": f"{greedy} (delete)", "transformation": "counter-fitted embedding swap",
+                "candidates_per_word": int(opts.get("max_candidates", 50)),
+                "max_words_perturbed": float(opts.get("max_percent", 0.3)),
+                "max_char_edit_distance": None,
+                "similarity": _similarity(_USE, float(opts.get("use_threshold", 0.84)),
+                                          "cosine", 15)}  # fmt: skip
+    if recipe == "transfer":
+        return {"search": "none: the source log's adversarial texts, replayed",
+                "transformation": "those of the source attack", "candidates_per_word": None,
+                "max_words_perturbed": None, "max_char_edit_distance": None,
+                "similarity": None}  # fmt: skip
+    raise ValueError(f"no declared threat model for attack recipe {recipe!r}")
+
+
+def textattack_version() -> str | None:
+    """The installed TextAttack version (from the package metadata; nothing is imported)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("textattack")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def threat_model(attack: dict[str, Any], textattack: str | None = None) -> dict[str, Any] | None:
+    """The threat model of a resolved ``attack`` config: the recipe's declared settings, the
+    query budget and per-example limits, the TextAttack version (the installed one unless
+    ``textattack`` names another: a migrated record's), and ``hash``, a short hash of all of
+    them (part of the run id). None for ``recipe: none``."""
+    from benchmark.records.store import short_hash
+
+    recipe = str(attack.get("recipe", "none"))
+    if recipe == "none":
+        return None
+    block = {
+        "recipe": recipe, "version": attack.get("version"),
+        **_declared(recipe, dict(attack.get("options") or {})),
+        "query_budget": attack.get("query_budget"),
+        "max_seconds_per_example": attack.get("max_seconds_per_example"),
+        "textattack": textattack or textattack_version(),
+    }  # fmt: skip
+    return {**block, "hash": short_hash(block, 10)}
+
+
+def threat_model_caption(block: dict[str, Any] | None) -> str:
+    """One line naming a threat model for a table caption."""
+    if not block:
+        return "no attack"
+    sim = block.get("similarity")
+    parts = [
+        f"{block['recipe']} v{block.get('version')}",
+        f"candidates/word {block.get('candidates_per_word') or '-'}",
+        f"max words perturbed {block.get('max_words_perturbed') or 'no cap'}",
+        f"similarity {sim['model']} >= {sim['threshold']}" if sim else "no similarity check",
+        f"query budget {block.get('query_budget') or 'none'}",
+        f"per-example limit {block.get('max_seconds_per_example') or 'none'} s",
+        f"TextAttack {block.get('textattack')}",
+        f"threat model {block['hash']}",
+    ]
+    return ", ".join(parts)

@@ -1,7 +1,7 @@
 """Transfer: replay another model's successful adversarial texts on this model.
 
 ``attack=transfer attack.options.source=<log>`` takes the per-example log of an attack on a
-source model (typically the dense model: ``<run_id>.attack.jsonl``), keeps the examples the
+source model (typically the dense model: ``<run_id>.attack.jsonl.gz``), keeps the examples the
 attack broke there (``result == successful``) and classifies their adversarial texts with this
 model, forward passes only. An example "survives" when this model still predicts the true
 label. This separates robustness from a search that failed: a pruned model whose own attack
@@ -15,29 +15,41 @@ paired comparisons work as for any attack; ``aua`` is the share of transferred t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from benchmark.errors import UserError
+from benchmark.records.logs import content_sha256, read_rows, resolve, run_id_of_log
+
+
+def source_log(source: str | None) -> Path:
+    """The source log a transfer job names (``attack.options.source``): a path to a log in
+    either form; ``X.attack.jsonl`` resolves to ``X.attack.jsonl.gz`` once it is compressed."""
+    if not source:
+        raise UserError("attack=transfer needs attack.options.source=<path of an attack log>")
+    path = resolve(source)
+    if not path.is_file():
+        raise UserError(f"transfer source log {source} not found (attack.options.source)")
+    return path
+
+
+def source_identity(source: str | None) -> dict[str, Any]:
+    """What a transfer job's identity holds of its source: the source record's run id (from
+    the log's file name) and the SHA-256 of the log's text, not its path, so the same job in
+    another clone has the same run id, and a rerun source log makes a new job."""
+    path = source_log(source)
+    return {"run_id": run_id_of_log(path), "log_sha256": content_sha256(path)}
 
 
 def source_rows(source: str | None) -> list[dict[str, Any]]:
     """The successful rows of the source log (one line per example)."""
-    if not source:
-        raise UserError("attack=transfer needs attack.options.source=<path of an attack log>")
-    path = Path(source)
-    if not path.is_file():
-        raise UserError(f"transfer source log {path} not found (attack.options.source)")
-    rows = []
-    with path.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.endswith("\n"):
-                row = json.loads(line)
-                if row.get("result") in ("successful", "success") and row.get("perturbed"):
-                    rows.append(row)
+    path = source_log(source)
+    rows = [
+        row for row in read_rows(path)
+        if row.get("result") in ("successful", "success") and row.get("perturbed")
+    ]  # fmt: skip
     if not rows:
         raise UserError(f"transfer source log {path} has no successful adversarial example")
     return rows

@@ -135,16 +135,19 @@ def check_labels(rows: list[Example], spec: DatasetSpec, where: str) -> None:
 
 
 def split_warnings(rows: list[Example], spec: DatasetSpec, split: str) -> list[str]:
-    """Warnings a record carries about a split (e.g. one class only)."""
+    """Warnings a record carries about a split (an evaluation split with one class only); a
+    training split whose classes do not match ``dataset.num_labels`` is a :class:`UserError`
+    (one class included), checked on a cache hit as on a fresh run."""
     labels = {y for _, y in rows}
     out = []
+    if split == spec.train_split and len(labels) != spec.num_labels:
+        raise UserError(
+            f"split {split!r} of {spec.name} has {len(labels)} class"
+            f"{'es' if len(labels) != 1 else ''} but dataset.num_labels={spec.num_labels}; "
+            "set dataset.num_labels or use a training split with every class"
+        )
     if len(labels) == 1:
         out.append(f"split {split!r} of {spec.name} has one class only ({labels.pop()})")
-    elif split == spec.train_split and len(labels) != spec.num_labels:
-        raise UserError(
-            f"split {split!r} of {spec.name} has {len(labels)} classes but "
-            f"dataset.num_labels={spec.num_labels}; set dataset.num_labels"
-        )
     return out
 
 
@@ -177,3 +180,34 @@ def sample_indices(n: int, k: int, seed: int) -> list[int]:
         return list(range(n))
     rng = np.random.default_rng(seed)
     return sorted(int(i) for i in rng.choice(n, size=k, replace=False))
+
+
+def stratified_indices(labels: list[int], k: int, seed: int) -> list[int]:
+    """A seeded, label-stratified sample of ``k`` of ``len(labels)`` indices, in split order.
+
+    Each class gets its share of ``k`` (largest remainders break ties toward the larger
+    class, then the smaller label), drawn without replacement under ``seed``; ``k >= n`` keeps
+    every index. A split sorted by label (the IMDB mirror) still yields both classes, unlike
+    its first ``k`` rows.
+    """
+    import numpy as np
+
+    n = len(labels)
+    if k <= 0 or k >= n:
+        return list(range(n))
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(int(y), []).append(i)
+    classes = sorted(by_class)
+    exact = {c: k * len(by_class[c]) / n for c in classes}
+    take = {c: int(exact[c]) for c in classes}
+    rest = k - sum(take.values())
+    order = sorted(classes, key=lambda c: (-(exact[c] - take[c]), -len(by_class[c]), c))
+    for c in order[:rest]:
+        take[c] += 1
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in classes:
+        members = by_class[c]
+        chosen += [members[int(j)] for j in rng.choice(len(members), size=take[c], replace=False)]
+    return sorted(chosen)

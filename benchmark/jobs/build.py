@@ -20,7 +20,7 @@ from benchmark.errors import UserError
 from benchmark.jobs.pipeline import Job, execute, new_record
 from benchmark.jobs.validate import validate
 from benchmark.models.loading import ModelSpec, resolve_device
-from benchmark.records.identity import data_source, normalise
+from benchmark.records.identity import data_source, model_sources, normalise
 from benchmark.records.store import (
     CorruptRecord,
     RunRecord,
@@ -71,17 +71,78 @@ def job_identity(cfg, choices: dict[str, Any]) -> Identity:
         raise UserError(f"config cannot be resolved: {error_text(exc)}") from exc
     resolved = normalise(resolved)
     validate(resolved, names)
+    from benchmark.models.precision import check_precision
+
+    precision = str(resolved.get("precision", "float32"))
+    if precision != "float32":  # what the device cannot run fails before any record
+        check_precision(precision, resolve_device(str(cfg.device)))
     paths = resolved.get("paths") or {}
     identity = {
         **resolved, "choices": names,
         "data_source": data_source(resolved["dataset"], paths.get("data_dir")),
+        "sources": model_sources(resolved["model"]),
     }  # fmt: skip
     base = _base_pruner_config(resolved.get("pruner") or {})
     if base is not None:  # a wrapper's base (OWL, DSnoT) is part of what it computes
         identity["pruner_base"] = base
+    identity.update(attack_identity(resolved.get("attack") or {}))
+    calibration = calibration_dataset(resolved)
+    if calibration is not None:  # another task's training split calibrates the pruner
+        identity["calibration_source"] = data_source(calibration, paths.get("data_dir"))
     run_id = run_id_of(identity)
     path = record_path(Path(paths["results_dir"]), str(resolved["exp_name"]), run_id)
     return Identity(names, resolved, identity, run_id, path)
+
+
+def attack_identity(attack: dict[str, Any]) -> dict[str, Any]:
+    """The attack's parts of a job's identity: the hash of its threat model (declared settings
+    and TextAttack version, :func:`benchmark.attacks.recipes.threat_model`) and, for a transfer
+    job, its source's run id and log content (not the log's path)."""
+    from benchmark.attacks.recipes import threat_model
+
+    out: dict[str, Any] = {}
+    block = threat_model(attack)
+    if block is not None:
+        out["threat_model"] = block["hash"]
+    if attack.get("recipe") == "transfer":
+        from benchmark.attacks.transfer import source_identity
+
+        out["transfer_source"] = source_identity((attack.get("options") or {}).get("source"))
+    return out
+
+
+def calibration_dataset(resolved: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved dataset config whose training split calibrates the pruner when it is not
+    the task's own (``pruner.calibration=sst2`` on another task); None otherwise."""
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.registry import CONF_DIR
+
+    source = (resolved.get("pruner") or {}).get("calibration", "task")
+    if source == "task" or source == (resolved.get("dataset") or {}).get("name"):
+        return None
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "dataset" / f"{source}.yaml"))
+
+
+def weights_label(option: str, resolved: dict[str, Any]) -> str:
+    """The record's ``model``: the option's name when the weights are the option's own, else
+    ``<option>:<source>`` (the ``finetuned`` checkpoint, else the ``pretrained`` source, that
+    the config put in their place)."""
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.registry import CONF_DIR
+
+    model = resolved.get("model") or {}
+    path = CONF_DIR / "model" / f"{option}.yaml"
+    if not path.is_file():  # a user's own option: its name is all there is
+        return option
+    own = OmegaConf.create({"dataset": resolved.get("dataset") or {},
+                            "model": OmegaConf.load(path)})  # fmt: skip
+    own_model = OmegaConf.to_container(own, resolve=True)["model"]
+    keys = ("pretrained", "finetuned", "revision")
+    if all(model.get(k) == own_model.get(k) for k in keys):
+        return option
+    return f"{option}:{model.get('finetuned') or model.get('pretrained')}"
 
 
 def _base_pruner_config(pruner: dict[str, Any]) -> dict[str, Any] | None:
@@ -163,10 +224,19 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
     sparsity = float(cfg.sparsity)
     if not 0.0 <= sparsity < 1.0:
         raise UserError(f"sparsity must be in [0, 1), got {cfg.sparsity}")
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.validate import PIPELINE_KEYS
+
+    device = resolve_device(str(cfg.device))
     objs = {}
     for group in ("pruner", "dense", "attack"):
+        node = cfg[group]
+        if any(k in node for k in PIPELINE_KEYS.get(group, {})):  # keys the class never sees
+            node = OmegaConf.create({k: v for k, v in resolved[group].items()
+                                     if k not in PIPELINE_KEYS[group]})  # fmt: skip
         try:
-            objs[group] = instantiate(cfg[group])
+            objs[group] = instantiate(node)
         except Exception as exc:  # unknown or mistyped hyper-parameter in a method config
             cause = exc.__cause__ or exc  # Hydra wraps the constructor's own error
             raise UserError(
@@ -175,16 +245,21 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
     pruner, dense, attack = objs["pruner"], objs["dense"], objs["attack"]
     job = Job(
         run_id=run_id, exp_name=str(cfg.exp_name), names=names,
-        seed=int(cfg.seed), sparsity=sparsity, device=resolve_device(str(cfg.device)),
+        seed=int(cfg.seed), sparsity=sparsity, device=device,
         model=ModelSpec(**resolved["model"]), dataset=DatasetSpec(**resolved["dataset"]),
         dense=dense, pruner=pruner, attack=attack,
         results_dir=Path(cfg.paths.results_dir), cache_dir=Path(cfg.paths.cache_dir),
         data_dir=cfg.paths.data_dir, nltk_data=cfg.paths.nltk_data,
         eval_batch_size=int(cfg.eval_batch_size), max_eval_examples=cfg.max_eval_examples,
+        eval_sample=resolved.get("eval_sample"), eval_sample_seed=int(resolved.get(
+            "eval_sample_seed", 0)), precision=str(resolved.get("precision", "float32")),
+        calibration=calibration_dataset(resolved),
         cache_pruned=bool(cfg.cache_pruned), progress=bool(cfg.progress), cfg=identity,
+        model_label=weights_label(names["model"], resolved),
         prune_key_cfg={"pruner": names["pruner"],
                        "pruner_cfg": without_nested_non_identity(resolved)["pruner"],
-                       "sparsity": sparsity, "seed": int(cfg.seed)},
+                       "sparsity": sparsity, "seed": int(cfg.seed),
+                       "calibration_source": identity.get("calibration_source")},
     )  # fmt: skip
     logger = resolved["logger"]
     if logger.get("enabled") and not logger.get("mode"):  # the record says which mode ran
@@ -245,6 +320,7 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
     """
     from benchmark.attacks.resources import use_nltk_data
     from benchmark.jobs.pipeline import log_path, partial_log_path
+    from benchmark.records.logs import finish_log, remove_logs
 
     path = record_path(job.results_dir, job.exp_name, job.run_id)
     use_nltk_data(job.nltk_data)  # before TextAttack is imported
@@ -267,10 +343,10 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
         record.wandb_run_id = tracker.run_id
         if record.status == "ok":
             partial = partial_log_path(job)
-            if partial.exists():
-                os.replace(partial, log_path(job))
-            elif job.attack.enabled is False and log_path(job).exists():
-                log_path(job).unlink()  # an old log of a rerun without attack
+            if partial.exists():  # compressed into place just before the record
+                finish_log(partial, path.parent, job.run_id)
+            elif job.attack.enabled is False:
+                remove_logs(path.parent, job.run_id)  # an old log of a rerun without attack
             write_record(record, job.results_dir)
             failed_path(path).unlink(missing_ok=True)
             written = path

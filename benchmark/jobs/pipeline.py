@@ -21,7 +21,13 @@ import torch
 
 from benchmark.attacks.adapter import AttackSpec
 from benchmark.attacks.evaluation import constant_clf_aua, evaluate_clean
-from benchmark.data.loading import DatasetSpec, load_split, sample_indices, split_warnings
+from benchmark.data.loading import (
+    DatasetSpec,
+    load_split,
+    sample_indices,
+    split_warnings,
+    stratified_indices,
+)
 from benchmark.jobs.latency import inference_ms
 from benchmark.jobs.profiling import intra_op_threads, measure, pruning_threads
 from benchmark.jobs.seeding import seed_everything
@@ -56,6 +62,11 @@ class Job:
     nltk_data: str | None = None
     eval_batch_size: int = 64
     max_eval_examples: int | None = None
+    eval_sample: int | None = None  # a seeded, label-stratified sample of the evaluation split
+    eval_sample_seed: int = 0
+    precision: str = "float32"  # forward passes of clean evaluation and attacks
+    calibration: dict[str, Any] | None = None  # another task's dataset config calibrates
+    model_label: str | None = None  # the record's ``model``: which weights ran
     cache_pruned: bool = True
     progress: bool = True
     cfg: dict[str, Any] = field(default_factory=dict)
@@ -64,14 +75,20 @@ class Job:
 
 def new_record(job: Job) -> RunRecord:
     """A record with the job's identity and provenance filled in (status ``running``)."""
+    from benchmark.attacks.recipes import threat_model
+
     return RunRecord(
         run_id=job.run_id, status="running", exp_name=job.exp_name,
-        model=job.names["model"], dataset=job.names["dataset"], pruner=job.names["pruner"],
+        model=job.model_label or job.names["model"], dataset=job.names["dataset"],
+        pruner=job.names["pruner"],
         attack=job.names["attack"], seed=job.seed, sparsity_target=job.sparsity,
         dense_seed=(job.cfg.get("dense") or {}).get("seed"),
         pruner_version=getattr(job.pruner, "version", None), attack_version=job.attack.version,
         split=job.dataset.eval_split, scope=getattr(job.pruner, "scope", None),
-        device=_device_name(job.device), cfg=job.cfg,
+        device=_device_name(job.device), cfg=job.cfg, precision=job.precision,
+        threat_model=threat_model(job.cfg.get("attack") or {}),
+        sources={"model": job.cfg.get("sources"), "data": job.cfg.get("data_source"),
+                 "calibration": job.cfg.get("calibration_source")},
         started_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), **provenance(),
     )  # fmt: skip
 
@@ -91,28 +108,28 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     seed_everything(job.seed)
     set_progress(job.progress)
     check_sparsity(job.sparsity)
-    evals = load_split(job.dataset, job.dataset.eval_split, job.data_dir)
-    record.warnings += split_warnings(evals, job.dataset, job.dataset.eval_split)
-    if job.max_eval_examples:
-        evals = evals[: job.max_eval_examples]
+    evals, eval_index = evaluation_examples(job, record)
     if job.attack.recipe == "transfer":  # its source log must exist before any work
         from benchmark.attacks.transfer import source_rows
 
         source_rows(job.attack.options.get("source"))
     elif job.attack.enabled:  # fail on a missing resource before any expensive work
         job.attack.check_resources(_attack_resources(job), job.names["attack"])
+    train = load_split(job.dataset, job.dataset.train_split, job.data_dir)
+    record.warnings += split_warnings(train, job.dataset, job.dataset.train_split)
     with stage("dense model"):
         model, tok, dense_info = get_dense(
             job.model, job.dataset, job.dense, job.data_dir, job.cache_dir, job.device,
             holdout=getattr(job.pruner, "dense_holdout", None),
             data=job.cfg.get("data_source"),
         )  # fmt: skip
+    _sources_after_load(job, record)
     record.dense_acc = dense_info.get("dense_acc")
     record.dense_info = dense_info
     batch = latency_batch(tok, evals, job.dataset.max_length, job.device)
     dense_cost = inference_ms(model, batch, job.device)
     with stage(f"pruning ({job.names['pruner']} @ {job.sparsity})"):
-        _prune(job, model, tok, record)
+        _prune(job, model, tok, record, train)
     pruned_cost = inference_ms(model, batch, job.device)
     record.inference_ms = pruned_cost["median_ms"]
     record.inference_ms_dense = dense_cost["median_ms"]
@@ -130,7 +147,13 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     }  # fmt: skip
     with stage(f"clean accuracy ({len(evals)} examples)"):
         clean = evaluate_clean(
-            model, tok, evals, job.dataset.max_length, job.device, job.eval_batch_size
+            model,
+            tok,
+            evals,
+            job.dataset.max_length,
+            job.device,
+            job.eval_batch_size,
+            job.precision,
         )
     for key, value in clean.fields().items():
         setattr(record, key, value)
@@ -138,10 +161,50 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
              record.clean_acc, len(evals), 100 * record.pred_majority_share)  # fmt: skip
     if job.attack.enabled:
         with stage(f"attack ({job.names['attack']})"):
-            _attack(job, model, tok, evals, record)
+            _attack(job, model, tok, evals, record, eval_index, train)
     record.duration_s = time.perf_counter() - start
     record.status = "ok"
     return record
+
+
+def _sources_after_load(job: Job, record: RunRecord) -> None:
+    """Name in the record the commits the cache resolves now that the model is loaded. A Hub
+    repository that was not in the local cache when the job was identified was downloaded by
+    the load: its commit joins the record (``sources.model_loaded``) with a warning, since the
+    run id was computed without it (the next identical command resolves it from the cache and
+    gets another run id: ``--plan`` lists such repositories beforehand)."""
+    from benchmark.records.identity import model_sources, unresolved
+
+    before = job.cfg.get("sources") or {}
+    if not unresolved(before):
+        return
+    now = model_sources(job.cfg.get("model") or {})
+    record.sources["model_loaded"] = now
+    record.warnings.append(
+        "run id computed before the download of "
+        + ", ".join(unresolved(before))
+        + "; the record names the commits loaded (sources.model_loaded)"
+    )
+
+
+def evaluation_examples(job: Job, record: RunRecord) -> tuple[list, list[int]]:
+    """The evaluation examples of a job and their indices in the split: the whole split, or a
+    seeded label-stratified sample of it (``eval_sample``), then the first
+    ``max_eval_examples``."""
+    evals = load_split(job.dataset, job.dataset.eval_split, job.data_dir)
+    record.warnings += split_warnings(evals, job.dataset, job.dataset.eval_split)
+    index = list(range(len(evals)))
+    if job.eval_sample:
+        index = stratified_indices([y for _, y in evals], job.eval_sample, job.eval_sample_seed)
+        evals = [evals[i] for i in index]
+    if job.max_eval_examples:
+        evals, index = evals[: job.max_eval_examples], index[: job.max_eval_examples]
+        if len({y for _, y in evals}) == 1 and job.dataset.num_labels > 1:
+            record.warnings.append(
+                f"max_eval_examples={job.max_eval_examples} keeps one class only (the split is "
+                "sorted by label?); use eval_sample=N for a label-stratified sample"
+            )
+    return evals, index
 
 
 LATENCY_BATCH = 32
@@ -170,8 +233,23 @@ def latency_batch(tok, evals, max_length: int, device) -> dict[str, torch.Tensor
     return {k: v.to(device) for k, v in enc.items()}
 
 
-def _prune(job: Job, model, tok, record: RunRecord) -> None:
-    """Prune ``model`` in place (or load the cached pruned weights) and record the cost."""
+def calibration_split(job: Job, train):
+    """The sentences a pruner calibrates on (and a training-based pruner trains on): the task's
+    training split, or another task's (``pruner.calibration=sst2``), checked the same way."""
+    if job.calibration is None:
+        return train
+    spec = DatasetSpec(**job.calibration)
+    rows = load_split(spec, spec.train_split, job.data_dir)
+    log.info("calibration on %s's %s split (%d sentences; pruner.calibration)", spec.name,
+             spec.train_split, len(rows))  # fmt: skip
+    return rows
+
+
+def _prune(job: Job, model, tok, record: RunRecord, train) -> None:
+    """Prune ``model`` in place (or load the cached pruned weights) and record the cost.
+
+    ``train`` is the task's training split, already checked (classes against ``num_labels``)
+    for a cache hit as for a fresh prune."""
     key = short_hash(
         {"dense": record.dense_info.get("key"), **job.prune_key_cfg,
          "base": job.cfg.get("pruner_base"),
@@ -182,11 +260,9 @@ def _prune(job: Job, model, tok, record: RunRecord) -> None:
     if info is not None:
         log.info("pruned weights from cache %s (pruning took %.1f s)", folder, info["seconds"])
     else:
-        train = load_split(job.dataset, job.dataset.train_split, job.data_dir)
-        record.warnings += split_warnings(train, job.dataset, job.dataset.train_split)
         data = PruneData(
-            tokenizer=tok, train=train, max_length=job.dataset.max_length, device=job.device,
-            seed=job.seed,
+            tokenizer=tok, train=calibration_split(job, train),
+            max_length=job.dataset.max_length, device=job.device, seed=job.seed,
             pretrained=lambda: load_pretrained(job.model, job.dataset, job.cache_dir / "tmp")[0],
             cache_dir=job.cache_dir / "method" / key,
         )  # fmt: skip
@@ -262,23 +338,67 @@ def _store_pruned(folder: Path, model, info: dict[str, Any]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _attack(job: Job, model, tok, evals, record: RunRecord) -> None:
-    """Attack the fixed seeded sample and put the counts and metrics into the record."""
+TITLE_WORDS = 20  # longest leading part (a title) the suffix rule of a duplicate strips
+SUFFIX_MIN_WORDS = 8  # shortest training text the suffix rule matches (SST-2 phrases: <= 5)
+
+
+def cross_split_duplicates(evals, train) -> list[int]:
+    """Positions in ``evals`` whose text also occurs in the training split: verbatim, or as a
+    training text of at least ``SUFFIX_MIN_WORDS`` words that it ends with after at most
+    ``TITLE_WORDS`` leading words (an AG News test text is title + " " + description, the
+    mirror's training texts descriptions only; SST-2's training phrases, at most 5 words at
+    the end of a validation sentence, do not count). They are left out of the attacked sample:
+    a text the model (or a calibration) may have seen is no test of robustness."""
+    seen = {" ".join(t.split()) for t, _ in train}
+    out = []
+    for pos, (text, _) in enumerate(evals):
+        words = text.split()
+        if " ".join(words) in seen or any(
+            " ".join(words[k:]) in seen
+            for k in range(1, min(TITLE_WORDS, len(words) - SUFFIX_MIN_WORDS) + 1)
+        ):
+            out.append(pos)
+    return out
+
+
+def attack_positions(n: int, k: int, seed: int, excluded: list[int]) -> list[int]:
+    """The seeded attack sample over ``n`` evaluation examples without the ``excluded``
+    positions; with none excluded exactly :func:`sample_indices` (``n``, ``k``, ``seed``)."""
+    skip = set(excluded)
+    eligible = [i for i in range(n) if i not in skip]
+    return [eligible[j] for j in sample_indices(len(eligible), k, seed)]
+
+
+def _attack(job: Job, model, tok, evals, record: RunRecord, eval_index: list[int],
+            train=()) -> None:  # fmt: skip
+    """Attack the fixed seeded sample and put the counts and metrics into the record.
+
+    The log's ``example_index`` is the example's index in the evaluation split (through
+    ``eval_index`` when the job evaluates a sample of it). Evaluation texts that also occur in
+    the training split are left out of the sample (``attack_excluded`` in the record)."""
     from benchmark.attacks.adapter import PaddedModelWrapper, build_attack, run_attack
 
     if job.attack.recipe == "transfer":
         _transfer(job, model, tok, record)
         return
-    idx = sample_indices(len(evals), job.attack.num_examples, job.attack.seed)
+    dups = cross_split_duplicates(evals, train)
+    if dups:
+        record.attack_excluded = {"reason": "text also in the training split",
+                                  "example_index": [eval_index[p] for p in dups]}  # fmt: skip
+        log.info("attack sample: %d evaluation texts that also occur in the training split "
+                 "left out", len(dups))  # fmt: skip
+    idx = attack_positions(len(evals), job.attack.num_examples, job.attack.seed, dups)
     sample = [evals[i] for i in idx]
     wrapper = PaddedModelWrapper(
-        model, tok, job.dataset.max_length, job.attack.batch_size, bf16=job.attack.bf16
+        model, tok, job.dataset.max_length, job.attack.batch_size, precision=job.precision
     )
-    attack = build_attack(job.attack, wrapper, _attack_resources(job))
+    resources = _attack_resources(job)
+    attack = build_attack(job.attack, wrapper, resources)
     record.cfg["attack_build"] = attack.build_info  # resolved choices (not part of the run id)
+    record.sources["attack_resources"] = resource_fingerprints(job.attack, resources)
     summary, _ = run_attack(
         attack, sample, job.attack.seed, partial_log_path(job), job.progress,
-        workers=job.attack.workers, indices=idx,
+        workers=job.attack.workers, indices=[eval_index[i] for i in idx],
         max_seconds_per_example=job.attack.max_seconds_per_example,
         query_budget=job.attack.query_budget,
     )  # fmt: skip
@@ -309,20 +429,46 @@ def _transfer(job: Job, model, tok, record: RunRecord) -> None:
     summary = summarise(rows, time.perf_counter() - start)
     for key, value in summary.metrics().items():
         setattr(record, "attack_seconds" if key == "seconds" else key, value)
-    record.cfg["attack_build"] = {"recipe": "transfer", "source": job.attack.options["source"]}
+    record.cfg["attack_build"] = {"recipe": "transfer", "source": str(job.attack.options["source"])}
     log.info("transfer: %d adversarial texts of the source replayed, %.1f%% survived",
              summary.n_total, 100 * summary.aua)  # fmt: skip
 
 
 def log_path(job: Job) -> Path:
-    """The per-example attack log of a finished job (beside its record)."""
-    return job.results_dir / "runs" / job.exp_name / f"{job.run_id}.attack.jsonl"
+    """The per-example attack log of a finished job (beside its record), gzip-compressed."""
+    from benchmark.records.logs import log_path as path_of
+
+    return path_of(job.results_dir / "runs" / job.exp_name, job.run_id)
 
 
 def partial_log_path(job: Job) -> Path:
     """The log of a job in progress: renamed to :func:`log_path` when the job ends ``ok``, so
     a finished record and its log are always replaced together (a failed rerun leaves both)."""
     return job.results_dir / "runs" / job.exp_name / f"{job.run_id}.attack.partial.jsonl"
+
+
+def resource_fingerprints(spec, resources) -> dict[str, Any]:
+    """What the attack's external resources were: per kind its path and a content fingerprint
+    (files and folders; ``pkg:`` sources by their package folder), or its Hub id."""
+    from benchmark.attacks.recipes import recipe_def
+    from benchmark.records.identity import file_fingerprint, folder_fingerprint, model_source
+
+    kinds = recipe_def(spec.recipe).external(dict(spec.options), resources)
+    field_of = {"counterfitted_neighbors": "counterfitted_neighbors",
+                "counterfitted_embeddings": "counterfitted_embeddings", "use": "use_model",
+                "masked_lm": "masked_lm", "sentence_encoder": "sentence_encoder"}  # fmt: skip
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        value = getattr(resources, field_of.get(kind, ""), None)
+        if value is None:
+            out[kind] = {"path": None, "note": "library default location"}
+        elif str(value).startswith("pkg:") or not Path(str(value)).exists():
+            out[kind] = model_source(str(value))
+        elif Path(str(value)).is_dir():
+            out[kind] = {"path": str(value), "sha256": folder_fingerprint(Path(str(value)))}
+        else:
+            out[kind] = {"path": str(value), "sha256": file_fingerprint(Path(str(value)))}
+    return out
 
 
 def _attack_resources(job: Job):

@@ -39,7 +39,22 @@ def build(group: str, name: str, **overrides):
 
     check_option(group, name)
     cfg = OmegaConf.merge(OmegaConf.load(CONF_DIR / group / f"{name}.yaml"), overrides)
+    cfg = method_config(group, cfg)
     # interpolations such as ``seed: ${seed}`` refer to the top level of the run config
     # (the run's default seed 0 here; a caller sets the group's own ``seed`` by override)
     root = OmegaConf.create({"seed": 0, group: cfg})
     return instantiate(root[group])
+
+
+def method_config(group: str, cfg):
+    """A group's config without the keys the pipeline reads and its class never sees
+    (:data:`benchmark.jobs.validate.PIPELINE_KEYS`, e.g. ``pruner.calibration``)."""
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.validate import PIPELINE_KEYS
+
+    drop = PIPELINE_KEYS.get(group, {})
+    if not drop or not any(k in cfg for k in drop):
+        return cfg
+    data = OmegaConf.to_container(cfg, resolve=False)
+    return OmegaConf.create({k: v for k, v in data.items() if k not in drop})

@@ -77,13 +77,24 @@ TOP_LEVEL: dict[str, Callable[[Any], str | None]] = {
     "exp_name": _check_exp_name, "seed": _check_seed, "sparsity": _check_sparsity,
     "device": _check_device, "eval_batch_size": _positive_int,
     "max_eval_examples": _positive_or_null, "skip_existing": _bool, "force": _bool,
-    "cache_pruned": _bool, "progress": _bool,
+    "cache_pruned": _bool, "progress": _bool, "eval_sample": _positive_or_null,
+    "eval_sample_seed": _check_seed,
+    "precision": lambda v: None if v in ("float32", "bfloat16", "float16")
+    else "float32, bfloat16 or float16 (GPU)",
 }  # fmt: skip
 GROUP_KEYS = ("model", "dataset", "dense", "pruner", "attack", "logger", "budget", "paths",
               "hydra", "pruner_budget", "protocol")  # fmt: skip
 
 # Keys of method configs that are not constructor arguments.
 META_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+# Keys of a group that the pipeline reads and the group's class never sees (removed before
+# instantiation), with their checks: where a calibration pruner's sentences come from.
+CALIBRATION_SOURCES = ("task", "sst2")
+PIPELINE_KEYS: dict[str, dict[str, Callable[[Any], str | None]]] = {
+    "pruner": {"calibration": lambda v: None if v in CALIBRATION_SOURCES
+               else "task (the task's own training split) or sst2 (SST-2's, as AKR's script)"},
+}  # fmt: skip
 
 # Per-key range checks of group values (on top of the type from the signature).
 RANGES: dict[tuple[str, str], Callable[[Any], str | None]] = {
@@ -212,13 +223,19 @@ def check_group(group: str, option: str, values: Mapping[str, Any]) -> None:
         params, open_ = _signature("benchmark.records.tracking.WandbMirror")
     else:
         return
+    pipeline_keys = PIPELINE_KEYS.get(group, {})
     for key, value in values.items():
         if key in META_KEYS:
+            continue
+        if key in pipeline_keys:
+            expected = pipeline_keys[key](value)
+            if expected:
+                raise _bad(f"{group}.{key}", value, expected)
             continue
         if key not in params:
             if open_:
                 continue
-            valid = sorted(params)
+            valid = sorted([*params, *pipeline_keys])
             raise UserError(
                 f"unknown key {group}.{key} for {group} {option!r}{_suggest(key, valid)}; "
                 f"valid: {', '.join(valid)}"

@@ -167,8 +167,12 @@ def tiny_kind(source: str) -> str:
     return kind
 
 
-def tiny_tokenizer(workdir: Path, words: list[str] | None = None):
-    """A WordPiece tokenizer (BertTokenizerFast) over the tiny vocabulary (file in ``workdir``)."""
+def tiny_tokenizer(workdir: Path, words: list[str] | None = None,
+                   model_input_names: list[str] | None = None):  # fmt: skip
+    """A WordPiece tokenizer (BertTokenizerFast) over the tiny vocabulary (file in ``workdir``).
+
+    ``model_input_names`` is a constructor argument, so ``save_pretrained`` writes it to
+    ``tokenizer_config.json`` and a reloaded tokenizer (the dense cache) keeps it."""
     from transformers import BertTokenizerFast
 
     from benchmark.data.tiny import VOCAB
@@ -179,7 +183,8 @@ def tiny_tokenizer(workdir: Path, words: list[str] | None = None):
     workdir.mkdir(parents=True, exist_ok=True)
     vocab_file = workdir / "vocab.txt"
     vocab_file.write_text("\n".join(vocab) + "\n", encoding="utf-8")
-    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    extra = {"model_input_names": list(model_input_names)} if model_input_names else {}
+    return BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True, **extra)
 
 
 def _tiny_config(kind: str, vocab_size: int, num_labels: int, tok):
@@ -224,9 +229,8 @@ def build_tiny(kind: str, num_labels: int, workdir: Path, seed: int = 0,
 
     if kind not in TINY_KINDS:
         raise UserError(f"unknown tiny model kind {kind!r}; valid: {', '.join(TINY_KINDS)}")
-    tok = tiny_tokenizer(workdir, words)
-    if kind in ("distilbert", "deberta"):
-        tok.model_input_names = ["input_ids", "attention_mask"]
+    inputs = ["input_ids", "attention_mask"] if kind in ("distilbert", "deberta") else None
+    tok = tiny_tokenizer(workdir, words, inputs)
     config = _tiny_config(kind, len(tok.get_vocab()), num_labels, tok)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)

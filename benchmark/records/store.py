@@ -18,12 +18,17 @@ from typing import Any
 
 # 2: intervals, degenerate-model and calibration fields, n_limit, data source in identity,
 #    per-example logs with example_index, thread/BLAS provenance.
-SCHEMA_VERSION = 2
+# 3: resolved model and data sources (Hub commits, content fingerprints) and the threat model
+#    in identity; job-level precision; calibration source and evaluation sample; transfer
+#    jobs keyed on their source's run id and log content; gzip logs; cache_pruned and the
+#    transfer source's path out of the run id; finite per-example attack time limits.
+SCHEMA_VERSION = 3
 
 # Top-level config keys that do not change results and are left out of the run id.
 # ``budget`` only names the budget: its values are in the pruner config, which is identity.
 NON_IDENTITY_KEYS = (
     "paths", "logger", "hydra", "device", "force", "skip_existing", "progress", "budget",
+    "cache_pruned",  # whether pruned weights are cached, not what they are
     "attack_build",  # resolved at build time and stored in the record, never an input
     "protocol",  # a preset's per-dataset/attack table; its values reach identity where used
 )  # fmt: skip
@@ -32,6 +37,10 @@ NON_IDENTITY_KEYS = (
 # (each example is attacked under its own seed, so results are identical), and how many threads
 # AKR's blocked solver runs (fixed row chunks, each single-threaded: bitwise the same result).
 NON_IDENTITY_NESTED = {"attack": ("workers",), "pruner": ("obs_workers",)}
+
+# Top-level identity keys that belong to the attack (its threat-model hash, a transfer job's
+# source): a table row that spans attacks leaves them out with the attack.
+ATTACK_IDENTITY = ("threat_model", "transfer_source")
 
 PACKAGES = ("torch", "transformers", "datasets", "textattack", "hydra-core", "numpy", "wandb")
 
@@ -43,11 +52,17 @@ def short_hash(obj: Any, n: int = 12) -> str:
 
 
 def without_nested_non_identity(cfg: dict[str, Any]) -> dict[str, Any]:
-    """``cfg`` (a shallow copy) with the ``NON_IDENTITY_NESTED`` keys removed from its groups."""
+    """``cfg`` (a shallow copy) with the ``NON_IDENTITY_NESTED`` keys removed from its groups,
+    and a transfer job's source path (its identity is ``transfer_source``: the source's run id
+    and log content)."""
     out = dict(cfg)
     for group, keys in NON_IDENTITY_NESTED.items():
         if isinstance(out.get(group), dict):
             out[group] = {k: v for k, v in out[group].items() if k not in keys}
+    attack = out.get("attack")
+    if isinstance(attack, dict) and attack.get("recipe") == "transfer":
+        options = {k: v for k, v in (attack.get("options") or {}).items() if k != "source"}
+        out["attack"] = {**attack, "options": options}
     return out
 
 
@@ -64,7 +79,7 @@ class RunRecord:
     run_id: str
     status: str  # "ok" | "failed"
     exp_name: str
-    model: str
+    model: str  # the model option's name; ``<option>:<source>`` when other weights ran
     dataset: str
     pruner: str
     attack: str
@@ -118,6 +133,10 @@ class RunRecord:
     prune_peak_mem_mb: float | None = None
     attack_seconds: float | None = None
     duration_s: float | None = None
+    precision: str | None = None  # forward passes of clean evaluation and attacks
+    threat_model: dict[str, Any] | None = None  # the attack's declared settings and their hash
+    sources: dict[str, Any] = field(default_factory=dict)  # what was loaded (commits, hashes)
+    attack_excluded: dict[str, Any] | None = None  # evaluation texts left out of the sample
     prune_info: dict[str, Any] = field(default_factory=dict)
     dense_info: dict[str, Any] = field(default_factory=dict)
     git_sha: str | None = None

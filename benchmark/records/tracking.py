@@ -118,11 +118,13 @@ class WandbMirror:
         self.run.log({**row, "train/global_step": step, "train/phase": phase})
 
     def log_attack_log(self, path: Path | None) -> None:
-        """The per-example attack log (``<run_id>.attack.jsonl``) as ``attack/examples``."""
+        """The per-example attack log (``<run_id>.attack.jsonl.gz``) as ``attack/examples``."""
         if self.run is None or path is None or not Path(path).is_file():
             return
         try:
-            rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line]
+            from benchmark.records.logs import read_rows
+
+            rows = read_rows(path)
             if rows:
                 self.run.log({"attack/examples": rows_table(rows)})
         except Exception as exc:  # the log on disk is what counts
@@ -187,7 +189,7 @@ def record_artifact(record: dict[str, Any], record_file: Path, attack_log: Path 
     art = wandb.Artifact(f"record-{record.get('run_id')}", type="record", metadata=keys)
     art.add_file(str(record_file), name="record.json")
     if attack_log is not None and Path(attack_log).is_file():
-        art.add_file(str(attack_log), name="attack.jsonl")
+        art.add_file(str(attack_log), name=Path(attack_log).name.split(".", 1)[1])
     return art
 
 

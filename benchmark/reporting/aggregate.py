@@ -1,6 +1,6 @@
 """``python -m benchmark.aggregate``: records -> leaderboard and paper tables.
 
-Reads every ``results/runs/**/<run_id>.json`` (and its ``<run_id>.attack.jsonl`` attack log
+Reads every ``results/runs/**/<run_id>.json`` (and its ``<run_id>.attack.jsonl.gz`` attack log
 when there is one), keeps status ``ok`` (failed ones are counted and reported), and writes
 ``results/leaderboard.csv`` and ``.md``: one row per configuration (the record's ``cfg``
 without the seed; shown by model, dense recipe, dataset, pruner, training budget, sparsity,
@@ -39,7 +39,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.reporting.stats import cluster_bootstrap, wilson_interval
+from benchmark.records.logs import find_log, read_text, run_id_of_log
+from benchmark.records.logs import log_path as log_file_path
+from benchmark.records.logs import resolve as resolve_log
+from benchmark.reporting.stats import cluster_bootstrap, seed_t_test, wilson_interval
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +68,11 @@ def config_identity(cfg: dict[str, Any] | None, rec: dict[str, Any]) -> dict[str
     ``exp_name`` and ``attack_build``; plus the record's own names (model, dataset, pruner,
     attack, sparsity, training budget), so that records without a full ``cfg`` still separate.
     """
-    from benchmark.records.store import NON_IDENTITY_KEYS, without_nested_non_identity
+    from benchmark.records.store import (
+        ATTACK_IDENTITY,
+        NON_IDENTITY_KEYS,
+        without_nested_non_identity,
+    )
 
     cfg = copy.deepcopy(cfg or {})
     seed = cfg.get("seed", rec.get("seed"))
@@ -73,6 +80,9 @@ def config_identity(cfg: dict[str, Any] | None, rec: dict[str, Any]) -> dict[str
     ident = without_nested_non_identity({k: v for k, v in cfg.items() if k not in drop})
     if isinstance(ident.get("attack"), dict):
         ident["attack"].pop("seed", None)
+        for key in ATTACK_IDENTITY:  # the attack's parts of the run id travel with the attack
+            if key in ident:
+                ident["attack"][key] = ident.pop(key)
     if isinstance(ident.get("dense"), dict) and ident["dense"].get("seed", object()) == seed:
         ident["dense"].pop("seed")
     ident["_record"] = {k: rec.get(k) for k in ("model", "dataset", "pruner", "attack",
@@ -103,7 +113,7 @@ def _default_pretrained(model: str) -> str | None:
 def model_label(model: str | None, cfg: dict[str, Any] | None) -> str | None:
     """The model option, with the local folder name when ``pretrained`` is not its default."""
     pretrained = ((cfg or {}).get("model") or {}).get("pretrained")
-    if model is None or pretrained is None:
+    if model is None or pretrained is None or ":" in str(model):  # schema 3 names it already
         return model
     default = _default_pretrained(str(model))
     if default is None or pretrained == default:
@@ -142,25 +152,25 @@ LOG_RESULTS = {"successful", "failed", "skipped", "limit"}
 def _read_log_cached(path: str, mtime: float) -> tuple[dict[str, Any], ...] | None:
     rows = []
     try:
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if not line.strip():
-                    continue
-                row = json.loads(line)
-                if row.get("result") == "success":  # older spelling
-                    row["result"] = "successful"
-                rows.append(row)
-    except (OSError, json.JSONDecodeError) as exc:
+        for line in read_text(path).splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("result") == "success":  # older spelling
+                row["result"] = "successful"
+            rows.append(row)
+    except (OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         log.warning("unreadable attack log %s: %s", path, exc)
         return None
     return tuple(rows)
 
 
 def read_attack_log(path: str | Path | None) -> list[dict[str, Any]] | None:
-    """The rows of ``<run_id>.attack.jsonl`` (``None`` when it is missing or unreadable)."""
+    """The rows of ``<run_id>.attack.jsonl.gz`` (or a plain ``.attack.jsonl`` of an older
+    schema; ``None`` when it is missing or unreadable)."""
     if path is None or not isinstance(path, (str, Path)) or not str(path):
         return None  # missing (NaN in a DataFrame column)
-    p = Path(path)
+    p = resolve_log(path)
     if not p.is_file():
         return None
     rows = _read_log_cached(str(p), p.stat().st_mtime)
@@ -172,16 +182,19 @@ def transfer_label(cfg: dict[str, Any]) -> str:
     record beside its source log (``transfer (?)`` when that record is not there)."""
     source = ((cfg.get("attack") or {}).get("options") or {}).get("source")
     src_attack = "?"
-    if source and str(source).endswith(".attack.jsonl"):
-        rec_path = Path(str(source)[: -len(".attack.jsonl")] + ".json")
+    run_id = run_id_of_log(source) if source else None
+    if run_id:
+        rec_path = Path(str(source)).with_name(f"{run_id}.json")
         with contextlib.suppress(OSError, json.JSONDecodeError):
             src_attack = json.loads(rec_path.read_text(encoding="utf-8")).get("attack") or "?"
     return f"transfer ({src_attack})"
 
 
 def attack_log_path(record_path: Path) -> Path:
-    """Where the attack log of a record lives (beside it)."""
-    return record_path.with_name(record_path.name.removesuffix(".json") + ".attack.jsonl")
+    """Where the attack log of a record lives (beside it): the compressed log, or the plain log
+    of an older schema when only that exists."""
+    run_id = record_path.name.removesuffix(".json")
+    return find_log(record_path.parent, run_id) or log_file_path(record_path.parent, run_id)
 
 
 def log_values(rows: list[dict[str, Any]], metric: str) -> list[tuple[Any, float]]:
@@ -332,11 +345,15 @@ def cell_stats(
 
     One value per seed (records of one configuration). Interval: one seed -> Wilson from the
     record's counts (``wilson``); several -> cluster bootstrap over examples of the attack logs
-    (``bootstrap``), or the mean of the per-seed Wilson bounds when a log is missing or the
-    metric has none (``wilson-mean``).
+    (``bootstrap``, conditional on these fine-tunes; clean accuracy too when every log holds the
+    whole split, :func:`_whole_split`), or the mean of the per-seed Wilson bounds when a log is
+    missing or the metric has none (``wilson-mean``). Several seeds also give
+    ``seed_ci_low/high``: the random-effects t-interval over the per-seed values (the seed is the
+    unit; :func:`benchmark.reporting.stats.seed_t_test`).
     """
     out = {"mean": float("nan"), "std": float("nan"), "n": 0, "ci_low": float("nan"),
-           "ci_high": float("nan"), "ci": ""}  # fmt: skip
+           "ci_high": float("nan"), "ci": "", "seed_ci_low": float("nan"),
+           "seed_ci_high": float("nan")}  # fmt: skip
     if metric not in recs:
         return out
     ok = recs[recs[metric].notna()]
@@ -356,11 +373,15 @@ def cell_stats(
         lo, hi = record_interval(firsts[0], metric)
         out.update(ci_low=lo, ci_high=hi, ci="wilson" if not pd.isna(lo) else "")
         return out
+    _, seed_lo, seed_hi, _ = seed_t_test(values.tolist())
+    out.update(seed_ci_low=seed_lo, seed_ci_high=seed_hi)
     logs = [read_attack_log(r.get("_log")) for r in firsts]
-    if metric != "clean_acc" and all(lg for lg in logs):
+    whole = all(_whole_split(r, lg) for r, lg in zip(firsts, logs, strict=True))
+    if (metric != "clean_acc" or whole) and all(lg for lg in logs):
+        per_example = "attack_clean_acc" if metric == "clean_acc" else metric
         cl, sd, vals = [], [], []
         for r, lg in zip(firsts, logs, strict=True):
-            for key, v in log_values(lg, metric):
+            for key, v in log_values(lg, per_example):
                 cl.append(key)
                 sd.append(r["seed"])
                 vals.append(v)
@@ -372,6 +393,16 @@ def cell_stats(
         out.update(ci_low=float(bounds[:, 0].mean()), ci_high=float(bounds[:, 1].mean()),
                    ci="wilson-mean")  # fmt: skip
     return out
+
+
+def _whole_split(rec: dict[str, Any], rows: list[dict[str, Any]] | None) -> bool:
+    """Whether an attack log holds every sentence of the evaluation split with the record's
+    clean predictions (a full-split record: its rows not ``skipped`` are the correct ones)."""
+    n_eval, acc = rec.get("n_eval"), rec.get("clean_acc")
+    if not rows or n_eval is None or acc is None or pd.isna(n_eval) or pd.isna(acc):
+        return False
+    right = sum(1 for r in rows if r.get("result") != "skipped")
+    return len(rows) == int(n_eval) and right == round(float(acc) * int(n_eval))
 
 
 def is_degenerate(recs: pd.DataFrame, clean_interval: tuple[float, float]) -> bool:
@@ -439,6 +470,8 @@ def leaderboard(df: pd.DataFrame, n_boot: int = 10_000) -> pd.DataFrame:
             row[f"{m}_mean"], row[f"{m}_std"] = st["mean"], st["std"]
             if m in PROPORTIONS:
                 row[f"{m}_ci_low"], row[f"{m}_ci_high"] = st["ci_low"], st["ci_high"]
+                row[f"{m}_seed_ci_low"] = st["seed_ci_low"]
+                row[f"{m}_seed_ci_high"] = st["seed_ci_high"]
                 if st["ci"]:
                     notes.add(st["ci"])
             if m == "clean_acc":
@@ -486,10 +519,12 @@ def to_markdown(table: pd.DataFrame) -> str:
         "configuration (a job stored twice counts once). Interval: `wilson` = Wilson score "
         "interval from the record's counts (one seed); `bootstrap` = cluster bootstrap over "
         "examples of the attack logs (10,000 resamples, seed 0; all seeds of an example drawn "
-        "together); `wilson-mean` = mean of the per-seed Wilson bounds (attack logs missing, "
-        "or clean accuracy over the whole split, which has no per-example log). `degenerate` = "
-        "clean accuracy within its interval of the majority-class rate, or >= 95% of the "
-        "predictions in one class. `logs` = records with an attack log. See docs/statistics.md."
+        "together), conditional on these fine-tunes (the CSV's `<metric>_seed_ci_low/high` is "
+        "the t-interval over seeds); `wilson-mean` = mean of the per-seed Wilson bounds (attack "
+        "logs missing, or clean accuracy when the attack logs do not hold the whole split). "
+        "`degenerate` = clean accuracy within its interval of the majority-class rate, or >= "
+        "95% of the predictions in one class. `logs` = records with an attack log. See "
+        "docs/statistics.md."
     )
     return note + "\n\n" + out.to_markdown(index=False) + "\n"
 

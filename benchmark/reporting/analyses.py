@@ -15,7 +15,6 @@ and the curves under ``results/tables/plots/``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.records.logs import read_rows
 from benchmark.reporting.stats import wilson_interval
 
 
@@ -74,16 +74,6 @@ def worst_case(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any
            for a, v in by_attack.items()}  # fmt: skip
     return {"n": len(shared), "aua_worst": k / len(shared) if shared else float("nan"),
             "ci_low": low, "ci_high": high, "per_attack": per}  # fmt: skip
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a per-example log."""
-    rows = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.endswith("\n"):
-                rows.append(json.loads(line))
-    return rows
 
 
 def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:

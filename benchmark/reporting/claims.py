@@ -4,13 +4,25 @@
 experiment tests, written down before it ran) and writes
 ``<results-dir>/tables/claims_NAME.{md,csv}``: one row per cell (claim, sparsity, attack) with
 the paired comparison of the claim's row against its reference on the claim's protocol
-(:func:`benchmark.reporting.compare.compare_pair`: same sentences, bootstrap interval, exact
-McNemar or sign-flip p), the Holm-adjusted p over the cells of the claims named in ``family``,
-and what the cell says; then one verdict per claim:
+(:func:`benchmark.reporting.compare.compare_pair`), judged twice by the registered rule:
 
-- ``replicates``: every cell the rule needs ran and holds;
-- ``does not replicate``: a cell the rule needs ran, is not degenerate, and does not hold;
-- ``pending``: the cells that ran hold, others have not run;
+- over seeds (the unit of a method claim; CSV ``delta_ci_low/high``, ``p_value``, ``p_holm``,
+  ``cell``): the per-seed paired deltas (``seed_deltas``), their random-effects t-interval and
+  one-sample t-test (S - 1 degrees of freedom), Holm over the registered family;
+- conditional on these fine-tunes (the unit is the sentence; CSV ``*_conditional``): paired
+  bootstrap over sentences, exact McNemar or exact sign-flip p, Holm over the same family.
+
+The Holm family is every registered cell of the claims named in ``family`` (claims x
+sparsities x attacks, as written in the spec); a cell without a test (not run, degenerate,
+one seed for the seed-level test) counts in m with p = 1. A cell reads ``holds`` only when the
+rule holds on both intervals; ``not robust to seed variance (conditional: <verdict>)`` where the
+two disagree; ``<verdict> (one seed, conditional only)`` with one seed. One verdict per claim:
+
+- ``replicates``: every cell the rule needs ran and holds (on both intervals, so with
+  several seeds);
+- ``does not replicate``: a cell the rule needs ran, is not degenerate, and does not hold on
+  one of its intervals (a wider interval never turns a failed claim into a replicated one);
+- ``pending``: no needed cell fails, but some have not run or hold on one seed only;
 - ``undecidable``: a needed cell ran but its row or reference is degenerate (a near-constant
   classifier, whose Aua is no evidence either way).
 
@@ -38,7 +50,11 @@ log = logging.getLogger(__name__)
 CLAIMS_DIR = Path(__file__).resolve().parents[2] / "conf" / "claims"
 KINDS = ("above", "below", "retains", "gap_grows")
 COLUMNS = ["claim", "kind", "row", "reference", "sparsity", "attack", "seeds", "n_pairs",
-           "delta_aua", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "cell"]  # fmt: skip
+           "delta_aua", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "cell",
+           "seed_deltas", "delta_ci_low_conditional", "delta_ci_high_conditional",
+           "p_value_conditional", "p_holm_conditional", "cell_conditional"]  # fmt: skip
+ONE_SEED = " (one seed, conditional only)"
+NOT_ROBUST = "not robust to seed variance"
 
 
 def load_spec(name: str | Path) -> dict[str, Any]:
@@ -81,8 +97,9 @@ def _degenerate(recs: pd.DataFrame) -> bool:
 
 def _cell(recs: pd.DataFrame, claim: dict, sparsity: float, attack: str,
           n_boot: int) -> dict[str, Any]:  # fmt: skip
-    """The paired comparison of one cell, or why there is none."""
-    from benchmark.reporting.compare import compare_pair
+    """The paired comparison of one cell, or why there is none (``status``; empty when the
+    cell has a test and is not degenerate)."""
+    from benchmark.reporting.compare import compare_pair, seed_delta_text
 
     def pick(pruner: str, dense_ok: bool) -> pd.DataFrame:
         """Records at the cell's sparsity; the reference may be the dense model (0.0)."""
@@ -97,20 +114,37 @@ def _cell(recs: pd.DataFrame, claim: dict, sparsity: float, attack: str,
     out = {"claim": claim["id"], "kind": claim["kind"], "row": claim["row"],
            "reference": claim["reference"], "sparsity": sparsity, "attack": attack,
            "seeds": 0, "n_pairs": 0, "delta_aua": np.nan, "delta_ci_low": np.nan,
-           "delta_ci_high": np.nan, "p_value": np.nan, "cell": ""}  # fmt: skip
+           "delta_ci_high": np.nan, "p_value": np.nan, "seed_deltas": "",
+           "delta_ci_low_conditional": np.nan, "delta_ci_high_conditional": np.nan,
+           "p_value_conditional": np.nan, "status": ""}  # fmt: skip
     if row.empty or ref.empty:
-        out["cell"] = "not run"
+        out["status"] = "not run"
         return out
     if row["_identity"].nunique() > 1 or ref["_identity"].nunique() > 1:
-        out["cell"] = "several configurations"
+        out["status"] = "several configurations"
         return out
-    stats = compare_pair(row, ref, n_boot=n_boot)
-    out.update({k: stats[k] for k in ("seeds", "n_pairs", "delta_aua", "delta_ci_low",
-                                      "delta_ci_high", "p_value")})  # fmt: skip
-    if not stats["n_pairs"]:
-        out["cell"] = stats["note"] or "no pairs"
+    st = compare_pair(row, ref, n_boot=n_boot)
+    out.update(seeds=st["seeds"], n_pairs=st["n_pairs"], delta_aua=st["delta_aua"],
+               delta_ci_low=st["seed_ci_low"], delta_ci_high=st["seed_ci_high"],
+               p_value=st["seed_p"], seed_deltas=seed_delta_text(st["seed_deltas"]),
+               delta_ci_low_conditional=st["delta_ci_low"],
+               delta_ci_high_conditional=st["delta_ci_high"],
+               p_value_conditional=st["p_value"])  # fmt: skip
+    if not st["n_pairs"]:
+        out["status"] = st["note"] or "no pairs"
     elif _degenerate(row) or _degenerate(ref):
-        out["cell"] = "degenerate"
+        out["status"] = "degenerate"
+    return out
+
+
+def _holm_family(table: pd.DataFrame, family: pd.Series, col: str) -> pd.Series:
+    """Holm over the registered family: every cell in ``family`` counts in m, those without
+    a test (``status`` set, or no p in ``col``) as p = 1; adjusted p where there is a test."""
+    out = pd.Series(np.nan, index=table.index)
+    tested = family & (table["status"] == "") & table[col].notna()
+    m = int(family.sum())
+    if m:
+        out[tested] = holm_adjust(table.loc[tested, col].astype(float).tolist(), m=m)
     return out
 
 
@@ -123,24 +157,28 @@ def judge(df: pd.DataFrame, spec: dict[str, Any], n_boot: int = 10_000):
         for s in claim["sparsities"]
         for attack in spec["attacks"]
     ]
-    table = pd.DataFrame(cells, columns=[c for c in COLUMNS if c != "p_holm"])
-    family = table["claim"].isin(spec.get("family", [])) & (table["cell"] == "")
-    family &= table["p_value"].notna()
-    table["p_holm"] = np.nan
-    if family.any():
-        table.loc[family, "p_holm"] = holm_adjust(table.loc[family, "p_value"].tolist())
+    table = pd.DataFrame(cells)
+    family = table["claim"].isin(spec.get("family", []))
+    table["p_holm"] = _holm_family(table, family, "p_value")
+    table["p_holm_conditional"] = _holm_family(table, family, "p_value_conditional")
+    table["cell"] = table["status"]
+    table["cell_conditional"] = table["status"]
     alpha = float(spec.get("alpha", 0.05))
     verdicts = []
     for claim in spec["claims"]:
         rows = table[table["claim"] == claim["id"]]
         if claim["kind"] == "gap_grows":
             status, detail = _gap_verdict(rows, claim, spec["attacks"])
-            run = rows.index[rows["cell"] == ""]
-            table.loc[run, "cell"] = "see verdict"
+            run = rows.index[rows["status"] == ""]
+            table.loc[run, ["cell", "cell_conditional"]] = "see verdict"
         else:
             for i in rows.index:
-                if table.at[i, "cell"] == "":
-                    table.at[i, "cell"] = _cell_result(table.loc[i], claim["kind"], alpha)
+                if table.at[i, "status"] == "":
+                    r = table.loc[i]
+                    cond = _cell_result(r, claim["kind"], alpha, "_conditional")
+                    seed = _cell_result(r, claim["kind"], alpha) if r["seeds"] > 1 else None
+                    table.at[i, "cell_conditional"] = cond
+                    table.at[i, "cell"] = combine(seed, cond)
             rows = table[table["claim"] == claim["id"]]
             needed = rows
             if claim.get("decisive"):
@@ -155,11 +193,26 @@ def judge(df: pd.DataFrame, spec: dict[str, Any], n_boot: int = 10_000):
     return table[COLUMNS], pd.DataFrame(verdicts)
 
 
-def _cell_result(r: pd.Series, kind: str, alpha: float) -> str:
-    d, hi = r["delta_aua"], r["delta_ci_high"]
+def combine(seed: str | None, conditional: str) -> str:
+    """What a cell says from the rule's result over seeds (``None``: one seed) and
+    conditional on these fine-tunes: ``holds`` only when both hold."""
+    if seed is None:
+        return conditional + ONE_SEED
+    if seed == conditional:
+        return seed
+    if "holds" in (seed, conditional):
+        return f"{NOT_ROBUST} (conditional: {conditional})"
+    return f"{seed} (conditional: {conditional})"
+
+
+def _cell_result(r: pd.Series, kind: str, alpha: float, suffix: str = "") -> str:
+    """The registered rule on one interval: over seeds (``suffix`` empty) or conditional on
+    these fine-tunes (``_conditional``). Holm-adjusted p where the cell is in the family."""
+    d, hi = r["delta_aua"], r[f"delta_ci_high{suffix}"]
     if kind == "retains":
         return "holds" if hi >= 0 else "fails: below"
-    p = r["p_holm"] if not pd.isna(r["p_holm"]) else r["p_value"]
+    p = r[f"p_holm{suffix}"]
+    p = r[f"p_value{suffix}"] if pd.isna(p) else p
     sign = 1 if kind == "above" else -1
     if sign * d > 0 and p < alpha:
         return "holds"
@@ -169,7 +222,8 @@ def _cell_result(r: pd.Series, kind: str, alpha: float) -> str:
 
 
 def _verdict(cells: list[str]) -> str:
-    if any(c.startswith("fails") for c in cells):
+    """A claim's verdict from what its needed cells say (:func:`combine`)."""
+    if any(c.startswith(("fails", NOT_ROBUST)) for c in cells):
         return "does not replicate"
     if any(c in ("degenerate", "several configurations") for c in cells):
         return "undecidable"
@@ -178,20 +232,28 @@ def _verdict(cells: list[str]) -> str:
     return "pending"
 
 
+def _gap_rule(a: pd.Series, b: pd.Series, suffix: str = "") -> str:
+    """gap_grows on one kind of interval: larger at the last sparsity, intervals disjoint."""
+    if b["delta_aua"] > a["delta_aua"] and (
+        b[f"delta_ci_low{suffix}"] > a[f"delta_ci_high{suffix}"]
+    ):
+        return "holds"
+    if b["delta_aua"] > a["delta_aua"]:
+        return "fails: larger gap, intervals overlap"
+    return "fails: gap does not grow"
+
+
 def _gap_verdict(rows: pd.DataFrame, claim: dict, attacks: list[str]) -> tuple[str, str]:
     lo_s, hi_s = (float(s) for s in claim["sparsities"])
     cells, parts = [], []
     for attack in attacks:
         a = rows[(rows["attack"] == attack) & (rows["sparsity"] == lo_s)].iloc[0]
         b = rows[(rows["attack"] == attack) & (rows["sparsity"] == hi_s)].iloc[0]
-        if a["cell"] or b["cell"]:
-            cell = a["cell"] or b["cell"]
-        elif b["delta_aua"] > a["delta_aua"] and b["delta_ci_low"] > a["delta_ci_high"]:
-            cell = "holds"
-        elif b["delta_aua"] > a["delta_aua"]:
-            cell = "fails: larger gap, intervals overlap"
+        if a["status"] or b["status"]:
+            cell = a["status"] or b["status"]
         else:
-            cell = "fails: gap does not grow"
+            seeded = a["seeds"] > 1 and b["seeds"] > 1
+            cell = combine(_gap_rule(a, b) if seeded else None, _gap_rule(a, b, "_conditional"))
         cells.append(cell)
         parts.append(f"{attack}: {cell}")
     return _verdict(cells), "; ".join(parts)
@@ -199,28 +261,49 @@ def _gap_verdict(rows: pd.DataFrame, claim: dict, attacks: list[str]) -> tuple[s
 
 def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str) -> str:
     """The cells and verdicts as Markdown, with a caption saying what every number is."""
-    from benchmark.reporting.compare import delta_cells, p_cells
+    from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
 
-    n_family = int(table["p_holm"].notna().sum())
+    family = spec.get("family", [])
+    m = int(table["claim"].isin(family).sum())
     head = (
         f"# Claims `{name}`: judged from the records\n\n"
         f"Experiment `{spec['experiment']}`, attacks {', '.join(spec['attacks'])} on "
         f"{'the whole split' if not spec['num_examples'] else spec['num_examples']} "
         "(pruner options at their defaults). `Δ Aua` = row minus reference in points, "
-        "paired over the same sentences, `[95% CI]` paired cluster bootstrap; `p` exact "
-        f"McNemar (one seed) or sign-flip (several); `p (Holm)` over the {n_family} cells of "
-        f"{', '.join(spec.get('family', []))} with a test; alpha {spec.get('alpha', 0.05)}. "
-        "Rules: conf/claims/" + name + ".yaml. Written by `python -m benchmark.aggregate "
-        f"--claims {name}`.\n"
+        "paired over the same sentences. Seeds are the unit of a method claim: `per-seed Δ` = "
+        "each seed's paired delta (its own dense fine-tune), `[t 95% CI]` = their "
+        "random-effects t-interval (S - 1 degrees of freedom: 2 with three seeds), `p (t)` = "
+        "one-sample t-test. Conditional on these fine-tunes (the unit is the sentence): "
+        "`[95% CI], conditional` = paired cluster bootstrap over sentences, `p` = exact "
+        "McNemar (one seed) or exact sign-flip (several). Both `Holm` columns: over the "
+        f"{m} registered cells of {', '.join(family)} (a cell without a test, e.g. degenerate, "
+        f"not run, or one seed for `p (t)`, counts as p = 1); alpha {spec.get('alpha', 0.05)}. "
+        "A cell `holds` only when the rule holds on both intervals; `not robust to seed "
+        "variance` where they disagree (the conditional verdict in brackets); `(one seed, "
+        "conditional only)` where there is no seed-level interval. A claim replicates only when "
+        "every cell it needs holds. Rules: conf/claims/" + name + ".yaml. Written by "
+        f"`python -m benchmark.aggregate --claims {name}`.\n"
     )
+    seed_ci = [
+        "-" if pd.isna(lo) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"], table["delta_ci_high"],
+                             strict=True)
+    ]  # fmt: skip
+    cond = pd.DataFrame({"delta_aua": table["delta_aua"],
+                         "delta_ci_low": table["delta_ci_low_conditional"],
+                         "delta_ci_high": table["delta_ci_high_conditional"]})  # fmt: skip
     show = pd.DataFrame({
         "claim": table["claim"], "row": table["row"], "reference": table["reference"],
         "sparsity": table["sparsity"], "attack": table["attack"],
         "seeds": table["seeds"].fillna(0).astype(int),
         "n pairs": table["n_pairs"].fillna(0).astype(int),
-        "Δ Aua [95% CI]": delta_cells(table),
-        "p": p_cells(table["p_value"], 3),
-        "p (Holm)": p_cells(table["p_holm"], 3),
+        "per-seed Δ": [_seed_points(t) for t in table["seed_deltas"]],
+        "Δ Aua [t 95% CI]": seed_ci,
+        "p (t)": p_cells(table["p_value"], 3),
+        "p (t, Holm)": p_cells(table["p_holm"], 3),
+        "Δ Aua [95% CI], conditional": delta_cells(cond),
+        "p": p_cells(table["p_value_conditional"], 3),
+        "p (Holm)": p_cells(table["p_holm_conditional"], 3),
         "cell": table["cell"],
     })  # fmt: skip
     ver = verdicts.rename(columns={"cells": "cells the rule needs"})

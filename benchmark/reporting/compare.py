@@ -4,14 +4,24 @@
 ``<results-dir>/tables/compare_<EXP>.{csv,md}``: one row per (pruner, sparsity, attack)
 configuration of EXP against the reference configuration of the same attack (same sparsity,
 or the reference's only sparsity, e.g. ``none`` at 0.0), on the seeds both have. Runs on the
-same seeded sample pair up per example by ``example_index`` from their attack logs:
+same seeded sample pair up per example by ``example_index`` from their attack logs.
+
+Conditional on these fine-tunes (the unit is the sentence; the dense models at hand are fixed):
 
 - ``delta_aua``: row minus reference, mean over examples of the per-example survival
   difference averaged over the shared seeds;
 - ``delta_ci_low/high``: paired cluster bootstrap over examples (10,000 resamples, seeded);
-- ``p_value``: exact McNemar on the discordant pairs when one seed is shared, else the paired
-  sign-flip test on the per-example differences; 1 when no pair is discordant;
-- ``p_adjusted``: Holm over the table's rows.
+- ``p_value``: exact McNemar on the discordant pairs when one seed is shared, else the exact
+  paired sign-flip test on the per-example differences; 1 when no pair is discordant.
+
+Over seeds (the unit is the seed, one dense fine-tune each; only with two or more shared
+seeds): ``seed_deltas`` (the per-seed paired deltas), ``seed_ci_low/high`` (random-effects
+t-interval, S - 1 degrees of freedom) and ``seed_p`` (one-sample t-test).
+
+``p_adjusted`` / ``seed_p_adjusted``: Holm within the row's comparison family, declared in
+``conf/compare/<stem>.yaml`` before the rows (``family`` names it; a declared cell that did not
+run counts in the family as p = 1). A row in no declared family is not adjusted; a comparison
+without a spec falls back to Holm over the table's rows, and the caption says it is post hoc.
 
 A row without an attack log (records written before logs existed) says so and has no test.
 """
@@ -25,19 +35,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import (
     holm_adjust,
     mcnemar_exact,
     paired_cluster_bootstrap,
     paired_example_diffs,
+    per_seed_deltas,
+    seed_t_test,
     sign_flip_test,
 )
 
 log = logging.getLogger(__name__)
 
+COMPARE_DIR = Path(__file__).resolve().parents[2] / "conf" / "compare"
 COLUMNS = ["pruner", "sparsity", "attack", "n_pairs", "delta_aua", "delta_ci_low",
            "delta_ci_high", "p_value", "test", "p_adjusted"]  # fmt: skip
-EXTRA = ["seeds", "differs", "note"]
+EXTRA = ["seeds", "seed_deltas", "seed_ci_low", "seed_ci_high", "seed_p", "seed_p_adjusted",
+         "family", "differs", "note"]  # fmt: skip
+POST_HOC = "post hoc: the rows of this table"  # the family when no spec declares one
 
 
 def parse_reference(text: str) -> tuple[str, float | None]:
@@ -67,12 +83,19 @@ def _logs_by_seed(recs: pd.DataFrame) -> dict[Any, list[dict[str, Any]] | None]:
 def compare_pair(
     row: pd.DataFrame, ref: pd.DataFrame, n_boot: int = 10_000, seed: int = 0
 ) -> dict[str, Any]:
-    """Paired statistics of one configuration's records against the reference's."""
+    """Paired statistics of one configuration's records against the reference's.
+
+    Conditional on these fine-tunes: ``delta_aua``, ``delta_ci_low/high`` (bootstrap over
+    sentences), ``p_value`` (McNemar or exact sign-flip, ``test``). Over seeds, with two or
+    more shared: ``seed_deltas`` ({seed: paired delta}), ``seed_ci_low/high`` (t-interval) and
+    ``seed_p`` (t-test); NaN with one seed.
+    """
     a_logs, b_logs = _logs_by_seed(row), _logs_by_seed(ref)
     shared = sorted(set(a_logs) & set(b_logs))
     out: dict[str, Any] = {"n_pairs": 0, "delta_aua": np.nan, "delta_ci_low": np.nan,
                            "delta_ci_high": np.nan, "p_value": np.nan, "test": "",
-                           "seeds": len(shared), "note": ""}  # fmt: skip
+                           "seeds": len(shared), "seed_deltas": {}, "seed_ci_low": np.nan,
+                           "seed_ci_high": np.nan, "seed_p": np.nan, "note": ""}  # fmt: skip
     if not shared:
         out["note"] = "no shared seed"
         return out
@@ -97,8 +120,23 @@ def compare_pair(
         out.update(p_value=mcnemar_exact(n_b, n_c), test="mcnemar")
     else:
         diffs = list(paired_example_diffs(a, b).values())
-        out.update(p_value=sign_flip_test(diffs, seed=seed), test="sign-flip")
+        out.update(p_value=sign_flip_test(diffs), test="sign-flip")
+    deltas = per_seed_deltas(a, b)
+    out["seed_deltas"] = deltas
+    if len(deltas) > 1:
+        _, s_low, s_high, s_p = seed_t_test(list(deltas.values()))
+        out.update(seed_ci_low=s_low, seed_ci_high=s_high, seed_p=s_p)
     return out
+
+
+def seed_delta_text(deltas: Any, points: bool = False) -> str:
+    """``{seed: delta}`` as ``0:+0.009174;1:+0.016055`` (fractions, for a CSV) or, with
+    ``points``, ``+0.92/+1.61`` (percentage points, for Markdown); empty for none."""
+    if not isinstance(deltas, dict) or not deltas:
+        return ""
+    if points:
+        return "/".join(f"{100 * v:+.2f}" for v in deltas.values())
+    return ";".join(f"{s}:{v:+.6f}" for s, v in deltas.items())
 
 
 PROTOCOL_KEYS = ("attack", "model", "dataset", "dense", "data_source", "eval_batch_size",
@@ -145,6 +183,110 @@ def _pick_reference(ref: pd.DataFrame) -> pd.DataFrame:
     return ref[ref["_identity"] == default[0]] if len(default) == 1 else ref
 
 
+def load_families(name: str | Path) -> dict[str, Any]:
+    """The comparison families ``conf/compare/<name>.yaml`` (or a path), checked.
+
+    A spec names the comparison (``experiment``, ``reference``, optional ``reference_exp``
+    and ``num_examples``) and its ``families``, each a ``name``, a ``text``, whether it is
+    ``exploratory``, and ``cells``: lists of ``pruners`` x ``sparsities`` x ``attacks``, with
+    ``set`` (pruner options changed from the option's defaults; default: none changed).
+    """
+    spec, path = read_spec(name, COMPARE_DIR, "compare")
+    names = [f["name"] for f in spec.get("families") or []]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"compare spec {path.name}: families need distinct names, got {names}")
+    seen: dict[tuple, str] = {}
+    for fam in spec["families"]:
+        for key in declared_cells(fam):
+            if key in seen:
+                raise ValueError(f"compare spec {path.name}: cell {key} is in families "
+                                 f"{seen[key]!r} and {fam['name']!r}")  # fmt: skip
+            seen[key] = fam["name"]
+    return spec
+
+
+def declared_cells(family: dict[str, Any]) -> list[tuple]:
+    """The cells a family declares: ``(pruner, set as sorted items, sparsity, attack)``."""
+    out = []
+    for block in family.get("cells") or []:
+        changed = tuple(sorted((block.get("set") or {}).items()))
+        for pruner in block["pruners"]:
+            for s in block["sparsities"]:
+                for attack in block["attacks"]:
+                    out.append((str(pruner), changed, round(float(s), 6), str(attack)))
+    return out
+
+
+def _pruner_is(identity: str, pruner: str, changed: tuple) -> bool:
+    """Whether a configuration is ``pruner`` at its option's defaults with ``changed`` set
+    (every key the option sets, interpolations aside, as :func:`_is_default_pruner`)."""
+    import json
+
+    from benchmark.records.staleness import _option
+
+    ident = json.loads(identity)
+    stored = ident.get("pruner")
+    option = _option("pruner", pruner)
+    if (ident.get("_record") or {}).get("pruner") != pruner or not isinstance(stored, dict):
+        return False
+    want = {k: v for k, v in (option or {}).items()
+            if k != "defaults" and not (isinstance(v, str) and v.startswith("${"))}  # fmt: skip
+    want.update(dict(changed))
+    return all(stored.get(k) == v for k, v in want.items())
+
+
+def _num_examples(identity: str) -> Any:
+    import json
+
+    return (json.loads(identity).get("attack") or {}).get("num_examples")
+
+
+def apply_families(table: pd.DataFrame, identities: list[str | None],
+                   spec: dict[str, Any] | None) -> pd.DataFrame:  # fmt: skip
+    """Name each row's family and Holm-adjust ``p_value`` and ``seed_p`` within it.
+
+    With a spec, a row belongs to the family that declares its (pruner with its settings,
+    sparsity, attack) on the spec's ``num_examples``; the family's size m is the number of
+    cells it declares (a declared cell without a test counts as p = 1), so rows added later
+    in other families never move its adjusted p. A row in no family is not adjusted. Without
+    a spec: Holm over the table's rows with a test (:data:`POST_HOC`).
+    """
+    table = table.copy()
+    table["p_adjusted"] = np.nan
+    table["seed_p_adjusted"] = np.nan
+    if spec is None:
+        table["family"] = POST_HOC
+        table["p_adjusted"] = holm_adjust(table["p_value"].astype(float).tolist())
+        table["seed_p_adjusted"] = holm_adjust(table["seed_p"].astype(float).tolist())
+        return table
+    want_n = spec.get("num_examples")
+    cells = {key: fam["name"] for fam in spec["families"] for key in declared_cells(fam)}
+    size = {fam["name"]: len(declared_cells(fam)) for fam in spec["families"]}
+    families = []
+    for r, ident in zip(table.to_dict("records"), identities, strict=True):
+        name = ""
+        if ident and (want_n is None or _num_examples(ident) == want_n):
+            for (pruner, changed, s, attack), fam in cells.items():
+                if (
+                    r["pruner"] == pruner
+                    and round(float(r["sparsity"]), 6) == s
+                    and r["attack"] == attack
+                    and _pruner_is(ident, pruner, changed)
+                ):
+                    name = fam
+                    break
+        families.append(name)
+    table["family"] = families
+    for name, m in size.items():
+        rows = table.index[table["family"] == name]
+        if len(rows) > m:  # two configurations matched one declared cell: never undercount
+            log.warning("compare family %s: %d rows for %d declared cells", name, len(rows), m)
+        for col, adj in (("p_value", "p_adjusted"), ("seed_p", "seed_p_adjusted")):
+            p = table.loc[rows, col].astype(float).tolist()
+            table.loc[rows, adj] = holm_adjust(p, m=max(m, len(rows)))
+    return table
+
+
 def compare_table(
     df: pd.DataFrame,
     exp: str,
@@ -152,6 +294,7 @@ def compare_table(
     n_boot: int = 10_000,
     seed: int = 0,
     reference_exp: str | None = None,
+    families: dict[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One row per (pruner, sparsity, attack) configuration of ``exp`` against ``reference``.
 
@@ -160,8 +303,16 @@ def compare_table(
     preset of new methods can be paired with the seeds' rows of another experiment; pairs are
     only formed on the same protocol (attack and sample, model, data, dense recipe). Where the
     reference has several configurations on that protocol, its option's default one is used.
+    ``families`` (:func:`load_families`) declares the Holm families (:func:`apply_families`).
     """
     from benchmark.reporting.aggregate import _differs, dedupe
+
+    if families is not None:
+        declared = (families.get("experiment"), families.get("reference"),
+                    families.get("reference_exp") or families.get("experiment"))  # fmt: skip
+        if declared != (exp, reference, reference_exp or exp):
+            raise ValueError(f"compare spec declares {declared}, not "
+                             f"{(exp, reference, reference_exp or exp)}")  # fmt: skip
 
     ok = df[df["status"] == "ok"] if "status" in df else df.iloc[:0]
     ok = ok[ok["exp_name"].isin({exp, reference_exp or exp})]
@@ -190,7 +341,7 @@ def compare_table(
             cand = cand.iloc[0:0]
         for ident in idents:
             base = {"pruner": pruner, "sparsity": float(sparsity), "attack": attack,
-                    "differs": differs[ident]}  # fmt: skip
+                    "differs": differs[ident], "_identity": ident}  # fmt: skip
             # only a reference that attacked the same sample in the same way pairs up
             same_way = np.array([_same_protocol(ident, r) for r in cand["_identity"]], dtype=bool)
             ref = _pick_reference(cand[same_way])
@@ -206,13 +357,17 @@ def compare_table(
             stats = compare_pair(group[group["_identity"] == ident], ref, n_boot, seed)
             rows.append({**base, **stats})
     table = pd.DataFrame(rows)
-    text = ("test", "note", "differs")  # empty, never NaN, where a row has no test or note
+    identities = table.pop("_identity").tolist()
+    table["seed_deltas"] = [
+        seed_delta_text(d) for d in table.get("seed_deltas", [None] * len(table))
+    ]
+    text = ("test", "note", "differs", "seed_deltas")  # empty, never NaN, where there is none
     for col in COLUMNS + EXTRA:
         if col in text:
             table[col] = table[col].fillna("") if col in table else ""
         elif col not in table:
             table[col] = np.nan
-    table["p_adjusted"] = holm_adjust(table["p_value"].astype(float).tolist())
+    table = apply_families(table, identities, families)
     return table[COLUMNS + EXTRA]
 
 
@@ -235,39 +390,100 @@ def p_cells(values: pd.Series, digits: int = 4) -> list[str]:
     return ["-" if pd.isna(p) else f"{p:.{digits}g}" for p in values]
 
 
-def render_markdown(table: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000) -> str:
+def family_caption(table: pd.DataFrame, families: dict[str, Any] | None) -> str:
+    """What the Holm families of a table are, for its caption."""
+    if families is None:
+        n = int(table["p_value"].notna().sum()) if len(table) else 0
+        return (f"Holm family: {POST_HOC} ({n} rows with a test; no spec under conf/compare/ "
+                "declares one, so adding a row moves every adjusted p).")  # fmt: skip
+    parts = []
+    for fam in families["families"]:
+        kind = "exploratory" if fam.get("exploratory") else "registered"
+        n_rows = int((table["family"] == fam["name"]).sum()) if len(table) else 0
+        parts.append(f"`{fam['name']}` ({kind}, {len(declared_cells(fam))} declared cells, "
+                     f"{n_rows} in this table: {fam.get('text', '').strip()})")  # fmt: skip
+    loose = int(((table["family"] == "") & table["p_value"].notna()).sum()) if len(table) else 0
+    tail = (f" {loose} tested row(s) in no declared family: not adjusted (`p (Holm)` -)."
+            if loose else "")  # fmt: skip
+    return (
+        "Holm families, declared before the rows (a declared cell that did not run counts "
+        "as p = 1): " + "; ".join(parts) + "." + tail
+    )
+
+
+def render_markdown(
+    table: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000,
+    families: dict[str, Any] | None = None, spec_name: str | None = None,
+) -> str:  # fmt: skip
     """The comparison as Markdown, with a caption saying what every number is."""
     seeds = sorted({int(s) for s in table["seeds"].dropna()}) if len(table) else []
+    where = f" (`conf/compare/{spec_name}.yaml`)" if families is not None and spec_name else ""
     caption = (
         f"# Paired comparison: `{exp}` against `{reference}`\n\n"
         f"Rows: every (pruner, sparsity, attack) configuration of `{exp}`, paired with the "
         "reference at the same attack and sparsity (or the reference's only sparsity), on the "
         "seeds both have and the examples both attacked (`example_index`). `Δ Aua` = row minus "
         "reference in percentage points: mean over examples of the per-example survival "
-        "difference, averaged over shared seeds; `[95% CI]` = paired cluster bootstrap over "
-        f"examples ({n_boot:,} resamples, seed 0). `p` = exact McNemar (one shared seed) or "
-        "paired sign-flip test (several; exact up to 20 nonzero differences, else 10,000 "
-        "seeded flips); 1 when no pair is discordant. `p (Holm)` = Holm-adjusted over the "
-        f"{int(table['p_value'].notna().sum()) if len(table) else 0} rows with a test in this "
-        f"table. `n pairs` = distinct examples both rows attacked (each one pair, its difference "
-        f"averaged over the shared seeds); `seeds` = shared seeds (values in this table: "
+        "difference, averaged over shared seeds. Conditional on these fine-tunes (the unit is "
+        f"the sentence): `[95% CI]` = paired cluster bootstrap over examples ({n_boot:,} "
+        "resamples, seed 0); `p` = exact McNemar (one shared seed) or exact paired sign-flip "
+        "test (several: the per-sentence seed means are multiples of 1/S and their null "
+        "distribution is computed exactly); 1 when no pair is discordant. Over seeds (the unit "
+        "is the seed, one dense fine-tune each; two or more shared seeds): `per-seed Δ` = each "
+        "seed's paired delta, `Δ over seeds [t 95% CI]` = their mean with the random-effects "
+        "t-interval (S - 1 degrees of freedom: 2 with three seeds), `p (t)` = one-sample "
+        "t-test; a method claim needs this interval as well. `p (Holm)` / `p (t, Holm)` = "
+        f"Holm-adjusted within the row's `family`{where}. "
+        + family_caption(table, families)
+        + " `n pairs` = distinct examples both rows attacked (each one pair, its difference "
+        "averaged over the shared seeds); `seeds` = shared seeds (values in this table: "
         f"{', '.join(map(str, seeds)) or '-'}).\n"
     )
     if table.empty:
         return caption + "\n_no rows_\n"
     show = pd.DataFrame({
         "pruner": table["pruner"], "sparsity": table["sparsity"], "attack": table["attack"],
+        "family": table["family"],
         "seeds": table["seeds"].fillna(0).astype(int),
         "n pairs": table["n_pairs"].fillna(0).astype(int),
-        "Δ Aua [95% CI]": delta_cells(table),
+        "Δ Aua [95% CI], conditional": delta_cells(table),
         "p": p_cells(table["p_value"]),
         "test": table["test"],
         "p (Holm)": p_cells(table["p_adjusted"]),
+        "per-seed Δ": [_seed_points(t) for t in table["seed_deltas"]],
+        "Δ over seeds [t 95% CI]": seed_cells(table),
+        "p (t)": p_cells(table["seed_p"]),
+        "p (t, Holm)": p_cells(table["seed_p_adjusted"]),
         "note": table["note"],
     })  # fmt: skip
     if (table["differs"] != "").any():
         show.insert(3, "differs", table["differs"])
     return caption + "\n" + show.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def _seed_points(text: Any) -> str:
+    """``0:+0.009174;1:+0.016055`` -> ``+0.92/+1.61`` (points); ``-`` for one seed or none."""
+    if not isinstance(text, str) or ";" not in text:
+        return "-"
+    return "/".join(f"{100 * float(x.split(':')[1]):+.2f}" for x in text.split(";"))
+
+
+def seed_cells(table: pd.DataFrame) -> list[str]:
+    """``Δ [t 95% CI]`` over seeds in signed points; ``-`` where fewer than two seeds."""
+    return [
+        "-" if pd.isna(lo) else f"{_pp(d)} [{_pp(lo)}, {_pp(hi)}]"
+        for d, lo, hi in zip(table["delta_aua"], table["seed_ci_low"], table["seed_ci_high"],
+                             strict=True)
+    ]  # fmt: skip
+
+
+def spec_stem(exp: str, reference: str, reference_exp: str | None = None) -> str:
+    """``<exp>`` (reference ``none``) or ``<exp>_vs_<reference>[_in_<reference_exp>]``: the
+    name of the table (``compare_<stem>``) and of its families' spec (``conf/compare/``)."""
+    stem = exp if reference == "none" else f"{exp}_vs_{reference.replace('@', '_at_')}"
+    if reference_exp and reference_exp != exp:
+        stem += f"_in_{reference_exp}"
+    return stem
 
 
 def write_compare(
@@ -279,18 +495,19 @@ def write_compare(
     reference_exp: str | None = None,
 ) -> Path:
     """Write ``<results_dir>/tables/compare_<exp>.{csv,md}`` (reference ``none``, the dense
-    model) or ``compare_<exp>_vs_<reference>[_in_<reference_exp>].{csv,md}``; return the
-    Markdown path."""
-    table = compare_table(df, exp, reference, n_boot=n_boot, reference_exp=reference_exp)
+    model) or ``compare_<exp>_vs_<reference>[_in_<reference_exp>].{csv,md}``, with the Holm
+    families of ``conf/compare/<same stem>.yaml`` when there is one; return the Markdown
+    path."""
+    name = spec_stem(exp, reference, reference_exp)
+    families = load_families(name) if (COMPARE_DIR / f"{name}.yaml").is_file() else None
+    if families is None:
+        log.warning("compare %s: no conf/compare/%s.yaml; Holm over the table's rows (post "
+                    "hoc)", name, name)  # fmt: skip
+    table = compare_table(df, exp, reference, n_boot=n_boot, reference_exp=reference_exp,
+                          families=families)  # fmt: skip
     out = Path(results_dir) / "tables"
     out.mkdir(parents=True, exist_ok=True)
-    stem = (
-        f"compare_{exp}"
-        if reference == "none"
-        else (f"compare_{exp}_vs_{reference.replace('@', '_at_')}")
-    )
-    if reference_exp and reference_exp != exp:
-        stem += f"_in_{reference_exp}"
+    stem = f"compare_{name}"
     table.to_csv(out / f"{stem}.csv", index=False)  # fractions, unrounded
     md = out / f"{stem}.md"
     label = (
@@ -298,7 +515,7 @@ def write_compare(
         if not reference_exp or reference_exp == exp
         else (f"{reference}` of `{reference_exp}")
     )
-    md.write_text(render_markdown(table, exp, label, n_boot), encoding="utf-8")
+    md.write_text(render_markdown(table, exp, label, n_boot, families, name), encoding="utf-8")
     log.info("compare %s vs %s: %d rows -> %s/%s.{md,csv}", exp, reference,
              len(table), out, stem)  # fmt: skip
     return md

@@ -1,7 +1,9 @@
 """Statistics of the suite's protocol (METHODS.md, "Statistics and reporting").
 
-Every proportion gets a 95% Wilson interval from its counts; the unit of every interval and
-test is the EXAMPLE (see docs/statistics.md).
+Every proportion gets a 95% Wilson interval from its counts. Two units (docs/statistics.md):
+the EXAMPLE for the intervals and tests conditional on the fine-tunes at hand (bootstrap over
+sentences, McNemar, sign-flip), the SEED for a method claim over several seeds (per-seed
+paired deltas, random-effects t-interval and t-test).
 """
 
 from __future__ import annotations
@@ -74,59 +76,116 @@ def mcnemar_exact(b: int, c: int) -> float:
     return min(1.0, 2.0 * tail / 2**n)
 
 
-EXACT_MAX_NONZERO = 20  # sign-flip: enumerate exactly up to this many nonzero differences
+def lattice_denominator(values: Sequence[float], max_denominator: int = 10_000) -> int:
+    """The smallest L <= ``max_denominator`` that makes every value times L an integer.
+
+    Per-example seed means of 0/1 differences over S seeds are multiples of 1/S (1/lcm of the
+    seed counts when examples have different numbers of shared seeds), so L is S or that lcm.
+    Raises ValueError when there is none (the values are not on such a lattice).
+    """
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    for den in range(1, max_denominator + 1):
+        scaled = x * den
+        if np.all(np.abs(scaled - np.rint(scaled)) <= 1e-6):
+            return den
+    raise ValueError(f"values are not multiples of 1/L for any L <= {max_denominator}")
 
 
-def sign_flip_test(
-    diffs: Sequence[float], n_flips: int = 10_000, seed: int = 0,
-    exact_max: int = EXACT_MAX_NONZERO,
-) -> float:  # fmt: skip
-    """Two-sided paired sign-flip (permutation) test of mean(diffs) == 0.
+def sign_flip_null_counts(magnitudes: Sequence[int]) -> tuple[np.ndarray, int]:
+    """Exact null distribution of S = sum_i s_i k_i over the 2^n sign patterns s_i = +-1.
 
-    Statistic |sum d_i|. Zero differences carry no sign and are dropped. With at most
-    ``exact_max`` nonzero d_i the null distribution (every sign pattern equally likely) is
-    enumerated exactly; otherwise ``n_flips`` seeded random sign patterns give
-    p = (1 + #{|S*| >= |S|}) / (1 + n_flips). For 0/1 survival with one seed the d_i are
-    -1/0/+1 and the exact p equals :func:`mcnemar_exact`.
+    ``magnitudes`` are the positive integers |k_i|. Returns ``(counts, offset)``: ``counts[j]``
+    is the number of sign patterns (an exact Python integer) whose sum is ``j - offset``.
+    Equal magnitudes are taken together: the ``n_a`` terms of magnitude a contribute
+    a * (2B - n_a) with B ~ Binomial(n_a, 1/2), and the groups are convolved.
+    """
+    k = np.asarray(magnitudes, dtype=np.int64)
+    if k.size and k.min() <= 0:
+        raise ValueError("magnitudes must be positive integers")
+    offset = int(k.sum())
+    counts = np.array([1], dtype=object)  # the sum over no terms: 0, once
+    for a, n in zip(*np.unique(k, return_counts=True), strict=True):
+        a, n = int(a), int(n)
+        kernel = np.zeros(2 * a * n + 1, dtype=object)  # sums -a*n .. +a*n
+        for b in range(n + 1):
+            kernel[2 * a * b] = math.comb(n, b)
+        counts = np.convolve(counts, kernel)
+    return counts, offset
+
+
+def sign_flip_test(diffs: Sequence[float], denominator: int | None = None) -> float:
+    """Exact two-sided paired sign-flip (permutation) test of mean(diffs) == 0.
+
+    Statistic |sum d_i|; under H0 every sign pattern of the d_i is equally likely. Zero
+    differences carry no sign and are dropped. The d_i are per-example means over S seeds of
+    0/1 differences, so they are multiples of 1/L (``denominator``; found by
+    :func:`lattice_denominator` when not given): the null distribution of the integer sum
+    L * sum d_i is computed exactly (:func:`sign_flip_null_counts`), and
+    p = #{patterns with |S*| >= |S|} / 2^n, with no Monte Carlo floor. For 0/1 survival with one
+    seed the d_i are -1/0/+1 and p equals :func:`mcnemar_exact`.
     """
     d = np.asarray(diffs, dtype=np.float64)
     if d.size and (np.nanmax(np.abs(d)) > 1 + 1e-12):
         raise ValueError("sign_flip_test expects differences in [-1, 1]")
-    d = d[np.isfinite(d) & (np.abs(d) > 1e-12)]
-    if d.size == 0:
+    d = d[np.isfinite(d)]
+    den = lattice_denominator(d) if denominator is None else int(denominator)
+    k = np.rint(d * den).astype(np.int64)
+    if d.size and np.abs(d * den - k).max() > 1e-6:
+        raise ValueError(f"differences are not multiples of 1/{den}")
+    k = k[k != 0]
+    if k.size == 0:
         return 1.0
-    observed = abs(float(d.sum()))
-    tol = 1e-9 * max(1.0, observed)
-    if d.size <= exact_max:
-        # Null distribution of the sum by convolution over the examples (keys rounded so
-        # that equal sums reached in different orders merge).
-        dist: dict[float, float] = {0.0: 1.0}
-        for x in np.abs(d):
-            nxt: dict[float, float] = {}
-            for s, w in dist.items():
-                for v in (round(s + x, 9), round(s - x, 9)):
-                    nxt[v] = nxt.get(v, 0.0) + 0.5 * w
-            dist = nxt
-        return min(1.0, sum(w for s, w in dist.items() if abs(s) >= observed - tol))
-    rng = np.random.default_rng(seed)
-    hits = 0
-    absd = np.abs(d)
-    for start in range(0, n_flips, 1000):
-        k = min(1000, n_flips - start)
-        signs = rng.choice(np.array([-1.0, 1.0]), size=(k, d.size))
-        hits += int((np.abs(signs @ absd) >= observed - tol).sum())
-    return (1 + hits) / (1 + n_flips)
+    observed = abs(int(k.sum()))
+    counts, offset = sign_flip_null_counts(np.abs(k))
+    sums = np.arange(len(counts)) - offset
+    hits = sum(counts[np.abs(sums) >= observed], 0)
+    return min(1.0, hits / 2 ** int(k.size))  # int / int: correctly rounded, any size
 
 
-def holm_adjust(p_values: Sequence[float]) -> list[float]:
-    """Holm step-down adjusted p-values, in the input order; NaNs stay NaN and do not count.
+def seed_t_test(deltas: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """Random-effects t-interval and two-sided one-sample t-test over per-seed deltas.
 
-    Sorted p_(1) <= ... <= p_(m): adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    Seeds are the unit: with S per-seed paired deltas d_s (row minus reference on the same
+    sentences, same dense seed), mean d, sample sd s_d, the interval is
+    d +- t_{(1+level)/2, S-1} s_d / sqrt(S) and p = 2 P[T_{S-1} >= |d| / (s_d / sqrt(S))].
+    With three seeds the t quantile has 2 degrees of freedom (4.30 at 95%). Returns
+    ``(mean, ci_low, ci_high, p)``; interval and p are NaN with fewer than two seeds. When the
+    deltas do not vary the interval is the point and p is 0 (1 when every delta is 0).
+    """
+    from scipy import stats as st
+
+    x = np.asarray(deltas, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan"), float("nan"), float("nan"), float("nan")
+    mean = float(x.mean())
+    if x.size < 2:
+        return mean, float("nan"), float("nan"), float("nan")
+    if np.ptp(x) == 0.0:  # no spread: a t statistic of 0/0 or +-inf
+        return mean, mean, mean, (1.0 if mean == 0.0 else 0.0)
+    se = float(x.std(ddof=1)) / math.sqrt(x.size)
+    df = x.size - 1
+    half = float(st.t.ppf((1 + level) / 2, df)) * se
+    p = float(min(1.0, 2 * st.t.sf(abs(mean) / se, df)))
+    return mean, mean - half, mean + half, p
+
+
+def holm_adjust(p_values: Sequence[float], m: int | None = None) -> list[float]:
+    """Holm step-down adjusted p-values, in the input order; NaNs stay NaN.
+
+    Sorted p_(1) <= ... <= p_(m): adj_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)). ``m`` is
+    the size of the family declared beforehand; by default the finite p-values. A declared
+    member without a p-value (not run, degenerate) counts in ``m`` as p = 1: it sorts last
+    and raises every other member's multiplier, as if it had been tested and found nothing.
     """
     p = np.asarray(p_values, dtype=np.float64)
     out = np.full(p.shape, np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
+    if m is None:
+        m = len(ok)
+    if m < len(ok):
+        raise ValueError(f"holm_adjust: family of {m} cannot hold {len(ok)} p-values")
     running = 0.0
     for rank, i in enumerate(ok[np.argsort(p[ok], kind="stable")]):
         running = max(running, min(1.0, (m - rank) * p[i]))
@@ -228,6 +287,21 @@ def paired_example_diffs(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> 
         sums[ex] = sums.get(ex, 0.0) + float(a[key]) - float(b[key])
         counts[ex] = counts.get(ex, 0) + 1
     return {ex: sums[ex] / counts[ex] for ex in sorted(sums, key=str)}
+
+
+def per_seed_deltas(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> dict:
+    """Per seed: mean over its shared examples of a - b (keys ``(example, seed)``).
+
+    The paired delta of one seed (one dense fine-tune): row minus reference on the sentences
+    both attacked under that seed. Sorted by seed.
+    """
+    sums: dict = {}
+    counts: dict = {}
+    for key in set(a) & set(b):
+        s = key[1]
+        sums[s] = sums.get(s, 0.0) + float(a[key]) - float(b[key])
+        counts[s] = counts.get(s, 0) + 1
+    return {s: sums[s] / counts[s] for s in sorted(sums, key=str)}
 
 
 def wilson_halfwidth_n(halfwidth: float, p: float, z: float = Z95) -> int:

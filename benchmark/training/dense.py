@@ -105,12 +105,15 @@ def dense_key(
 
     ``holdout`` (the examples kept out of the dense training) joins the key only when given.
     ``data`` is the job's data source (content fingerprint of local files, or the Hub name and
-    revision: :func:`benchmark.records.identity.data_source`), and ``code`` the source hash of
-    the recipe's module and everything it imports, so flipped labels or an edited training
-    loop never reuse a cached model.
+    commit: :func:`benchmark.records.identity.data_source`), ``num_labels`` the head's size, and
+    ``code`` the source hash of the recipe's module and everything it imports except
+    bookkeeping (:data:`benchmark.records.identity.BOOKKEEPING`), so flipped labels, another
+    task shape or an edited training loop never reuse a cached model, and an edit of how
+    records are stored does not orphan one.
     """
     spec = {k: v for k, v in asdict(model).items() if not (k == "layout" and v is None)}
-    cfg = {"model": spec, "dataset": dataset.name, "max_length": dataset.max_length,
+    cfg = {"model": spec, "dataset": dataset.name, "num_labels": dataset.num_labels,
+           "max_length": dataset.max_length,
            "train_split": dataset.train_split, "recipe": recipe.cache_config(),
            "data": data, "code": source_hash(type(recipe).__module__)}  # fmt: skip
     holdout = check_holdout(holdout)
@@ -190,6 +193,9 @@ def _load_cached(folder: Path, model: ModelSpec, dataset: DatasetSpec):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     net = AutoModelForSequenceClassification.from_pretrained(folder)
+    if net.config.num_labels != dataset.num_labels:  # the key holds num_labels: a bad entry
+        raise ValueError(f"cached head has {net.config.num_labels} classes, the task "
+                         f"{dataset.num_labels} (dataset.num_labels)")  # fmt: skip
     tok = AutoTokenizer.from_pretrained(folder)
     return attach_layout(net, model.layout), tok
 
