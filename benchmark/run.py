@@ -60,8 +60,20 @@ def _overrides(argv: list[str]) -> list[str]:
 
 
 def check_overrides(argv: list[str]) -> None:
-    """Validate simple ``group=a,b`` and ``sparsity=x,y`` overrides before Hydra starts."""
+    """Validate simple ``group=a,b`` and ``sparsity=x,y`` overrides before Hydra starts: a
+    sweep value needs ``-m``, a ``--config-dir`` must be a folder."""
     extra = user_config_dirs(argv)
+    for folder in extra:
+        if not folder.is_dir():
+            what = "is a file, not a folder" if folder.exists() else "does not exist"
+            raise UserError(f"--config-dir {folder} {what}")
+    sweep = bool({"-m", "--multirun"} & set(argv))
+    for arg in _overrides(argv):
+        key, _, value = arg.lstrip("+~").partition("=")
+        if not sweep and "," in value and not SWEEP_SYNTAX.search(value) and not (
+            value.startswith(("'", '"'))
+        ):
+            raise UserError(f"{arg} is a sweep: use -m for a sweep (or {key}=[a,b] for a list)")
     for arg in _overrides(argv):
         key, _, value = arg.lstrip("+~").partition("=")
         if SWEEP_SYNTAX.search(value):
@@ -186,6 +198,7 @@ def run_task(cfg) -> dict[str, Any] | None:
         check_writable,
         existing_record,
         job_identity,
+        job_lock,
         log_summary,
         run_job,
     )
@@ -202,8 +215,18 @@ def run_task(cfg) -> dict[str, Any] | None:
             log_summary(existing)
             return existing
         check_writable(ident.path.parent)
-        job, tracker = build_job(cfg, HydraConfig.get().runtime.choices, ident, protect=done)
-        return run_job(job, tracker, protect=done)
+        check_writable(Path(ident.resolved["paths"]["cache_dir"]), "paths.cache_dir")
+        with job_lock(ident.path):  # one run id runs once at a time: a second one waits here
+            existing = existing_record(ident, force)  # ... and skips what the first finished
+            done = existing is not None and existing.get("status") == "ok"
+            if done and ident.resolved.get("skip_existing", True) and not force:
+                log.info("skip: record %s was written by a concurrent run of the same job",
+                         ident.path)  # fmt: skip
+                log_summary(existing)
+                return existing
+            job, tracker = build_job(cfg, HydraConfig.get().runtime.choices, ident,
+                                     protect=done)  # fmt: skip
+            return run_job(job, tracker, protect=done)
     except UserError as exc:
         log.error("error: %s", exc)
         if multirun:

@@ -3,6 +3,7 @@
 #   scripts/reproduce.sh akr_table1 [ARGS]          # ARGS go to every sweep
 #   VARIANT=embedded scripts/reproduce.sh akr_table1  # the embedded model, offline attacks
 #   scripts/reproduce.sh embedded_training_reduced   # a preset: its sweep and its summary
+#   scripts/reproduce.sh akr_table1 --plan [ARGS]    # jobs, records, missing resources, cost
 # Resumable (finished jobs are skipped). See benchmark/reporting/reproduce.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -471,3 +471,22 @@ def test_query_budget_exhausted_counts_as_limit(tiny_wrapper, res, examples):
     assert limited and all(r["limit"] == "queries" and r["queries"] >= 2 for r in limited)
     assert summary.n_limit == len(limited)
     assert all(r["result"] != "failed" or r["queries"] < 2 for r in rows)
+
+
+def test_without_bars_progress_is_a_periodic_log_line(tiny_wrapper, res, examples, caplog,
+                                                      monkeypatch):  # fmt: skip
+    """Under nohup, Slurm or CI (no bars) the attack logs lines, not carriage returns."""
+    import logging
+
+    from benchmark.attacks import adapter
+    from benchmark.jobs.pipeline import show_bars
+
+    assert show_bars(True) is False  # pytest's stderr is not a terminal
+    monkeypatch.setattr(adapter, "PROGRESS_LOG_SECONDS", 0.0)
+    attack = build_attack(AttackSpec(recipe="deepwordbug"), tiny_wrapper, res)
+    with caplog.at_level(logging.INFO, logger="benchmark.attacks.adapter"):
+        run_attack(attack, examples[:3], seed=3, progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("attack: ")]
+    assert [x.split(" examples")[0] for x in lines] == ["attack: 1/3", "attack: 2/3",
+                                                       "attack: 3/3"]  # fmt: skip
+    assert "\r" not in caplog.text

@@ -107,6 +107,18 @@ BAD_INPUT = [
     ("unknown-pruner", ["pruner=magnitde"], 2, "did you mean 'magnitude'?"),
     ("unknown-launcher", ["hydra/launcher=jobib"], 2, "did you mean 'joblib'?"),
     ("bool-text", ["force=maybe"], 2, "force='maybe'"),
+    ("sweep-without-m", ["sparsity=0.3,0.5"], 2, "use -m for a sweep"),
+    ("config-dir-missing", ["--config-dir", "/nonexistent-rpb"], 2, "does not exist"),
+    ("config-dir-file", ["--config-dir", str(ROOT / "README.md")], 2, "is a file, not a folder"),
+    ("exp-name-too-long", ["exp_name=" + "x" * 240], 2, "at most 200 bytes"),
+    ("nm-wrong-sparsity", ["pruner=wanda", "pruner.structure=2:4", "sparsity=0.7"], 2,
+     "implies sparsity 0.5"),
+    ("nm-not-a-structure", ["pruner=wanda", "pruner.structure=2-4"], 2, "'unstructured' or"),
+    ("precision-unknown", ["precision=int8"], 2, "precision='int8'"),
+    ("float16-on-cpu", ["precision=float16", "device=cpu"], 2, "float16 needs a GPU"),
+    ("calibration-unknown", ["pruner=wanda", "pruner.calibration=imdb2"], 2,
+     "pruner.calibration='imdb2'"),
+    ("eval-sample-zero", ["eval_sample=0"], 2, "eval_sample=0"),
 ]
 
 
@@ -351,6 +363,24 @@ def test_sigterm_leaves_a_failed_record(dirs):
 
 
 @pytest.mark.slow
+def test_two_identical_jobs_at_once_run_once(finished, dirs):
+    """Two identical jobs started together in real processes: one runs, the other waits for
+    it and skips; one record, and one log whose lines are the uninterrupted run's."""
+    _, full_log = finished
+    procs = [spawn(slow_attack(dirs, "twice")) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert sum("written by a concurrent run of the same job" in o for o in outs) == 1
+    runs = dirs["results"] / "runs" / "twice"
+    records = [p for p in runs.glob("*.json")]
+    assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "ok"
+    (log,) = runs.glob("*.attack.jsonl.gz")
+    rows = _rows(log)
+    assert [r["position"] for r in rows] == list(range(32))  # no position twice
+    assert rows == _rows(full_log)
+
+
+@pytest.mark.slow
 def test_sigkill_mid_attack_resumes_to_the_uninterrupted_log(finished, dirs):
     _, full_log = finished
     proc = spawn(slow_attack(dirs, "killed"))
@@ -399,9 +429,13 @@ def test_unwritable_results_path_fails_before_work(dirs, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     out = cli([*base_args(dirs, "w"), f"paths.results_dir={blocker / 'sub'}"])
-    assert out.returncode == 2 and "cannot write records" in out.stderr
+    assert out.returncode == 2 and "cannot write under" in out.stderr
+    assert "set paths.results_dir to a writable folder" in out.stderr
     assert "Traceback" not in out.stderr
     assert "dense" not in out.stderr.split("cannot write")[0].lower().split("error")[-1]
+    out = cli([*base_args(dirs, "w"), f"paths.cache_dir={blocker / 'cache'}"])
+    assert out.returncode == 2 and "set paths.cache_dir to a writable folder" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 @pytest.mark.slow

@@ -449,6 +449,17 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+PROGRESS_LOG_SECONDS = 60.0  # without bars: one log line a minute (and at the end)
+
+
+def _log_progress(n: int, resumed: int, total: int, elapsed: float) -> None:
+    rate = (n - resumed) / elapsed if elapsed > 0 else float("nan")
+    eta = (total - n) / rate if rate and rate == rate and rate > 0 else float("nan")
+    log.info("attack: %d/%d examples (%.0f%%), %.2f s/example, %.0f s elapsed, eta %.0f s",
+             n, total, 100 * n / max(1, total), 1 / rate if rate else float("nan"), elapsed,
+             eta)  # fmt: skip
+
+
 def run_attack(
     attack,
     examples: Sequence[Example],
@@ -501,9 +512,14 @@ def run_attack(
     rows = list(done)
     fh = log_path.open("a", encoding="utf-8") if log_path is not None else None
     try:
+        last = time.perf_counter()
         for row in tqdm(it, total=len(examples), initial=len(done), desc="attack",
                         disable=not progress):  # fmt: skip
             rows.append(row)
+            now = time.perf_counter()
+            if not progress and (now - last >= PROGRESS_LOG_SECONDS or len(rows) == len(examples)):
+                last = now
+                _log_progress(len(rows), len(done), len(examples), now - start)
             if fh is not None:
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 fh.flush()

@@ -7,10 +7,12 @@ with skip-if-done, the failed-record path and the W&B mirror.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,8 +175,29 @@ def existing_record(ident: Identity, force: bool) -> dict[str, Any] | None:
         return None
 
 
-def check_writable(folder: Path) -> None:
-    """Fail before any work when records cannot be written under ``folder``."""
+@contextlib.contextmanager
+def job_lock(record: Path) -> Iterator[None]:
+    """Hold a lock while one run id runs (``.<run_id>.lock`` beside its record), so that two
+    identical jobs started together (two sweeps, a Slurm array run twice) never write one log
+    at once: the second waits for the first, then finds its record and skips. The lock of a
+    killed job is free again (``fcntl`` locks end with their process)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(record.with_name(f".{record.stem}.lock")))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("waiting: the same job (%s) is running in another process", record.stem)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def check_writable(folder: Path, key: str = "paths.results_dir") -> None:
+    """Fail before any work when ``folder`` (records, or the caches: ``key``) cannot be
+    written."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-check.")
@@ -182,8 +205,8 @@ def check_writable(folder: Path) -> None:
         os.unlink(tmp)
     except OSError as exc:
         raise UserError(
-            f"cannot write records under {folder} ({exc.strerror or exc}); "
-            "set paths.results_dir to a writable folder"
+            f"cannot write under {folder} ({exc.strerror or exc}); "
+            f"set {key} to a writable folder"
         ) from exc
 
 

@@ -106,7 +106,7 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     """Run the job, filling ``record`` in place; returns it with status ``ok``."""
     start = time.perf_counter()
     seed_everything(job.seed)
-    set_progress(job.progress)
+    set_progress(show_bars(job.progress))
     check_sparsity(job.sparsity)
     evals, eval_index = evaluation_examples(job, record)
     if job.attack.recipe == "transfer":  # its source log must exist before any work
@@ -185,6 +185,14 @@ def _sources_after_load(job: Job, record: RunRecord) -> None:
         + ", ".join(unresolved(before))
         + "; the record names the commits loaded (sources.model_loaded)"
     )
+
+
+def show_bars(progress: bool) -> bool:
+    """Progress bars only on a terminal: under ``nohup``, Slurm or CI (stderr not a TTY) the
+    loops write a periodic log line instead of hundreds of carriage-return updates."""
+    import sys
+
+    return bool(progress) and sys.stderr.isatty()
 
 
 def evaluation_examples(job: Job, record: RunRecord) -> tuple[list, list[int]]:
@@ -397,7 +405,7 @@ def _attack(job: Job, model, tok, evals, record: RunRecord, eval_index: list[int
     record.cfg["attack_build"] = attack.build_info  # resolved choices (not part of the run id)
     record.sources["attack_resources"] = resource_fingerprints(job.attack, resources)
     summary, _ = run_attack(
-        attack, sample, job.attack.seed, partial_log_path(job), job.progress,
+        attack, sample, job.attack.seed, partial_log_path(job), show_bars(job.progress),
         workers=job.attack.workers, indices=[eval_index[i] for i in idx],
         max_seconds_per_example=job.attack.max_seconds_per_example,
         query_budget=job.attack.query_budget,

@@ -45,6 +45,8 @@ def _check_sparsity(v: Any) -> str | None:
 
 def _check_exp_name(v: Any) -> str | None:
     ok = isinstance(v, str) and PLAIN_NAME.match(v) and v not in (".", "..")
+    if ok and len(v.encode()) > 200:  # a folder name; <run_id>.failed.json must still fit
+        return "a plain name of at most 200 bytes (it names a folder)"
     return None if ok else "a plain name (letters, digits, '-', '_', '.'; no '/', not empty)"
 
 
@@ -249,9 +251,27 @@ def check_group(group: str, option: str, values: Mapping[str, Any]) -> None:
             raise _bad(f"{group}.{key}", value, expected)
 
 
+def check_structure(resolved: Mapping[str, Any]) -> None:
+    """An N:M ``pruner.structure`` must parse and give the target sparsity (1 - N/M), checked
+    before any work with the pruners' own rules (a layer width that M does not divide fails
+    when the model is loaded, naming the layer)."""
+    structure = (resolved.get("pruner") or {}).get("structure")
+    if not isinstance(structure, str) or structure == "unstructured":
+        return
+    from benchmark.pruners.magnitude import check_nm_sparsity, parse_nm
+
+    try:
+        nm = parse_nm(structure)
+        if nm is not None:
+            check_nm_sparsity(nm, float(resolved.get("sparsity", 0.0)))
+    except ValueError as exc:
+        raise UserError(f"pruner.structure={structure}: {exc}") from None
+
+
 def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:
     """The whole contract on a resolved config (a plain dict)."""
     check_top_level(resolved)
+    check_structure(resolved)
     if names.get("pruner") == "none" and float(resolved.get("sparsity", 0.0)) != 0.0:
         raise UserError(
             f"pruner=none is the dense model: use sparsity=0.0 (got sparsity="

@@ -264,4 +264,7 @@ def resolve_device(device: str) -> torch.device:
         raise UserError(f"invalid device {device!r}; set device=auto, cpu or cuda[:N]") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device={device} but CUDA is not available; set device=auto or cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device={device} but this torch has no usable MPS backend; set "
+                        "device=auto or cpu")  # fmt: skip
     return dev

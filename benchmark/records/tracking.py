@@ -67,10 +67,14 @@ class WandbMirror:
         tags: list[str] | None = None,
         group: str | None = None,
         job_type: str | None = None,
+        init_timeout: float = 30.0,
     ) -> None:
         """Args: W&B settings from ``conf/logger/*.yaml`` (``mode`` None: ``$WANDB_MODE``,
-        else offline; ``group`` / ``job_type`` None: the experiment name / the job's kind)."""
+        else offline; ``group`` / ``job_type`` None: the experiment name / the job's kind;
+        ``init_timeout``: seconds W&B may take to start, so an online run without a network
+        fails in that time, not W&B's own 90 s and retries)."""
         self.enabled = enabled
+        self.init_timeout = float(init_timeout)
         self.project, self.entity, self.mode = project, entity, mode
         self.tags = list(tags or [])
         self.group, self.job_type = group, job_type
@@ -95,12 +99,14 @@ class WandbMirror:
                 group=self.group or group, job_type=self.job_type or job_type, name=run_id,
                 config=config, tags=[*self.tags, *tags], dir=str(out_dir),
                 reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=self.init_timeout),
             )  # fmt: skip
             self.run.define_metric("train/global_step")
             self.run.define_metric("train/*", step_metric="train/global_step")
         except Exception as exc:  # no login, no network, bad settings
             raise UserError(
-                f"W&B could not start ({one_line(exc)}); use logger.mode=offline or logger=none"
+                f"W&B could not start within logger.init_timeout={self.init_timeout:g} s "
+                f"({one_line(exc)}); use logger.mode=offline or logger=none"
             ) from exc
         from benchmark.training.loop import set_metrics_sink
 

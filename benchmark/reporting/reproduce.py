@@ -8,6 +8,9 @@ sweep and rebuilds the variant's table. ``ARGS`` go to every sweep (e.g.
 
 Resumable: finished jobs are skipped (their records exist). A failed sweep does not stop the
 others or the aggregation; the exit status is then non-zero.
+
+``scripts/reproduce.sh NAME --plan [ARGS]`` prints the jobs, how many have records, what this
+machine lacks and the estimated cost, and runs and writes nothing (:mod:`benchmark.jobs.plan`).
 """
 
 from __future__ import annotations
@@ -70,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         log.info("%s", __doc__)
         return 0 if argv else 2
+    if "--plan" in argv[1:]:  # print what would run, run and write nothing
+        rest = [a for a in argv[1:] if a != "--plan"]
+        sweeps, _ = plan(argv[0], os.environ.get("VARIANT") or None, rest)
+        from benchmark.jobs.plan import run_plan
+
+        return run_plan(sweeps)
     sweeps, agg = plan(argv[0], os.environ.get("VARIANT") or None, argv[1:])
     status = 0
     for sweep in sweeps:

@@ -1,0 +1,338 @@
+"""``scripts/reproduce.sh NAME --plan [ARGS]``: what a sweep would run, before it runs.
+
+For every sweep behind a table or preset (:func:`benchmark.reporting.reproduce.plan`), the
+jobs are expanded exactly as Hydra's basic sweeper does (the preset's ``hydra.sweeper.params``,
+then the command line's values, the later winning), and each job is identified in-process as
+``python -m benchmark.run`` would identify it (:func:`benchmark.jobs.build.job_identity`),
+offline: nothing is trained, downloaded or written. The plan says per sweep
+
+- how many jobs there are and how many already have an ``ok`` record (skipped by a run);
+- what the remaining jobs need and this machine lacks: Hub models and datasets that are not in
+  the local cache (with ``HF_HUB_OFFLINE=1`` they cannot be fetched), attack resources (NLTK
+  data, embeddings, encoders), a GPU the config names;
+- the estimated cost on this device, from the rates measured in existing records of the same
+  model, dataset, pruner and attack on the same kind of device (dense fine-tune, pruning,
+  clean evaluation, seconds per attacked example); a job without such a record says
+  ``no measured rate``.
+
+It ends with ``jobs: N total, M with records`` and exits 0 whenever it printed the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmark.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class PlannedJob:
+    """One job of a sweep: its overrides, identity, record state, needs and estimated cost."""
+
+    overrides: list[str]
+    run_id: str | None = None
+    done: bool = False
+    error: str | None = None
+    missing: list[str] = field(default_factory=list)
+    seconds: float | None = None
+    parts: dict[str, float] = field(default_factory=dict)
+    kind: str = ""
+
+
+def expand(sweep_args: list[str]) -> list[list[str]]:
+    """The jobs of one ``python -m benchmark.run -m ARGS`` sweep, as override lists."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from benchmark.run import _overrides
+
+    _register_resolvers()
+    args = _overrides([a for a in sweep_args if a not in ("-m", "--multirun")])
+    first = [a if "," not in a.partition("=")[2] else a.split(",")[0] for a in args]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("run", overrides=first, return_hydra_config=True)
+    params = [f"{k}={v}" for k, v in (cfg.hydra.sweeper.params or {}).items()]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = OverridesParser.create().parse_overrides([*params, *args])
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _register_resolvers() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("project_root"):
+        OmegaConf.register_new_resolver("project_root", lambda: str(ROOT))
+
+
+def identify(overrides: list[str]):
+    """``(identity, resolved config)`` of one job, composed as a real job is."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from benchmark.jobs.build import job_identity
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        full = compose("run", overrides=overrides, return_hydra_config=True)
+        HydraConfig.instance().set_config(full)
+        cfg = compose("run", overrides=overrides)
+        return job_identity(cfg, dict(full.hydra.runtime.choices))
+
+
+def _kind_key(rec: dict[str, Any]) -> tuple:
+    return (rec.get("model"), rec.get("dataset"))
+
+
+@dataclass
+class Rates:
+    """Measured seconds from existing records, by what they depend on."""
+
+    dense: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+    prune: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+    clean: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+    attack: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+
+    @classmethod
+    def from_records(cls, results_dir: Path, device_kind: str) -> Rates:
+        """Rates of the ``ok`` records under ``results_dir`` run on ``device_kind`` (cpu|cuda)."""
+        out = cls()
+        for path in sorted((Path(results_dir) / "runs").glob("*/*.json")):
+            try:
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue
+            if rec.get("status") != "ok" or not str(rec.get("device") or "").startswith(
+                device_kind
+            ):
+                continue
+            md = _kind_key(rec)
+            dense = rec.get("dense_info") or {}
+            if dense.get("seconds"):
+                out.dense[md].append(float(dense["seconds"]))
+            info = rec.get("prune_info") or {}
+            if rec.get("prune_seconds") is not None and not info.get("cached"):
+                key = (*md, rec.get("pruner"), round(float(rec.get("sparsity_target") or 0), 3))
+                out.prune[key].append(float(rec["prune_seconds"]))
+            n_total = rec.get("n_total")
+            if rec.get("attack_seconds") and n_total:
+                out.attack[(*md, rec.get("attack"))].append(rec["attack_seconds"] / n_total)
+            if rec.get("duration_s") and rec.get("n_eval"):
+                rest = rec["duration_s"] - (rec.get("attack_seconds") or 0.0)
+                rest -= 0.0 if info.get("cached") else (rec.get("prune_seconds") or 0.0)
+                rest -= dense.get("seconds") or 0.0
+                if rest > 0:
+                    out.clean[md].append(rest / rec["n_eval"])
+        return out
+
+
+def _median(values: Iterable[float]) -> float | None:
+    v = sorted(values)
+    if not v:
+        return None
+    mid = len(v) // 2
+    return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
+
+
+def estimate(job: PlannedJob, resolved: dict[str, Any], names: dict[str, str], rates: Rates,
+             dense_seen: set) -> None:  # fmt: skip
+    """Fill ``job.seconds`` and ``job.parts`` from measured rates (None: no measured rate)."""
+    md = (names["model"], names["dataset"])
+    parts: dict[str, float | None] = {}
+    dense_id = (md, json.dumps(resolved.get("dense"), sort_keys=True, default=str))
+    if dense_id not in dense_seen and not dense_cached(resolved):  # the first job trains it
+        dense_seen.add(dense_id)
+        parts["dense fine-tune"] = _median(rates.dense.get(md, []))
+    if names["pruner"] != "none":
+        key = (*md, names["pruner"], round(float(resolved.get("sparsity", 0.0)), 3))
+        parts["pruning"] = _median(rates.prune.get(key, []))
+    n_eval = resolved.get("eval_sample") or resolved.get("max_eval_examples")
+    per_eval = _median(rates.clean.get(md, []))
+    if n_eval and per_eval is not None:
+        parts["clean evaluation"] = per_eval * int(n_eval)
+    elif per_eval is not None:
+        n_split = _median(float(x) for x in _split_sizes(md))
+        parts["clean evaluation"] = per_eval * n_split if n_split else None
+    attack = resolved.get("attack") or {}
+    if attack.get("recipe", "none") != "none":
+        per_ex = _median(rates.attack.get((*md, names["attack"]), []))
+        n = int(attack.get("num_examples") or 0) or (_median(_split_sizes(md)) or 0)
+        parts[f"attack ({n:g} examples)"] = per_ex * n if per_ex is not None else None
+    job.parts = {k: v for k, v in parts.items() if v is not None}
+    job.seconds = None if any(v is None for v in parts.values()) else sum(job.parts.values())
+
+
+def dense_cached(resolved: dict[str, Any]) -> bool:
+    """Whether the job's dense model is in the cache already (a given fine-tuned checkpoint
+    counts as cached: it is loaded, not trained)."""
+    from hydra.utils import instantiate
+
+    from benchmark.data.loading import DatasetSpec
+    from benchmark.models.loading import ModelSpec
+    from benchmark.records.identity import data_source
+    from benchmark.training.dense import dense_key
+
+    model = ModelSpec(**resolved["model"])
+    if model.finetuned:
+        return True
+    dataset = DatasetSpec(**resolved["dataset"])
+    try:
+        recipe = instantiate(resolved["dense"])
+    except Exception:  # a bad recipe fails the job itself, with its own message
+        return False
+    data = data_source(resolved["dataset"], (resolved.get("paths") or {}).get("data_dir"))
+    key = dense_key(model, dataset, recipe, None, data)
+    folder = Path(resolved["paths"]["cache_dir"]) / "dense" / f"{model.name}-{dataset.name}-{key}"
+    return (folder / "info.json").is_file()
+
+
+_SPLITS: dict[tuple, list[float]] = defaultdict(list)
+
+
+def _split_sizes(md: tuple) -> list[float]:
+    return _SPLITS.get(md, [])
+
+
+def needs(ident, resolved: dict[str, Any]) -> list[str]:
+    """What this job needs that this machine lacks (empty: nothing known to be missing)."""
+    import torch
+
+    from benchmark.attacks.adapter import AttackSpec
+    from benchmark.attacks.external import AttackResources
+    from benchmark.records.identity import unresolved
+
+    out = []
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    for repo in unresolved(ident.identity.get("sources") or {}, ident.identity["data_source"]):
+        how = "cannot be fetched: HF_HUB_OFFLINE=1" if offline else "to be downloaded"
+        out.append(f"Hub {repo} (no commit in the local cache; {how})")
+    device = str(resolved.get("device", "auto"))
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        out.append(f"a GPU (device={device})")
+    attack = dict(resolved.get("attack") or {})
+    if attack.get("recipe", "none") not in ("none", "transfer"):
+        spec = AttackSpec(**{k: v for k, v in attack.items() if k != "_target_"})
+        paths = {**(resolved.get("paths") or {})}
+        try:
+            spec.check_resources(AttackResources.from_paths(paths), ident.names["attack"])
+        except UserError as exc:
+            out.append(str(exc))
+    return out
+
+
+def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[tuple]:
+    """(sweep, [PlannedJob]) for every sweep."""
+    import torch
+
+    device_kind = "cuda" if torch.cuda.is_available() else "cpu"
+    out = []
+    rates = None
+    dense_seen: set = set()
+    for sweep in sweeps:
+        jobs = []
+        for overrides in expand(sweep):
+            job = PlannedJob(overrides)
+            try:
+                ident = identify(overrides)
+            except UserError as exc:
+                job.error = str(exc)
+                jobs.append(job)
+                continue
+            resolved = ident.resolved
+            if rates is None:
+                rdir = results_dir or Path(resolved["paths"]["results_dir"])
+                rates = Rates.from_records(rdir, device_kind)
+                _load_split_sizes(rdir)
+            job.run_id = ident.run_id
+            job.kind = " / ".join(ident.names[g] for g in ("model", "dataset", "pruner", "attack"))
+            try:
+                rec = json.loads(ident.path.read_text(encoding="utf-8"))
+                job.done = rec.get("status") == "ok"
+            except (OSError, json.JSONDecodeError):
+                job.done = False
+            if not job.done:
+                job.missing = needs(ident, resolved)
+                estimate(job, resolved, ident.names, rates, dense_seen)
+            jobs.append(job)
+        out.append((sweep, jobs))
+    return out
+
+
+def _load_split_sizes(results_dir: Path) -> None:
+    for path in (Path(results_dir) / "runs").glob("*/*.json"):
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("status") == "ok" and rec.get("n_eval") and not (
+            (rec.get("cfg") or {}).get("eval_sample")
+            or (rec.get("cfg") or {}).get("max_eval_examples")
+        ):
+            _SPLITS[_kind_key(rec)].append(float(rec["n_eval"]))
+
+
+def _hours(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def render(plan: list[tuple], device_kind: str) -> str:
+    """The plan in one screen."""
+    lines = []
+    total = done = 0
+    cost = 0.0
+    unknown = 0
+    for i, (sweep, jobs) in enumerate(plan, 1):
+        args = " ".join(a for a in sweep if a != "-m")
+        n_done = sum(j.done for j in jobs)
+        total += len(jobs)
+        done += n_done
+        todo = [j for j in jobs if not j.done and not j.error]
+        errors = [j for j in jobs if j.error]
+        est = [j.seconds for j in todo if j.seconds is not None]
+        cost += sum(est)
+        unknown += sum(j.seconds is None for j in todo)
+        lines.append(f"sweep {i}/{len(plan)}: {args}")
+        invalid = f", {len(errors)} invalid" if errors else ""
+        lines.append(f"  {len(jobs)} jobs, {n_done} with records, {len(todo)} to run{invalid}")
+        for err, n in Counter(j.error for j in errors).most_common(3):
+            lines.append(f"  invalid ({n}): {err}")
+        for need, n in Counter(m for j in todo for m in j.missing).most_common(6):
+            lines.append(f"  missing on this machine ({n} jobs): {need}")
+        if todo:
+            known = sum(est)
+            no_rate = Counter(j.kind for j in todo if j.seconds is None)
+            lines.append(f"  estimated {_hours(known)} on this device ({device_kind}) for "
+                         f"{len(est)} jobs" + (f"; no measured rate for {sum(no_rate.values())}"
+                                                f" ({', '.join(sorted(no_rate)[:3])}"
+                                                f"{', ...' if len(no_rate) > 3 else ''})"
+                                                if no_rate else ""))  # fmt: skip
+    lines.append(f"jobs: {total} total, {done} with records")
+    lines.append(f"estimated cost of the jobs to run on this device ({device_kind}): "
+                 f"{_hours(cost)}" + (f", plus {unknown} jobs with no measured rate"
+                                      if unknown else ""))  # fmt: skip
+    return "\n".join(lines)
+
+
+def run_plan(sweeps: list[list[str]]) -> int:
+    """Print the plan of ``sweeps``; 0 when it was printed."""
+    import torch
+
+    results = [a.split("=", 1)[1] for s in sweeps for a in s if a.startswith("paths.results_dir=")]
+    plan = make_plan(sweeps, Path(results[-1]) if results else None)
+    print(render(plan, "cuda" if torch.cuda.is_available() else "cpu"))
+    return 0
