@@ -229,17 +229,26 @@ def compute_provenance() -> dict[str, Any]:
     }  # fmt: skip
 
 
-NOT_CODE = ("results/", "docs/")
-"""Tracked paths whose edits cannot change a result: regenerated tables and records, docs."""
+NOT_CODE = (
+    "results/", "docs/", "tests/", "scripts/", "benchmark/reporting/", "conf/table/",
+    "conf/claims/", "conf/compare/", "conf/effects/",
+)  # fmt: skip
+"""Tracked paths whose edits cannot change a result: regenerated tables and records, docs,
+tests, scripts and the reporting code that only reads records, and the table and claims specs.
+The exception is :data:`RESULT_CODE`."""
+RESULT_CODE = ("benchmark/reporting/stats.py",)
+"""Reporting code a job itself runs (the record's Wilson intervals and calibration error)."""
 
 
 def code_dirty(porcelain: str) -> bool:
     """Whether ``git status --porcelain`` lists a modified tracked file that can change a
-    result: anything but ``results/``, ``docs/`` and Markdown files (a regenerated table
-    beside a running sweep does not make its records "dirty")."""
+    result: anything but :data:`NOT_CODE` and Markdown files (a regenerated table, or a table
+    writer being edited, beside a running sweep does not make its records "dirty")."""
     for line in porcelain.splitlines():
         path = line[3:].split(" -> ")[-1].strip().strip('"')
-        if path and not (path.startswith(NOT_CODE) or path.endswith(".md")):
+        if not path:
+            continue
+        if path in RESULT_CODE or not (path.startswith(NOT_CODE) or path.endswith(".md")):
             return True
     return False
 
