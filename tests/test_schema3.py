@@ -280,3 +280,20 @@ def test_cross_split_duplicates_verbatim_and_title_plus_description():
     assert attack_positions(4, 0, 0, [0, 1]) == [2, 3]
     assert attack_positions(10, 4, 3, []) == sample_indices(10, 4, 3)  # the old sample
     assert not {0, 1} & set(attack_positions(10, 5, 3, [0, 1]))
+
+
+def test_stale_pruned_cache_temp_folders_are_cleaned(tmp_path):
+    import os
+    import subprocess
+
+    from benchmark.jobs.pipeline import clean_stale_temp
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a process id that no longer runs
+    stale = tmp_path / f".abc.tmp{dead.pid}-123"
+    live = tmp_path / f".abc.tmp{os.getpid()}-456"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "weights.pt").write_bytes(b"partial")
+    assert clean_stale_temp(tmp_path) == [stale]
+    assert not stale.exists() and live.exists()

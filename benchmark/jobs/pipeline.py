@@ -264,6 +264,7 @@ def _prune(job: Job, model, tok, record: RunRecord, train) -> None:
          "code": code_hash(job.cfg.get("pruner", {}).get("_target_"))}
     )  # fmt: skip
     folder = job.cache_dir / "pruned" / key
+    clean_stale_temp(folder.parent)
     info = _load_pruned(folder, model, job.device) if job.cache_pruned else None
     if info is not None:
         log.info("pruned weights from cache %s (pruning took %.1f s)", folder, info["seconds"])
@@ -324,6 +325,30 @@ def _load_pruned(folder: Path, model, device) -> dict[str, Any] | None:
         return None
     info["cached"] = True
     return info
+
+
+def clean_stale_temp(cache: Path) -> list[Path]:
+    """Remove the temporary folders of pruned-cache writes whose process is gone (a kill
+    during the write left them); a live process's folder is left alone. Returns what went."""
+    import re
+
+    gone = []
+    for tmp in cache.glob(".*.tmp*"):
+        m = re.search(r"\.tmp(\d+)-\d+$", tmp.name)
+        if not m or not tmp.is_dir():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # the writing process is alive
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # alive, another user's
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        gone.append(tmp)
+    if gone:
+        log.info("removed %d stale temporary pruned-cache folder(s) in %s", len(gone), cache)
+    return gone
 
 
 def _store_pruned(folder: Path, model, info: dict[str, Any]) -> None:
