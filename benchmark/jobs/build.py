@@ -205,8 +205,7 @@ def check_writable(folder: Path, key: str = "paths.results_dir") -> None:
         os.unlink(tmp)
     except OSError as exc:
         raise UserError(
-            f"cannot write under {folder} ({exc.strerror or exc}); "
-            f"set {key} to a writable folder"
+            f"cannot write under {folder} ({exc.strerror or exc}); set {key} to a writable folder"
         ) from exc
 
 

@@ -275,9 +275,13 @@ def _load_split_sizes(results_dir: Path) -> None:
             rec = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if rec.get("status") == "ok" and rec.get("n_eval") and not (
-            (rec.get("cfg") or {}).get("eval_sample")
-            or (rec.get("cfg") or {}).get("max_eval_examples")
+        if (
+            rec.get("status") == "ok"
+            and rec.get("n_eval")
+            and not (
+                (rec.get("cfg") or {}).get("eval_sample")
+                or (rec.get("cfg") or {}).get("max_eval_examples")
+            )
         ):
             _SPLITS[_kind_key(rec)].append(float(rec["n_eval"]))
 
