@@ -564,3 +564,12 @@ def test_a_signal_whose_exception_python_dropped_still_fails_the_job():
     with pytest.raises(build.JobTerminated, match="SIGTERM"):
         build._check_not_interrupted()
     build.SIGNALS_SEEN.clear()
+
+
+def test_max_length_beyond_the_models_positions_is_one_line(dirs, caplog, capsys):
+    rc, text = call([*base_args(dirs, "positions"), "dataset.max_length=200"], caplog, capsys)
+    assert rc == 2 and "exceeds the 128 positions of model 'tiny_bert'" in text, text
+    assert "Traceback" not in text
+    rc, text = call([*base_args(dirs, "positions"), "dataset.max_length=128", "attack=none",
+                     "pruner=magnitude", "sparsity=0.5"], caplog, capsys)  # fmt: skip
+    assert rc == 0, text

@@ -265,6 +265,7 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
                 f"invalid {group} config {names[group]!r}: {error_text(cause)}"
             ) from exc
     pruner, dense, attack = objs["pruner"], objs["dense"], objs["attack"]
+    check_max_length(resolved["model"], resolved["dataset"])
     job = Job(
         run_id=run_id, exp_name=str(cfg.exp_name), names=names,
         seed=int(cfg.seed), sparsity=sparsity, device=device,
@@ -288,6 +289,41 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
         logger["mode"] = default_mode()
     tracker = WandbMirror(**{k: v for k, v in logger.items() if k != "_target_"})
     return job, tracker
+
+
+def position_limit(model: dict[str, Any]) -> int | None:
+    """The longest input the model option's encoder takes (None when its config cannot be
+    read here; loading it then says why). Read from the config alone: no weights load."""
+    from benchmark.models.loading import is_tiny, resolve_source
+
+    source = model.get("finetuned") or model.get("pretrained")
+    if not source:
+        return None
+    if is_tiny(str(source)):
+        return 128  # benchmark.models.loading._tiny_config: 128 positions for every family
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_source(str(source)),
+                                            revision=model.get("revision"))  # fmt: skip
+    except Exception:
+        return None
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is None:
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # positions start after the padding index
+    return int(limit)
+
+
+def check_max_length(model: dict[str, Any], dataset: dict[str, Any]) -> None:
+    """``dataset.max_length`` must fit the model's positions (one line, before any work)."""
+    limit = position_limit(model)
+    if limit is not None and int(dataset.get("max_length", 0)) > limit:
+        raise UserError(
+            f"dataset.max_length={dataset['max_length']} exceeds the {limit} positions of "
+            f"model {model.get('name')!r}; set dataset.max_length <= {limit}"
+        )
 
 
 def _record_build_failure(cfg, ident: Identity, exc: Exception, protect: bool) -> None:
