@@ -111,13 +111,21 @@ BAD_INPUT = [
     ("config-dir-missing", ["--config-dir", "/nonexistent-rpb"], 2, "does not exist"),
     ("config-dir-file", ["--config-dir", str(ROOT / "README.md")], 2, "is a file, not a folder"),
     ("exp-name-too-long", ["exp_name=" + "x" * 240], 2, "at most 200 bytes"),
-    ("nm-wrong-sparsity", ["pruner=wanda", "pruner.structure=2:4", "sparsity=0.7"], 2,
-     "implies sparsity 0.5"),
+    (
+        "nm-wrong-sparsity",
+        ["pruner=wanda", "pruner.structure=2:4", "sparsity=0.7"],
+        2,
+        "implies sparsity 0.5",
+    ),
     ("nm-not-a-structure", ["pruner=wanda", "pruner.structure=2-4"], 2, "'unstructured' or"),
     ("precision-unknown", ["precision=int8"], 2, "precision='int8'"),
     ("float16-on-cpu", ["precision=float16", "device=cpu"], 2, "float16 needs a GPU"),
-    ("calibration-unknown", ["pruner=wanda", "pruner.calibration=imdb2"], 2,
-     "pruner.calibration='imdb2'"),
+    (
+        "calibration-unknown",
+        ["pruner=wanda", "pruner.calibration=imdb2"],
+        2,
+        "pruner.calibration='imdb2'",
+    ),
     ("eval-sample-zero", ["eval_sample=0"], 2, "eval_sample=0"),
 ]
 
