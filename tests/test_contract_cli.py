@@ -380,7 +380,7 @@ def test_two_identical_jobs_at_once_run_once(finished, dirs):
     assert [p.returncode for p in procs] == [0, 0], outs
     assert sum("written by a concurrent run of the same job" in o for o in outs) == 1
     runs = dirs["results"] / "runs" / "twice"
-    records = [p for p in runs.glob("*.json")]
+    records = list(runs.glob("*.json"))
     assert len(records) == 1 and json.loads(records[0].read_text())["status"] == "ok"
     (log,) = runs.glob("*.attack.jsonl.gz")
     rows = _rows(log)
