@@ -54,3 +54,32 @@ def trained_tiny(tmp_path_factory):
     train(model, tok, train_set, TrainConfig(epochs=20, lr=1e-3, batch_size=16), 32,
           torch.device("cpu"))  # fmt: skip
     return model.eval(), tok
+
+
+def _rehearse_module():
+    """``scripts/rehearse.py`` (the local-Hub builder shared with ``scripts/rehearse.sh``)."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "scripts" / "rehearse.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("rehearse", module)  # its dataclasses look their module up
+    spec.loader.exec_module(sys.modules["rehearse"])
+    return sys.modules["rehearse"]
+
+
+@pytest.fixture(scope="session")
+def local_hub(tmp_path_factory):
+    """The local Hugging Face Hub of ``scripts/rehearse.py``, built once per session.
+
+    Returns ``{"dir", "manifest", "env", "module"}``: the folder, the manifest (each model's and
+    dataset's commit, each split's rows) and the environment a process on it needs. The
+    test process's own environment is left alone (``transformers``, ``huggingface_hub`` and
+    ``datasets`` read their cache folders at import): run what loads from it in a subprocess.
+    ``module`` is ``scripts/rehearse.py`` itself.
+    """
+    rehearse = _rehearse_module()
+    folder = tmp_path_factory.mktemp("local_hub")
+    manifest = rehearse.build(folder)
+    return {"dir": folder, "manifest": manifest, "env": rehearse.environment(folder),
+            "module": rehearse}  # fmt: skip
