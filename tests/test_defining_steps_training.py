@@ -97,7 +97,8 @@ def test_rticket_adversarial_loss_changes_the_mask_scores(tiny):
 
 def test_rticket_official_clip_scope_accumulates_frozen_gradients(tiny):
     """clip_scope=official: the BERT weights' gradients are never zeroed (search_ticket.py:214,
-    :276) and enter the clipped norm, so the score updates shrink compared with ``scores``."""
+    :276) and enter the clipped norm, so the clipped task gradient of the scores is smaller than
+    with ``scores`` (the unclipped L0 term then weighs more against it)."""
     make, data = tiny
     ours = _scores(make, data, adversarial=False, grad_clip=1e-3)
     official = _scores(make, data, adversarial=False, grad_clip=1e-3, clip_scope="official")

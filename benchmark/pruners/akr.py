@@ -21,8 +21,9 @@ output, intermediate, output):
 
 Differences from the paper and the official code (also in docs/methods/post_training.md):
 
-- Official behaviours are options (``conf/pruner/akr_official.yaml`` switches them all on;
-  ``conf/pruner/akr.yaml`` keeps those that are not defects; table and reasons in
+- Official behaviours are options (``conf/pruner/akr_official.yaml`` switches them all on
+  except ``official_mask_bug``, the solver defects included; ``conf/pruner/akr.yaml`` keeps
+  those that are not defects; table and reasons in
   docs/methods/post_training.md): ``calib_padding="max_length"`` (padded positions in the
   statistics, official ``utils.py:121``, ``run_layerwise.py:186-199``), ``bias_prunable``
   (``obc_solver_func.py:50-54``, ``:104-117``), ``zeros_per_row="official"``
@@ -52,6 +53,9 @@ Differences from the paper and the official code (also in docs/methods/post_trai
 - The official code's known defects (an import of a function that does not exist; an OPT-only
   weight-restore helper) are not reproduced.
 - The pooler/classifier refit (paper) is an option, off by default as in ``run_layerwise``.
+  Its ridge follows ``ridge`` (adaptive by default); the official ``run_end2end.py`` refits the
+  head with a fixed r = 1e-4 (``:169-172``, ``obc_solver_func.py:27-28``), i.e. ``ridge:
+  paper``.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ already pruned previous block: prune.py:440-477, mask applied at :855, outputs r
   layerwrapper.py:56-60); ``var_j``: its variance over tokens (layerwrapper.py:47-53);
   ``||X_j||`` for the Wanda score.
 - Initial mask (``initial_method``, main.py:40): the ``int(d_in * s)`` lowest per row of the
-  Wanda score ``|W| * ||X_j||``, of ``|W|`` (magnitude) or of SparseGPT's score
-  ``W^2 / diag(chol(H^-1))^2`` with 1% damping (no SparseGPT weight update;
-  prune.py:485-516, :669-679).
+  Wanda score ``|W| * ||X_j||`` (prune.py:485-488), of ``|W|`` (magnitude, :489-490) or of
+  SparseGPT's score ``W^2 / diag(chol(H^-1))^2`` with 1% damping (no SparseGPT weight update;
+  the official branch, :491-516, is broken: see below); selection prune.py:667-679.
 - ``dm_ij = W_ij * mu_j`` (prune.py:483). Row error ``e_i = sum_{j pruned} dm_ij``
   (prune.py:695-698).
 - Regrowing candidates: the pruned weights sorted by ``dm_ij / var_j ** pow_of_var_regrowing``
@@ -35,6 +35,11 @@ already pruned previous block: prune.py:440-477, mask applied at :855, outputs r
 
 Differences from the official code:
 
+- ``initial_method: sparsegpt``. The official wrapper allocates ``H`` as zeros
+  (layerwrapper.py:24-25) and ``add_batch`` never accumulates it (:37-60), so prune.py:499-503
+  marks every input dead, zeroes ``W`` and the score is zero everywhere: the stable sort
+  (:667-669) prunes the first ``int(d_in * s)`` columns of every row. A defect, not
+  reproduced: :func:`sparsegpt_score` uses the real ``X^T X``. Not the default (``wanda``).
 - Candidate lists. The official regrowing list sorts ALL weights of the row (kept ones with
   value 0) and the pointers are not bounded, so after enough cycles a pointer can reach a
   kept weight ("regrowing" it is a no-op while a weight is still pruned, raising the row's

@@ -15,10 +15,8 @@ Official code (VITA-Group/BERT-Tickets @ 4d8e035, ``LT_glue.py``), reproduced by
   weights (``:371``), i.e. the sparsity after round k is (k + 1) / 10 of the ORIGINAL weights:
   10%, 20%, ..., 5 rounds to 50% (``rate_per_round`` 0.1 is the step). The last round is clipped
   to the target. ``round_schedule: geometric`` is the classic 1 - (1 - rate)^r (7 rounds to 50%).
-- Learning rate ``lr_schedule: official``: every round gets a fresh AdamW and a fresh linear
-  decay whose length is ALL rounds' steps, with 0 warm-up (``:205``, ``:216-220`` and
-  ``:387-401``): round r's rate falls from lr to lr * (1 - 1/R) and restarts at lr.
-  ``lr_schedule: per_round`` is one warm-up + decay to 0 per round (``warmup_ratio``).
+- Every round gets a fresh AdamW and a fresh linear decay with 0 warm-up (``:216-220``,
+  ``:387-401``). The decay's LENGTH is not the code's: see the differences below.
 - Weight decay 0 (``:656``), gradient clipping 1.0 (``:325``, ``:658``), random batches.
 - The pooler is pruned with the encoder (``:126``; scope ``encoder_linear+pooler``).
 - LTH rewinds only the keys of the encoder body (``'bert' in key``, ``:180``): the classifier
@@ -27,10 +25,18 @@ Official code (VITA-Group/BERT-Tickets @ 4d8e035, ``LT_glue.py``), reproduced by
 
 Options: ``adversarial=True`` replaces cross-entropy by FreeLB in every round's fine-tune
 (configs ``imp_freelb`` / ``lth_freelb``).
-Differences from the official code: it trains from the pre-trained model and prunes every
-``save_steps`` inside one run; here round 0's training is the dense fine-tune the model arrives
-with. Weight decay, when set, applies to all parameters (the code exempts biases and LayerNorm;
-with its default 0 this does not matter). The last checkpoint of each round is kept.
+
+Differences from the official code (docs/methods/training_based.md, IMP / LTH):
+- Schedule length. The code's ``t_total`` is the whole run (``:205``: all epochs; README.md:77,
+  30 epochs pruned every 3, i.e. 10 rounds) and every round's fresh scheduler gets it
+  (``:398-401``), so each round ends at 0.9 lr whatever the target. ``lr_schedule: official``
+  (the default, a misnomer) uses the R rounds run to the target instead: each round falls from
+  lr to lr * (1 - 1/R), 0.8 lr at 50% (R = 5), 0.67 lr at 30% (R = 3). ``lr_schedule:
+  per_round`` is one warm-up + decay to 0 per round (``warmup_ratio``). Not measured.
+- It trains from the pre-trained model and prunes every ``save_steps`` inside one run; here
+  round 0's training is the dense fine-tune the model arrives with.
+- Weight decay, when set, applies to all parameters (the code exempts biases and LayerNorm;
+  with its default 0 this does not matter). The last checkpoint of each round is kept.
 
 The module also holds helpers shared by the training-based pruners (global top-k masks,
 rewinding, masked fine-tuning).
@@ -204,8 +210,9 @@ class IterativeMagnitudePruner:
         rewind: LTH (rewind to the pre-trained weights before each round's fine-tune) or IMP.
         rate_per_round: the step of the round schedule (0.1).
         round_schedule: ``linear`` (official: 10%, 20%, ... of the original) or ``geometric``.
-        lr_schedule: ``official`` (fresh linear decay over all rounds' steps each round, no
-            warm-up) or ``per_round`` (warm-up ``warmup_ratio`` and decay to 0 in each round).
+        lr_schedule: ``official`` (fresh linear decay each round over the steps of all rounds
+            to the target, no warm-up; the code's length is the whole 10-round run) or
+            ``per_round`` (warm-up ``warmup_ratio`` and decay to 0 in each round).
         reset_head: LTH only; also rewind the classifier head (False: keep it, official).
         granularity: ``global`` (one threshold, Chen et al.) or ``layer``.
         epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio / grad_clip /
@@ -249,7 +256,7 @@ class IterativeMagnitudePruner:
                 rewind(model, rewind_state, keep_head=not self.reset_head)
             cfg = TrainConfig(seed=data.seed + r, **self.train_kwargs)
             kw: dict[str, Any] = {}
-            if self.lr_schedule == "official":  # LT_glue.py:398-401: t_total of all rounds
+            if self.lr_schedule == "official":  # rounds to the target (LT_glue.py:205: whole run)
                 kw["schedule_total"] = len(schedule) * cfg.total_steps(len(data.train))
             stats = masked_finetune(model, data, masks, cfg, self.step_fn, f"imp round {r + 1}",
                                     **kw)  # fmt: skip

@@ -38,12 +38,27 @@ Official code (mexiQQ/Pruning-with-randomness @ 9c9aea5), reproduced by default:
 - One dense distillation epoch before the first stage (``experiment_soups_quickcall.py:138``),
   lr 5e-5 with the run's schedule and 10% warm-up (``:119-126``), best checkpoint kept.
 
-Differences from the official code, all deliberate:
+Differences from the official code (docs/methods/training_based.md, randmask):
 - Selection data: the code early-stops every phase and scores the LAST stage's candidates on
   the evaluation split (``:138``, ``:217``, ``:260``); here every evaluation uses a held-out
   part of the TRAINING split (a defect not reproduced: the attacked split is never looked at).
-- The full stage restarts a fresh AdamW at lr 5e-5 from the previous stage's best weights; the
-  code also restores the Adam moments saved with them (not carried over here).
+- Optimiser state: the code saves it with each best checkpoint (``utils_randomness.py:185``)
+  and reloads it with the weights before every candidate (``experiment_soups_quickcall.py``
+  ``:176-179``, lr then set to 2e-4, ``:191-193``) and before the full stage (``:233-236``);
+  here each candidate and each full stage starts a fresh AdamW (Adam moments not carried over).
+- Distillation padding: the code pads every sentence to the fixed length (SST-2: 64;
+  ``data_processing.py:480-483``, ``experiment_soups_quickcall.py:321``) and its hidden and
+  attention MSEs average over all positions, padding included (``utils_randomness.py:89-95``);
+  here batches are padded to their longest sentence (:func:`distillation_loss`), which changes
+  the MSE terms' weight against the soft cross-entropy.
+- Training split: the code keeps 20 x |dev| examples out of training (17,440 on SST-2,
+  ``train_test_split``, ``experiment_soups_quickcall.py:363``); here ``holdout_examples``
+  (1,000).
+- Best checkpoint on ties: the code saves on an evaluation equal to the best
+  (``utils_randomness.py:169``), keeping the last of tied evaluations; here only a strict
+  improvement is kept (the first).
+- Precision: the code trains in fp16 mixed precision (``experiment_soups_quickcall.py:64``);
+  here float32 (arithmetic, not a method behaviour).
 - The code trains on TinyBERT-augmented data (``--aug_train``, script ``:13``); the augmented
   sets are not available offline, so the original training split is used.
 - The three distillation terms have weight 1 (as the code); temperature 1.

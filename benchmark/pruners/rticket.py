@@ -3,10 +3,10 @@ Language Models", ACL 2022; official code github.com/ruizheng20/robust_ticket).
 
 1. Mask learning: every prunable weight gets a hard-concrete gate (Louizos et al., 2018) with
    gamma = -0.1, zeta = 1.1, beta = 2/3 and score log_alpha = ln 5 (gate value 0.9 at
-   evaluation). Only the scores train (AdamW lr 0.1, weight decay 1e-6, 10% warm-up then
-   linear decay), the weights of the fine-tuned model stay frozen. Loss: FreeLB adversarial
-   loss on the word embeddings (K = 5 steps of size 0.03, per-example normalised gradient,
-   init magnitude 0.05, no bound, each step's loss / K) plus lambda * L0, where
+   evaluation). Only the scores train (AdamW lr 0.1 on every dataset, weight decay 1e-6, 10%
+   warm-up then linear decay), the weights of the fine-tuned model stay frozen. Loss: FreeLB
+   adversarial loss on the word embeddings (K = 5 steps of size 0.03, per-example normalised
+   gradient, init magnitude 0.05, no bound, each step's loss / K) plus lambda * L0, where
    L0 = mean over layers of mean(sigmoid(log_alpha - beta * log(-gamma / zeta))).
 2. Epoch choice: after each epoch the deterministic gate (eval mode) is scored on a held-out
    part of the TRAINING split; the best epoch's scores are kept (``mask_epoch``). The
@@ -29,23 +29,37 @@ Official code (ruizheng20/robust_ticket @ b33bd52), reproduced by default:
   added unclipped (``:283-284``), then the optimiser steps.
 - Ticket fine-tune without gradient clipping (``draw_retrain_ticket.py:418-427``).
 
-Differences from the official code, all deliberate:
+Differences from the official code (docs/methods/training_based.md, RobustT):
 - Clip scope (``clip_scope``). The code clips ``model.parameters()`` (``:276``) but zeroes only
-  the optimiser's (mask score) gradients (``:214``), and the BERT weights keep
-  ``requires_grad`` (``masked_bert.py:199-202`` is never called), so their gradients
-  accumulate over the whole run inside the clipped norm and shrink the score update more and
-  more. A defect, not reproduced by default: ``clip_scope: scores`` clips the score gradients
-  only. ``clip_scope: official`` reproduces the accumulation (all parameters get gradients,
-  never zeroed, clipped together; slower and needs memory for every weight's gradient).
+  the optimiser's gradients (``:214``), which are the mask scores' alone (``:186-191``), and the
+  BERT weights keep ``requires_grad`` (``freeze_bert``, ``masked_bert.py:199-202``, is never
+  called), so every weight's gradient is summed over the whole run inside the clipped norm;
+  the L0 gradient is added after the clip, unclipped (``:283-284``). Under AdamW a factor
+  common to all gradients largely cancels (each score's step is divided by its own gradient
+  RMS), so the lasting effect is on the mix: the clipped task part of each score's gradient
+  shrinks step after step against the full-size L0 part, and L0 drives the scores more and more.
+  A defect, not reproduced by default: ``clip_scope: scores`` clips the score gradients only
+  (L0 still added after the clip). ``clip_scope: official`` reproduces the accumulation (all
+  parameters get gradients, never zeroed, clipped together; slower and needs memory for every
+  weight's gradient). Effect not measured.
+- AG News mask learning rate. The stage-2 script uses lr 0.05 for AG News
+  (``stage2-search-ticket.sh:29``; 0.1 for IMDB and SST-2); ``mask_lr`` is 0.1 for every dataset
+  here (``conf/pruner/rticket.yaml:11``) and nothing sets 0.05 (``pruner.mask_lr=0.05`` does).
+  Not a defect; no committed record is an AG News run.
 - Selection data. The code selects the epoch on GLUE validation for SST-2 (the attacked split;
   ``search_ticket.py:140-145``) and on a random 10% of the training split for IMDB / AG News
   (``:122-129``), which the dense model was fine-tuned on. Here: a seeded held-out part of the
   training split that the dense model did not see (when the caller honours ``dense_holdout``).
   The authors then pick the ticket from a grid of epochs x sparsities by attack results on the
   evaluation set; we choose only the epoch and record it in ``self.info``.
-- Ticket fine-tune: weight decay applies to all parameters (the code exempts biases and
-  LayerNorm); 3 epochs and the last checkpoint (the stage-3 script's loop variable overwrites
-  ``epoch=10`` so it trains 13-19 epochs, a script defect; it attacks every epoch's checkpoint).
+- Ticket fine-tune epochs: 3, the argparse default (``draw_retrain_ticket.py:61``); our choice,
+  not the official value. The stage-3 script sets ``epoch=10``
+  (``stage3-draw-retrain_ticket.sh:9``) and then overwrites it with its loop over search epochs
+  (``:13``, passed as ``--epochs``, ``:30``), so as written it retrains 13-19 epochs; that
+  script defect rules out 13-19, not 10. At ``budget=reduced`` the ticket is capped at 200
+  steps, so the committed numbers do not depend on the epochs.
+- Ticket fine-tune, other: weight decay applies to all parameters (the code exempts biases and
+  LayerNorm); the last checkpoint (the code attacks every epoch's checkpoint).
 - The mask covers ``scope``; the paper and code mask the pooler too (``encoder_linear+pooler``,
   our default), so the recorded sparsity includes the pooler.
 """
@@ -203,7 +217,8 @@ class RobustTicketPruner:
         adversarial: FreeLB loss for mask learning (False: cross-entropy; ablation).
         mask_learning: learn masks (False: IMP masks instead; ablation).
         mask_epochs / mask_max_steps: mask-learning budget (paper: 20 epochs).
-        mask_lr / mask_weight_decay: AdamW on the scores (paper: 0.1 / 1e-6; AG News 0.05).
+        mask_lr / mask_weight_decay: AdamW on the scores (0.1 / 1e-6; the official AG News
+            script uses mask_lr 0.05, which is not applied by default).
         mask_init: initial log_alpha (ln 5).
         lambda_amp / lambda_startup / lambda_warmup: the L0 weight schedule (fractions of the
             mask-learning steps; 1/30 and 0.1 reproduce the official ramp).
@@ -217,7 +232,8 @@ class RobustTicketPruner:
         group_by_length: length-grouped batches (False: random batches, as the code).
         adv_steps / adv_lr / adv_init_mag / adv_norm: FreeLB settings.
         imp_rate_per_round / imp_epochs / imp_max_steps: IMP budget when mask_learning=False.
-        ticket_epochs / ticket_max_steps / ticket_lr: the ticket's fine-tune (3 epochs, 2e-5).
+        ticket_epochs / ticket_max_steps / ticket_lr: the ticket's fine-tune (3 epochs, ours;
+            the stage-3 script's intended 10 is overwritten to 13-19 by a loop; lr 2e-5).
         batch_size: batch size of every stage (32).
         max_train_examples: subsample the training split (smoke runs).
         scope / version: as for every pruner.

@@ -26,15 +26,27 @@ Official code (xiaojinying/SEVEN @ 85e5903), reproduced by default:
 - Every ``nn.Linear`` except the classifier is pruned (``pruning/abstract.py:71-76``), the
   pooler included: scope ``encoder_linear+pooler``.
 - ``alpha_2 = 0.8`` as in the README's command (``readme.md:44``; the argparse default is 0.9).
+- Bias correction: moments and scores reset at the window's first update
+  (``strategies/pruner.py:64-71``), exponent = the update's index in the window + 1
+  (``:42-43``, ``:78``), as :class:`SevenScore`. No warm-up (no scheduler at all).
 - Random batches (no length grouping).
 
-Differences from the official code, all deliberate:
+Differences from the official code (docs/methods/training_based.md, SEVEN):
+- Classifier head. The code's model is ``BertModel`` plus its own ``nn.Linear(768, C)`` on
+  ``pooler_output`` (``model.py:39``, ``:52``): PyTorch's default initialisation, no dropout
+  before it. Here the pre-trained model's Hugging Face head (dropout ``hidden_dropout_prob``
+  on the pooled output, weight N(0, 0.02), bias 0). Changes the committed numbers; not
+  measured.
+- Window length. The code updates while ``iter < t_i + iter_num - 1`` (``utils.py:214``,
+  ``:248``): ``iter_num - 1`` updates (3,999 on SST-2) with ``iter_num`` as the cubic
+  schedule's denominator (``strategies/pruner.py:79``), so it stops within
+  (1 - keep) / iter_num^3 of the target. Here ``window_length`` updates (line ``if not
+  self.window_start <= step < end`` in :meth:`SevenPruner.prune`), ending exactly at the
+  target. Small; not measured.
 - Masks are enforced by ``torch.nn.utils.prune`` pre-hooks (so pruned weights get zero
   gradient) instead of zeroing weights after each step; the score of a pruned weight is
   therefore 0 anyway, and selection never re-admits a pruned weight (masks shrink
   monotonically; the official code could in principle re-grow a weight with a tied score).
-- The bias-correction exponent counts updates inside the window (the moments start at 0 at
-  the window start); warm-up is 0 (not stated in the paper).
 - Only the per-dataset window values for SST-2 are known to us; other datasets must set
   ``window_start`` / ``window_length`` (the run fails loudly if the window does not fit).
 """
