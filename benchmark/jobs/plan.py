@@ -318,13 +318,13 @@ def render(plan: list[tuple], device_kind: str) -> str:
         for need, n in Counter(m for j in todo for m in j.missing).most_common(6):
             lines.append(f"  missing on this machine ({n} jobs): {need}")
         if todo:
-            known = sum(est)
             no_rate = Counter(j.kind for j in todo if j.seconds is None)
-            lines.append(f"  estimated {_hours(known)} on this device ({device_kind}) for "
-                         f"{len(est)} jobs" + (f"; no measured rate for {sum(no_rate.values())}"
-                                                f" ({', '.join(sorted(no_rate)[:3])}"
-                                                f"{', ...' if len(no_rate) > 3 else ''})"
-                                                if no_rate else ""))  # fmt: skip
+            kinds = ", ".join(sorted(no_rate)[:3]) + (", ..." if len(no_rate) > 3 else "")
+            parts = [f"estimated {_hours(sum(est))} on this device ({device_kind}) for "
+                     f"{len(est)} jobs"] if est else []  # fmt: skip
+            if no_rate:
+                parts.append(f"no measured rate for {sum(no_rate.values())} ({kinds})")
+            lines.append("  " + "; ".join(parts))
     lines.append(f"jobs: {total} total, {done} with records")
     lines.append(f"estimated cost of the jobs to run on this device ({device_kind}): "
                  f"{_hours(cost)}" + (f", plus {unknown} jobs with no measured rate"
