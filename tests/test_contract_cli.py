@@ -581,3 +581,15 @@ def test_max_length_beyond_the_models_positions_is_one_line(dirs, caplog, capsys
     rc, text = call([*base_args(dirs, "positions"), "dataset.max_length=128", "attack=none",
                      "pruner=magnitude", "sparsity=0.5"], caplog, capsys)  # fmt: skip
     assert rc == 0, text
+
+
+def test_a_cached_model_is_not_used_for_another_task_shape(dirs, caplog, capsys):
+    """The 2-class tiny task, then num_labels=3: the dense cache key holds num_labels and the
+    training-split check runs before any cache is read, so the second job fails in one line
+    instead of returning an ok record from the 2-class model."""
+    args = [*base_args(dirs, "shape"), "attack=none", "pruner=magnitude", "sparsity=0.5"]
+    rc, text = call(args, caplog, capsys)
+    assert rc == 0, text
+    rc, text = call([*args, "dataset.num_labels=3"], caplog, capsys)
+    assert rc == 2 and "2 classes but dataset.num_labels=3" in text, text
+    assert "Traceback" not in text
