@@ -32,3 +32,68 @@ def test_blocks_are_replaced_by_the_files_sections(tmp_path: Path) -> None:
 
 def test_committed_docs_quote_the_committed_tables() -> None:
     assert sync_docs.main(["--check"]) == 0  # every Markdown file under docs/
+
+
+def _table(tmp_path: Path) -> Path:
+    csv = tmp_path / "claims.csv"
+    csv.write_text("claim,sparsity,attack,delta_aua,lo,hi,p,seed_deltas\n"
+                   "C1,0.5,tf,0.02102,0.00917,0.03326,0.000761,0:+0.009174;1:+0.016055\n"
+                   "C1,0.875,tf,0.0069,-0.023,0.038,0.706,\n")  # fmt: skip
+    return csv
+
+
+def test_values_in_prose_are_filled_from_the_table_and_checked(tmp_path: Path) -> None:
+    csv = _table(tmp_path)
+    marker = "<!-- v: t[claim=C1,sparsity=0.50,attack=tf].delta_aua,lo,hi %+.1f -->"
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        f"<!-- values: t = {csv} -->\nAKR is above, {marker}+9.9 [0, 0]<!-- /v -->, "
+        "Holm p <!-- v: t[claim=C1,sparsity=0.5].p p -->1<!-- /v --> (per seed "
+        "<!-- v: t[claim=C1,sparsity=0.5].seed_deltas perseed --><!-- /v -->).\n"
+    )
+    assert sync_docs.main([str(doc), "--check"]) == 1  # a number disagrees with its table
+    assert sync_docs.main([str(doc)]) == 0
+    text = doc.read_text()
+    assert f"{marker}+2.1 [+0.9, +3.3]<!-- /v -->" in text
+    assert "-->0.00076<!-- /v -->" in text and "-->+0.92/+1.61<!-- /v -->" in text
+    assert sync_docs.main([str(doc), "--check"]) == 0
+    csv.write_text(csv.read_text().replace("0.02102", "0.03102"))  # the table moves on
+    assert sync_docs.main([str(doc), "--check"]) == 1
+    for broken in (
+        "t[claim=C9].p p",
+        "t[claim=C1].p p",
+        "t[claim=C1,sparsity=0.5].nope",
+        "u[claim=C1,sparsity=0.5].p",
+    ):  # no row, two rows, no column, no table
+        doc.write_text(f"<!-- values: t = {csv} -->\nx <!-- v: {broken} -->1<!-- /v -->\n")
+        assert sync_docs.main([str(doc)]) == 1
+
+
+def test_generated_region_rejects_a_hand_typed_number(tmp_path: Path) -> None:
+    csv = _table(tmp_path)
+    value = f"<!-- v: {csv}[claim=C1,sparsity=0.5,attack=tf].delta_aua %+.1f -->+2.1<!-- /v -->"
+    good = (f"<!-- numbers: generated allow=87.5% -->\nAt 50% and 87.5% (seeds 0-2), C1-C3 "
+            f"`p = 0.05`: {value} points.\n<!-- /numbers -->\n")  # fmt: skip
+    doc = tmp_path / "doc.md"
+    doc.write_text(good)
+    assert sync_docs.main([str(doc), "--check"]) == 0
+    for bare in ("+2.1", "0.012", "-0.9", "1e-4 is 0.0001"):
+        doc.write_text(good.replace(" points.", f" points, and {bare}."))
+        assert sync_docs.main([str(doc), "--check"]) == 1, bare
+    doc.write_text(good + "Outside a region 0.012 is allowed.\n")
+    assert sync_docs.main([str(doc), "--check"]) == 0
+
+
+def test_breaking_a_number_of_the_committed_claims_prose_fails(tmp_path: Path) -> None:
+    """docs/results.md's claims prose is generated: a hand edit of one of its numbers fails."""
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    markers = list(sync_docs.VALUE.finditer(text))
+    assert len(markers) >= 40 and sync_docs.REGION.search(text)
+    m = next(x for x in markers if "claim=C1,sparsity=0.5,attack=textfooler_offline" in x[0])
+    doc = tmp_path / "results.md"
+    doc.write_text(text[: m.start("text")] + "+9.9" + text[m.end("text") :], encoding="utf-8")
+    assert sync_docs.main([str(doc), "--check"]) == 1
+    # and a number typed by hand into a generated region, outside a marker
+    doc.write_text(text.replace("does not replicate. At 50% under", "does not replicate "
+                                "(+2.1). At 50% under", 1), encoding="utf-8")  # fmt: skip
+    assert sync_docs.main([str(doc), "--check"]) == 1

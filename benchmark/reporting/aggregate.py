@@ -42,6 +42,14 @@ import pandas as pd
 from benchmark.records.logs import find_log, read_text, run_id_of_log
 from benchmark.records.logs import log_path as log_file_path
 from benchmark.records.logs import resolve as resolve_log
+from benchmark.reporting.provenance import (
+    TIMING,
+    TIMING_NOTE,
+    caption_notes,
+    threat_hash,
+    threat_hashes,
+    timing_dependent,
+)
 from benchmark.reporting.stats import cluster_bootstrap, seed_t_test, wilson_interval
 
 log = logging.getLogger(__name__)
@@ -177,17 +185,40 @@ def read_attack_log(path: str | Path | None) -> list[dict[str, Any]] | None:
     return None if rows is None else list(rows)
 
 
-def transfer_label(cfg: dict[str, Any]) -> str:
+def transfer_label(cfg: dict[str, Any], folder: Path | None = None) -> str:
     """``transfer (<source attack>)`` for an ``attack=transfer`` record: the attack of the
     record beside its source log (``transfer (?)`` when that record is not there)."""
     source = ((cfg.get("attack") or {}).get("options") or {}).get("source")
     src_attack = "?"
-    run_id = run_id_of_log(source) if source else None
-    if run_id:
-        rec_path = Path(str(source)).with_name(f"{run_id}.json")
+    # schema 3: the source's (migrated) run id is identity; the path is as the job was given it
+    run_id = (cfg.get("transfer_source") or {}).get("run_id") or (
+        run_id_of_log(source) if source else None
+    )
+    places = [p for p in (folder, Path(str(source)).parent if source else None) if p]
+    for place in places if run_id else []:  # beside the transfer record first (any clone)
         with contextlib.suppress(OSError, json.JSONDecodeError):
-            src_attack = json.loads(rec_path.read_text(encoding="utf-8")).get("attack") or "?"
+            src_attack = (
+                json.loads((place / f"{run_id}.json").read_text(encoding="utf-8")).get("attack")
+                or "?"
+            )
+            break
     return f"transfer ({src_attack})"
+
+
+def log_problem(path: Path, rec: dict[str, Any]) -> str | None:
+    """Why an attack log cannot stand for its record (None when it can): empty, unreadable,
+    or its lines disagree with the record's counts (``n_total``, ``n_failed``)."""
+    if path.stat().st_size == 0:
+        return "empty file"
+    rows = read_attack_log(path)
+    if rows is None:
+        return "unreadable"
+    if rec.get("n_total") is not None and len(rows) != int(rec["n_total"]):
+        return f"{len(rows)} lines, the record counts n_total={int(rec['n_total'])}"
+    failed = sum(r.get("result") == "failed" for r in rows)
+    if rec.get("n_failed") is not None and failed != int(rec["n_failed"]):
+        return f"{failed} lines survived, the record counts n_failed={int(rec['n_failed'])}"
+    return None
 
 
 def attack_log_path(record_path: Path) -> Path:
@@ -240,12 +271,17 @@ def load_records(results_dir: Path) -> pd.DataFrame:
         rec["logger_mode"] = logger.get("mode") if logger.get("enabled") else None
         rec["logger_project"] = logger.get("project")
         if rec.get("attack") == "transfer":  # name the source attack: one column per source
-            rec["attack"] = transfer_label(cfg)
+            rec["attack"] = transfer_label(cfg, path.parent)
         rec["_identity"] = json.dumps(config_identity(cfg, rec), sort_keys=True, default=str)
         rec["model_label"] = model_label(rec.get("model"), cfg)
         rec["majority_rate"] = majority_rate(rec, cfg)
         log_path = attack_log_path(path)
         rec["_log"] = str(log_path) if log_path.is_file() else None
+        if rec["_log"] and rec.get("status") == "ok":
+            problem = log_problem(log_path, rec)
+            if problem:  # named once, and left out of every paired test
+                log.warning("attack log %s left out: %s", log_path, problem)
+                rec["_log"], rec["_log_problem"] = None, f"{log_path.name}: {problem}"
         rec["_path"] = str(path)
         rows.append(rec)
     if not rows:
@@ -480,6 +516,8 @@ def leaderboard(df: pd.DataFrame, n_boot: int = 10_000) -> pd.DataFrame:
             if extra in recs and recs[extra].notna().any():
                 row[extra] = float(recs[extra].dropna().mean())
         row["degenerate"] = is_degenerate(recs, clean_ci)
+        row["threat_model"] = ",".join(threat_hashes(recs))
+        row["timing_dependent"] = timing_dependent(recs)
         row["ci_method"] = "+".join(sorted(notes))
         logs = recs["_log"].notna().sum() if "_log" in recs else 0
         row["attack_logs"] = f"{logs}/{len(recs)}"
@@ -512,6 +550,10 @@ def to_markdown(table: pd.DataFrame) -> str:
             )
         ]
     out["degenerate"] = ["**yes**" if d else "" for d in table["degenerate"]]
+    if "threat_model" in table:
+        out["threat model"] = table["threat_model"]
+    if "timing_dependent" in table:
+        out[TIMING] = ["yes" if t else "" for t in table["timing_dependent"]]
     out["interval"] = table["ci_method"]
     out["logs"] = table["attack_logs"]
     note = (
@@ -523,8 +565,9 @@ def to_markdown(table: pd.DataFrame) -> str:
         "the t-interval over seeds); `wilson-mean` = mean of the per-seed Wilson bounds (attack "
         "logs missing, or clean accuracy when the attack logs do not hold the whole split). "
         "`degenerate` = clean accuracy within its interval of the majority-class rate, or >= "
-        "95% of the predictions in one class. `logs` = records with an attack log. See "
-        "docs/statistics.md."
+        "95% of the predictions in one class. `logs` = records with an attack log. "
+        "`threat model` = the hash of the attack's threat model (a row is one threat model). "
+        f"{TIMING_NOTE} See docs/statistics.md."
     )
     return note + "\n\n" + out.to_markdown(index=False) + "\n"
 
@@ -629,15 +672,22 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
     # attack=none records (prune and clean accuracy only) give a row, not a column
     attacks = sorted((a for a in ok["attack"].unique() if a != "none"),
                      key=lambda a: _rank(SUMMARY_ATTACKS, a))  # fmt: skip
-    # one column per (attack, attacked sample size): runs on 100 and on 872 sentences are
-    # different configurations and never share a cell
-    sizes = {a: sorted(ok.loc[ok["attack"] == a, "n_total"].dropna().astype(int).unique(),
-                       reverse=True) for a in attacks}  # fmt: skip
-    columns = [(a, n, a if len(sizes[a]) <= 1 else f"{a} (n={n})")
-               for a in attacks for n in (sizes[a] or [None])]  # fmt: skip
-    coarse = "n_total" in ok and ok["n_total"].max() <= 100
+    # one column per (attack, attacked sample size, threat model): runs on 100 and on 872
+    # sentences are different configurations, and two threat models (e.g. the same recipe
+    # without and with a per-example time limit) are different attacks: never one cell
     if "n_total" not in ok:
         ok["n_total"] = np.nan
+    ok["_tm"] = [threat_hash(r) or "" for r in ok.to_dict("records")]  # "": no block stored
+    columns = []
+    for a in attacks:
+        runs = ok[ok["attack"] == a]
+        sizes = sorted(runs["n_total"].dropna().astype(int).unique(), reverse=True) or [None]
+        for n in sizes:
+            at_n = runs if n is None else runs[runs["n_total"] == n]
+            for h in sorted(at_n["_tm"].unique()):
+                size = "" if len(sizes) <= 1 else f" (n={n})"
+                columns.append((a, n, h, f"{a}{size} [{h}]" if h else f"{a}{size}"))
+    coarse = ok["n_total"].max() <= 100
     rows = []
     keys = ["sparsity_target", "_exp", "_pruner", "pruner", "budget"]
     for (sparsity, _e, _p, pruner, budget), group in ok.groupby(keys, sort=True, dropna=False):
@@ -656,8 +706,8 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
                 "degenerate": "yes" if is_degenerate(sub, (clean["ci_low"], clean["ci_high"]))
                 else "",
             }  # fmt: skip
-            for attack, n_att, label in columns:
-                runs = sub[sub["attack"] == attack]
+            for attack, n_att, tm, label in columns:
+                runs = sub[(sub["attack"] == attack) & (sub["_tm"] == tm)]
                 if n_att is not None:
                     runs = runs[runs["n_total"] == n_att]
                 if runs.empty:
@@ -667,10 +717,14 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
                     fmt = "{:.0f}" if coarse else "{:.1f}"
                     text = format_cell(aua["mean"], None, aua["ci_low"], aua["ci_high"], fmt=fmt)
                     cell = f"{text} / {100 * suc['mean']:.1f}"
+                    if timing_dependent(runs):
+                        cell += f" ({TIMING})"
                 row[f"{label} Aua/Suc %"] = cell
             rows.append(row)
     table = pd.DataFrame(rows)
+    notes = []
     if table["budget"].nunique(dropna=False) == 1:  # one budget: say it once, in the caption
+        notes.append(f"Every row: `budget={table['budget'].iloc[0]}` (training budget).")
         table = table.drop(columns="budget")
     if not (table["differs"] != "").any():
         table = table.drop(columns="differs")
@@ -678,6 +732,8 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
         table = table.drop(columns="degenerate")
     if not (table["inference ms (pruned / dense)"] != "").any():
         table = table.drop(columns="inference ms (pruned / dense)")
+    extra = caption_notes(ok)
+    table.attrs["notes"] = [*notes, *([extra] if extra else [])]
     return table
 
 
@@ -749,7 +805,9 @@ SUMMARY_NOTE = (
     "shown) = clean accuracy within its interval of the majority-class rate. `inference ms` = "
     "median forward latency of the pruned / the dense model on a fixed batch of 32 evaluation "
     "sentences on the job's device (a cost figure, measured while other jobs shared the CPU; "
-    "masked weights give no speed-up on a CPU). docs/statistics.md."
+    "masked weights give no speed-up on a CPU). Each attack column is one attack, one attacked "
+    "sample size and one threat model (its hash in brackets, described below): records of two "
+    "threat models are never averaged in one cell. docs/statistics.md."
 )
 
 
@@ -760,7 +818,8 @@ def write_summary(df: pd.DataFrame, exp_names: list[str], results_dir: Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     stem = "summary_" + "+".join(exp_names)
     md = table.to_markdown(index=False) if not table.empty else "_no successful records_"
-    (out / f"{stem}.md").write_text(SUMMARY_NOTE + "\n\n" + md + "\n", encoding="utf-8")
+    caption = "\n\n".join([SUMMARY_NOTE, *table.attrs.get("notes", [])])
+    (out / f"{stem}.md").write_text(caption + "\n\n" + md + "\n", encoding="utf-8")
     table.to_csv(out / f"{stem}.csv", index=False)
     log.info("summary %s: %d rows -> %s/%s.{md,csv}", stem, len(table), out, stem)
     return out / f"{stem}.md"
@@ -939,6 +998,12 @@ def main(argv: list[str] | None = None) -> int:
     report_stale(args.results_dir)
     if names or args.summary or args.compare or args.analyses or args.claims or args.effects:
         df = load_records(args.results_dir)
+        known = set(df["exp_name"].dropna()) if "exp_name" in df else set()
+        for exp in [*args.compare, *args.analyses]:
+            if exp not in known:
+                log.error("error: no records of experiment %r under %s/runs (experiments: %s)",
+                          exp, args.results_dir, ", ".join(sorted(known)) or "none")  # fmt: skip
+                return 2
         for exp in args.analyses:
             from benchmark.reporting.analyses import analyses
 

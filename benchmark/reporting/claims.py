@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.provenance import TIMING, caption_notes, threat_hashes, timing_dependent
 from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import holm_adjust
 
@@ -52,7 +53,9 @@ KINDS = ("above", "below", "retains", "gap_grows")
 COLUMNS = ["claim", "kind", "row", "reference", "sparsity", "attack", "seeds", "n_pairs",
            "delta_aua", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "cell",
            "seed_deltas", "delta_ci_low_conditional", "delta_ci_high_conditional",
-           "p_value_conditional", "p_holm_conditional", "cell_conditional"]  # fmt: skip
+           "p_value_conditional", "p_holm_conditional", "cell_conditional", "threat_model",
+           "timing_dependent"]  # fmt: skip
+SEVERAL_THREAT_MODELS = "several threat models"
 ONE_SEED = " (one seed, conditional only)"
 NOT_ROBUST = "not robust to seed variance"
 
@@ -116,12 +119,19 @@ def _cell(recs: pd.DataFrame, claim: dict, sparsity: float, attack: str,
            "seeds": 0, "n_pairs": 0, "delta_aua": np.nan, "delta_ci_low": np.nan,
            "delta_ci_high": np.nan, "p_value": np.nan, "seed_deltas": "",
            "delta_ci_low_conditional": np.nan, "delta_ci_high_conditional": np.nan,
-           "p_value_conditional": np.nan, "status": ""}  # fmt: skip
+           "p_value_conditional": np.nan, "status": "", "threat_model": "",
+           "timing_dependent": False}  # fmt: skip
     if row.empty or ref.empty:
         out["status"] = "not run"
         return out
+    hashes = sorted(set(threat_hashes(row)) | set(threat_hashes(ref)))
+    out["threat_model"] = ",".join(hashes)
+    out["timing_dependent"] = timing_dependent(row) or timing_dependent(ref)
     if row["_identity"].nunique() > 1 or ref["_identity"].nunique() > 1:
         out["status"] = "several configurations"
+        return out
+    if len(hashes) > 1:  # a row and its reference attacked under two threat models: no pair
+        out["status"] = SEVERAL_THREAT_MODELS
         return out
     st = compare_pair(row, ref, n_boot=n_boot)
     out.update(seeds=st["seeds"], n_pairs=st["n_pairs"], delta_aua=st["delta_aua"],
@@ -225,7 +235,7 @@ def _verdict(cells: list[str]) -> str:
     """A claim's verdict from what its needed cells say (:func:`combine`)."""
     if any(c.startswith(("fails", NOT_ROBUST)) for c in cells):
         return "does not replicate"
-    if any(c in ("degenerate", "several configurations") for c in cells):
+    if any(c in ("degenerate", "several configurations", SEVERAL_THREAT_MODELS) for c in cells):
         return "undecidable"
     if cells and all(c == "holds" for c in cells):
         return "replicates"
@@ -259,8 +269,10 @@ def _gap_verdict(rows: pd.DataFrame, claim: dict, attacks: list[str]) -> tuple[s
     return _verdict(cells), "; ".join(parts)
 
 
-def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str) -> str:
-    """The cells and verdicts as Markdown, with a caption saying what every number is."""
+def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str,
+           records: pd.DataFrame | None = None) -> str:  # fmt: skip
+    """The cells and verdicts as Markdown, with a caption saying what every number is;
+    ``records`` (the protocol's records) give its threat models and left-out attack logs."""
     from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
 
     family = spec.get("family", [])
@@ -282,8 +294,15 @@ def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], na
         "variance` where they disagree (the conditional verdict in brackets); `(one seed, "
         "conditional only)` where there is no seed-level interval. A claim replicates only when "
         "every cell it needs holds. Rules: conf/claims/" + name + ".yaml. Written by "
-        f"`python -m benchmark.aggregate --claims {name}`.\n"
+        f"`python -m benchmark.aggregate --claims {name}`. `threat model` = the hash of the "
+        f"cell's threat model (a row and a reference of two threat models are never paired: "
+        f"`{SEVERAL_THREAT_MODELS}`); `{TIMING}` after a cell = a record hit a per-example "
+        "limit (`n_limit > 0`).\n"
     )
+    if records is not None:
+        extra = caption_notes(records)
+        if extra:
+            head += "\n" + extra + "\n"
     seed_ci = [
         "-" if pd.isna(lo) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"], table["delta_ci_high"],
@@ -304,7 +323,9 @@ def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], na
         "Δ Aua [95% CI], conditional": delta_cells(cond),
         "p": p_cells(table["p_value_conditional"], 3),
         "p (Holm)": p_cells(table["p_holm_conditional"], 3),
-        "cell": table["cell"],
+        "threat model": table["threat_model"],
+        "cell": [c + (f" ({TIMING})" if t else "")
+                 for c, t in zip(table["cell"], table["timing_dependent"], strict=True)],
     })  # fmt: skip
     ver = verdicts.rename(columns={"cells": "cells the rule needs"})
     return (
@@ -326,7 +347,12 @@ def write_claims(df: pd.DataFrame, name: str, results_dir: Path, n_boot: int = 1
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / f"claims_{stem}.csv", index=False)
     md = out / f"claims_{stem}.md"
-    md.write_text(render(table, verdicts, spec, stem), encoding="utf-8")
+    recs = protocol_records(df, spec)
+    if not recs.empty:
+        recs = recs[recs["pruner"].isin({c[k] for c in spec["claims"]
+                                         for k in ("row", "reference")})]  # fmt: skip
+        recs = recs[recs["attack"].isin(spec["attacks"])]
+    md.write_text(render(table, verdicts, spec, stem, recs), encoding="utf-8")
     for v in verdicts.itertuples():
         log.info("%s: %s (%s)", v.claim, v.verdict, v.cells)
     return md

@@ -35,6 +35,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.provenance import (
+    TIMING,
+    caption_notes,
+    threat_hash,
+    threat_hashes,
+    timing_dependent,
+)
 from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import (
     holm_adjust,
@@ -52,7 +59,7 @@ COMPARE_DIR = Path(__file__).resolve().parents[2] / "conf" / "compare"
 COLUMNS = ["pruner", "sparsity", "attack", "n_pairs", "delta_aua", "delta_ci_low",
            "delta_ci_high", "p_value", "test", "p_adjusted"]  # fmt: skip
 EXTRA = ["seeds", "seed_deltas", "seed_ci_low", "seed_ci_high", "seed_p", "seed_p_adjusted",
-         "family", "differs", "note"]  # fmt: skip
+         "family", "differs", "note", "threat_model", "timing_dependent"]  # fmt: skip
 POST_HOC = "post hoc: the rows of this table"  # the family when no spec declares one
 
 
@@ -340,8 +347,11 @@ def compare_table(
         elif cand["sparsity_target"].nunique() != 1:
             cand = cand.iloc[0:0]
         for ident in idents:
+            mine = group[group["_identity"] == ident]
             base = {"pruner": pruner, "sparsity": float(sparsity), "attack": attack,
-                    "differs": differs[ident], "_identity": ident}  # fmt: skip
+                    "differs": differs[ident], "_identity": ident,
+                    "threat_model": ",".join(threat_hashes(mine)),
+                    "timing_dependent": timing_dependent(mine)}  # fmt: skip
             # only a reference that attacked the same sample in the same way pairs up
             same_way = np.array([_same_protocol(ident, r) for r in cand["_identity"]], dtype=bool)
             ref = _pick_reference(cand[same_way])
@@ -354,14 +364,20 @@ def compare_table(
                     why = "no reference row on the same protocol"
                 rows.append({**base, "n_pairs": 0, "seeds": 0, "note": why})
                 continue
-            stats = compare_pair(group[group["_identity"] == ident], ref, n_boot, seed)
+            stats = compare_pair(mine, ref, n_boot, seed)
+            if timing_dependent(ref):
+                base["timing_dependent"] = True
+            if base["timing_dependent"]:
+                stats["note"] = "; ".join(x for x in (stats.get("note"), TIMING) if x)
             rows.append({**base, **stats})
     table = pd.DataFrame(rows)
     identities = table.pop("_identity").tolist()
     table["seed_deltas"] = [
         seed_delta_text(d) for d in table.get("seed_deltas", [None] * len(table))
     ]
-    text = ("test", "note", "differs", "seed_deltas")  # empty, never NaN, where there is none
+    text = ("test", "note", "differs", "seed_deltas", "threat_model")  # empty, never NaN
+    if "timing_dependent" in table:
+        table["timing_dependent"] = [bool(x) and not pd.isna(x) for x in table["timing_dependent"]]
     for col in COLUMNS + EXTRA:
         if col in text:
             table[col] = table[col].fillna("") if col in table else ""
@@ -414,8 +430,11 @@ def family_caption(table: pd.DataFrame, families: dict[str, Any] | None) -> str:
 def render_markdown(
     table: pd.DataFrame, exp: str, reference: str, n_boot: int = 10_000,
     families: dict[str, Any] | None = None, spec_name: str | None = None,
+    records: pd.DataFrame | None = None,
 ) -> str:  # fmt: skip
-    """The comparison as Markdown, with a caption saying what every number is."""
+    """The comparison as Markdown, with a caption saying what every number is; ``records``
+    (the ok records of the experiments compared) give the threat models, timing and left-out
+    attack logs of the caption."""
     seeds = sorted({int(s) for s in table["seeds"].dropna()}) if len(table) else []
     where = f" (`conf/compare/{spec_name}.yaml`)" if families is not None and spec_name else ""
     caption = (
@@ -437,13 +456,17 @@ def render_markdown(
         + family_caption(table, families)
         + " `n pairs` = distinct examples both rows attacked (each one pair, its difference "
         "averaged over the shared seeds); `seeds` = shared seeds (values in this table: "
-        f"{', '.join(map(str, seeds)) or '-'}).\n"
+        f"{', '.join(map(str, seeds)) or '-'}). `threat model` = the hash of the row's (and "
+        "its reference's) threat model: a row and its reference pair only on the same one.\n"
     )
+    extra = caption_notes(records) if records is not None else ""
+    if extra:
+        caption += "\n" + extra + "\n"
     if table.empty:
         return caption + "\n_no rows_\n"
     show = pd.DataFrame({
         "pruner": table["pruner"], "sparsity": table["sparsity"], "attack": table["attack"],
-        "family": table["family"],
+        "threat model": table["threat_model"], "family": table["family"],
         "seeds": table["seeds"].fillna(0).astype(int),
         "n pairs": table["n_pairs"].fillna(0).astype(int),
         "Δ Aua [95% CI], conditional": delta_cells(table),
@@ -515,7 +538,17 @@ def write_compare(
         if not reference_exp or reference_exp == exp
         else (f"{reference}` of `{reference_exp}")
     )
-    md.write_text(render_markdown(table, exp, label, n_boot, families, name), encoding="utf-8")
+    ref_pruner = parse_reference(reference)[0]
+    scope = df[
+        (df["exp_name"] == exp)
+        | ((df["exp_name"] == (reference_exp or exp)) & (df["pruner"] == ref_pruner))
+    ]
+    scope = scope[scope["status"] == "ok"] if "status" in scope else scope
+    used = {h for x in table["threat_model"] for h in str(x).split(",") if h}
+    scope = scope[[threat_hash(r) in used or threat_hash(r) is None
+                   for r in scope.to_dict("records")]]  # fmt: skip
+    md.write_text(render_markdown(table, exp, label, n_boot, families, name, scope),
+                  encoding="utf-8")  # fmt: skip
     log.info("compare %s vs %s: %d rows -> %s/%s.{md,csv}", exp, reference,
              len(table), out, stem)  # fmt: skip
     return md

@@ -52,6 +52,8 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.reporting.provenance import TIMING
+
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_DIR = ROOT / "conf" / "table"
 REFERENCE_CSV = Path(__file__).resolve().parents[1] / "reference" / "paper_results.csv"
@@ -282,12 +284,27 @@ def _cell_stats(cell: pd.DataFrame, metric: Metric) -> dict[str, Any]:
 
 
 def _ours(
-    cell: pd.DataFrame, metric: Metric, spec: TableSpec
-) -> tuple[str, float | None, dict[str, Any]]:
-    """Text, mean and numbers of our value for a cell's records (or the reason it is empty)."""
+    cell: pd.DataFrame, metric: Metric, spec: TableSpec, threat: str | None = None,
+    shown: list[pd.DataFrame] | None = None,
+) -> tuple[str, float | None, dict[str, Any]]:  # fmt: skip
+    """Text, mean and numbers of our value for a cell's records (or the reason it is empty).
+
+    ``threat``: the column's threat-model hash; a cell whose records are all of another one is
+    left out (``other threat model (<hash>)``), never shown in this column. ``shown`` receives
+    the records the value is computed from."""
+    from benchmark.reporting.provenance import OTHER_THREAT_MODEL, threat_hash, timing_dependent
+
     ok = cell[cell["status"] == "ok"] if "status" in cell else cell
     failed = cell[cell["status"] != "ok"] if "status" in cell else cell.iloc[0:0]
+    if threat is not None and len(ok):
+        hashes = [threat_hash(r) for r in ok.to_dict("records")]
+        if threat not in hashes:
+            other = ", ".join(sorted({h for h in hashes if h})) or "none"
+            return f"{OTHER_THREAT_MODEL} ({other})", None, {"n": 0}
+        ok = ok[[h == threat for h in hashes]]
     ok, configs = one_configuration(ok)
+    if shown is not None and len(ok):
+        shown.append(ok)
     st = _cell_stats(ok, metric) if metric.column in ok else {"n": 0}
     if not st.get("n"):
         if len(ok):
@@ -313,6 +330,8 @@ def _ours(
         notes.append(f"{len(failed)} failed")
     if configs > 1:
         notes.append(f"1 of {configs} configs")
+    if timing_dependent(ok):
+        notes.append(TIMING)
     if notes:
         text += f" ({', '.join(notes)})"
     return text, mean, st
@@ -361,12 +380,50 @@ def one_configuration(ok: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
         best = max(ok.groupby("_model", sort=True), key=lambda kv: rank(kv[1]))[0]
         ok = ok[ok["_model"] == best]
+    ok, lineages = _one_dense_model(ok)
+    n_configs += lineages - 1
     if ok["attack"].nunique() == 1 and ok["_attack"].nunique() > 1:  # one attack, two samples
         n_configs += ok["_attack"].nunique() - 1
         sizes = ok.groupby("_attack")["n_total"].max() if "n_total" in ok else None
         best = sizes.fillna(0).idxmax() if sizes is not None else sorted(ok["_attack"])[0]
         ok = ok[ok["_attack"] == best]
     return ok.drop(columns=["_model", "_attack"]), n_configs
+
+
+def _one_dense_model(ok: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The records of one configuration pruned from ONE dense model per seed, and how many
+    such lineages there were.
+
+    The same configuration run by two versions of the code (the first 100-sentence records and
+    the full-split rerun) can have the same identity but different dense models
+    (``dense_info.key``) for one seed; a cell must not average the two. Lineages are told
+    apart by ``schema_version`` when that separates the dense models, else by the dense model;
+    the one shown has the largest attacked sample, then the most records, then the newest
+    schema.
+    """
+    col = "dense_info.key"
+    if col not in ok or ok[col].isna().all() or len(ok) < 2:
+        return ok, 1
+    seed = ok["seed"].astype(str) if "seed" in ok else pd.Series("0", index=ok.index)
+    dense = ok[col].astype(str)
+    if (dense.groupby(seed).nunique() <= 1).all():
+        return ok, 1
+    schema = ok["schema_version"] if "schema_version" in ok else pd.Series(0, index=ok.index)
+    by_schema = pd.DataFrame({"s": seed, "v": schema.astype(str), "d": dense})
+    if (by_schema.groupby(["s", "v"])["d"].nunique() <= 1).all():
+        lineage = schema.astype(str)
+    else:
+        lineage = dense
+    size = ok["n_total"] if "n_total" in ok else pd.Series(0.0, index=ok.index)
+    ranked = []
+    for name, idx in ok.groupby(lineage.to_numpy(), sort=True).groups.items():
+        sub = ok.loc[idx]
+        top = size.loc[idx].max()
+        newest = pd.to_numeric(schema.loc[idx], errors="coerce").max()
+        ranked.append(((0.0 if pd.isna(top) else float(top), len(sub),
+                        0.0 if pd.isna(newest) else float(newest), str(name)), idx))  # fmt: skip
+    best = max(ranked, key=lambda t: t[0])[1]
+    return ok.loc[best], len(ranked)
 
 
 def _paper(rows: pd.DataFrame, metric: Metric) -> float | None:
@@ -384,7 +441,8 @@ def _delta(ours: float | None, paper: float | None, decimals: int) -> str:
 
 def _metric_cells(
     prefix: str, df: pd.DataFrame, ref: pd.DataFrame, spec: TableSpec, ctx: dict[str, Any],
-    metrics: list[str], numeric: dict[str, Any] | None = None,
+    metrics: list[str], numeric: dict[str, Any] | None = None, threat: str | None = None,
+    shown: list[pd.DataFrame] | None = None,
 ) -> dict[str, str]:  # fmt: skip
     """The ``ours``/``paper``/``Δ`` columns of the metrics of one cell context.
 
@@ -405,7 +463,7 @@ def _metric_cells(
         if missing:
             ours_text, ours_val = f"n/a: {missing}", None
         else:
-            ours_text, ours_val, st = _ours(cell, m, spec)
+            ours_text, ours_val, st = _ours(cell, m, spec, threat, shown)
         paper_val = _paper(ref_rows, m)
         out[f"{head} ours"] = ours_text
         out[f"{head} paper"] = (
@@ -470,6 +528,8 @@ def build_tables(
     if not df.empty and "status" in df:
         df = pd.concat([dedupe(df[df["status"] == "ok"]), df[df["status"] != "ok"]])
     out_rows, num_rows = [], []
+    threats = [_column_threat(df, spec, col) for col in spec.columns]
+    shown: dict[str, list[pd.DataFrame]] = {_group_label(spec, c): [] for c in spec.columns}
     for row in spec.rows:
         ctx_row = {**spec.fixed, **row}
         line: dict[str, str] = {
@@ -478,16 +538,45 @@ def build_tables(
         line.update(_row_info(ref, spec, ctx_row))
         nums: dict[str, Any] = dict(line)
         line.update(_metric_cells("", df, ref, spec, ctx_row, spec.row_metrics, nums))
-        for col in spec.columns:
+        for col, threat in zip(spec.columns, threats, strict=True):
             ctx = {**ctx_row, **{k: v for k, v in col.items() if k != "label"}}
             group = _group_label(spec, col)
-            line.update(_metric_cells(f"{group} ", df, ref, spec, ctx, spec.metrics, nums))
+            line.update(_metric_cells(f"{group} ", df, ref, spec, ctx, spec.metrics, nums,
+                                      threat, shown[group]))  # fmt: skip
         degenerate = bool(nums.pop("degenerate", False))
         line["Degenerate"] = "yes" if degenerate else ""
         nums["degenerate"] = degenerate
         out_rows.append(line)
         num_rows.append(nums)
-    return pd.DataFrame(out_rows), pd.DataFrame(num_rows)
+    display, numbers = pd.DataFrame(out_rows), pd.DataFrame(num_rows)
+    # strings only: pandas copies and compares ``attrs`` along with the frame
+    display.attrs["threats"] = {g: t for g, t in zip(shown, threats, strict=True) if t}
+    display.attrs["columns_note"] = _columns_note(shown, dict(zip(shown, threats, strict=True)),
+                                                  df)  # fmt: skip
+    return display, numbers
+
+
+def _column_threat(df: pd.DataFrame, spec: TableSpec, col: Mapping[str, Any]) -> str | None:
+    """The threat model of an attack column: the hash of the configuration most of its cells
+    would show (ties: the largest attacked sample); ``None`` for a column without attack."""
+    from benchmark.reporting.provenance import threat_hash
+
+    if "attack" not in col or df.empty:
+        return None
+    votes: dict[str, list[float]] = {}
+    for row in spec.rows:
+        ctx = {**spec.fixed, **row, **{k: v for k, v in col.items() if k != "label"}}
+        cell = df[_record_mask(df, spec, ctx)]
+        ok = cell[cell["status"] == "ok"] if "status" in cell else cell
+        if ok.empty:
+            continue
+        ok, _ = one_configuration(ok)
+        for h in {threat_hash(r) for r in ok.to_dict("records")} - {None}:
+            size = float(ok["n_total"].max()) if "n_total" in ok else 0.0
+            votes.setdefault(h, []).append(0.0 if pd.isna(size) else size)
+    if not votes:
+        return None
+    return max(votes, key=lambda h: (len(votes[h]), max(votes[h]), h))
 
 
 def build_table(
@@ -678,9 +767,15 @@ def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | Non
         "the option's current defaults, then the largest attacked sample. Attacks of one "
         "dataset whose Clean% agrees in every row (same attacked sample) share one `Clean%` "
         "column (`Clean% (A, B)` for some of them); columns empty in every row are left out "
-        "(the CSV has them all). See docs/statistics.md.",
+        "(the CSV has them all). `other threat model (<hash>)` = the cell's records are of "
+        "another threat model than its column's (below): left out, never mixed into the column. "
+        f"`{TIMING}` = a record of the cell hit a per-example time or query limit "
+        "(`n_limit > 0`): its number depends on the machine's speed. See docs/statistics.md.",
         "",
     ]
+    columns_note = table.attrs.get("columns_note")
+    if columns_note:
+        lines += [columns_note, ""]
     if table.empty:
         lines.append("_empty table spec_")
     else:
@@ -691,6 +786,46 @@ def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | Non
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _seed_list(seeds: list[int]) -> str:
+    seeds = sorted(seeds)
+    if len(seeds) > 2 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seeds {seeds[0]}-{seeds[-1]}"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
+
+
+def _columns_note(
+    shown: dict[str, list[pd.DataFrame]], threats: dict[str, str | None], records: pd.DataFrame
+) -> str:
+    """What each attack column shows, from the records behind its cells (``shown``): its
+    threat model (hash and one-line description), the attacked sample sizes and seeds; then the
+    attack logs left out (``_log_problem``) of the table's ``records``."""
+    from benchmark.reporting.provenance import log_problem_lines, threat_model_lines
+
+    lines = []
+    for group, frames in shown.items():
+        threat = threats.get(group)
+        if threat is None or not frames:
+            continue
+        recs = pd.concat(frames)
+        if "_path" in recs:
+            recs = recs.drop_duplicates(subset="_path")
+        sizes = sorted({int(n) for n in recs["n_total"].dropna()}) if "n_total" in recs else []
+        seeds = sorted({int(x) for x in recs["seed"].dropna()}) if "seed" in recs else []
+        tm = [t for t in threat_model_lines(recs) if f"[{threat}]" in t]
+        sample = " or ".join(map(str, sizes)) or "?"
+        lines.append(f"- `{group}`: {sample} attacked sentences, {_seed_list(seeds)}; "
+                     + (tm[0] if tm else f"threat model {threat}"))  # fmt: skip
+    out = []
+    if lines:
+        out.append("Attack columns (the records shown; threat model as `attack [hash]: ...`):"
+                   "\n\n" + "\n".join(lines))  # fmt: skip
+    problems = log_problem_lines(records) if len(records) else []
+    if problems:
+        out.append("Attack logs left out (empty or disagreeing with the record's counts):\n\n"
+                   + "\n".join(f"- warning: {t}" for t in problems))  # fmt: skip
+    return "\n\n".join(out)
 
 
 def _seed_note(table: pd.DataFrame, spec: TableSpec) -> str:
@@ -728,6 +863,10 @@ def render_latex(table: pd.DataFrame, spec: TableSpec) -> str:
     label = f"tab:{spec.name}" + (f"_{spec.variant}" if spec.variant else "")
     caption = latex_escape(spec.caption.replace("**", "").replace("`", ""))
     caption = f"{latex_escape(spec.title)}. {caption}".strip()
+    threats = [f"{g}: {t}" for g, t in (table.attrs.get("threats") or {}).items()]
+    if threats:
+        caption += " " + latex_escape("Threat models (hash per attack column): "
+                                      + "; ".join(threats) + ".")  # fmt: skip
     shown = compact_table(table, spec)
     if shown.empty:
         shown = pd.DataFrame({("empty table spec", "", ""): []})
