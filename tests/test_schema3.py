@@ -20,25 +20,9 @@ from benchmark.records.store import run_id_of
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
 
-
-def identity_of(args):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from benchmark.jobs.build import job_identity
-
-    if not OmegaConf.has_resolver("project_root"):
-        OmegaConf.register_new_resolver("project_root", lambda: str(ROOT))
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        choices = dict(
-            compose("run", overrides=args, return_hydra_config=True).hydra.runtime.choices
-        )
-        cfg = compose("run", overrides=args)
-    return job_identity(cfg, choices)
-
+from test_contract_cli import identity_of  # noqa: E402  (the same in-process identity)
 
 BASE = ["experiment=smoke", "paths.results_dir=/tmp/unused-results", "exp_name=s3"]
 

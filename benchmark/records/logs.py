@@ -16,8 +16,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -103,18 +101,9 @@ def gzip_bytes(text: bytes) -> bytes:
 
 def write_compressed(source: Path, target: Path) -> None:
     """Compress ``source`` (a plain log) into ``target`` atomically (temp file + rename)."""
-    data = gzip_bytes(Path(source).read_bytes())
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from benchmark.records.store import write_bytes_atomic
+
+    write_bytes_atomic(target, gzip_bytes(Path(source).read_bytes()))
 
 
 def finish_log(partial: Path, folder: Path, run_id: str) -> Path:

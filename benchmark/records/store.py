@@ -158,19 +158,28 @@ def record_path(results_dir: Path, exp_name: str, run_id: str) -> Path:
     return Path(results_dir) / "runs" / exp_name / f"{run_id}.json"
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to ``path`` via a temp file in the same folder and an atomic rename."""
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temp file in the same folder and an atomic rename (a
+    kill leaves the old file or the new one, never a part)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=str, allow_nan=True)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to ``path`` atomically (:func:`write_bytes_atomic`); a value that cannot be
+    serialised fails before anything is written."""
+    text = json.dumps(data, indent=2, sort_keys=False, default=str, allow_nan=True)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_record(record: RunRecord, results_dir: Path) -> Path:
