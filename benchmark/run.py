@@ -294,8 +294,9 @@ def usage() -> str:
     lines += [
         "",
         "Top-level keys: sparsity (in [0, 1)), seed, device (auto|cpu|cuda[:N]), exp_name,",
-        "  force (rerun a finished job), eval_batch_size, max_eval_examples, cache_pruned,",
-        "  progress, paths.results_dir, paths.cache_dir, paths.data_dir, paths.nltk_data.",
+        "  force (rerun a finished job), eval_batch_size, max_eval_examples, eval_sample,",
+        "  eval_sample_seed, precision (float32|bfloat16|float16), cache_pruned, progress,",
+        "  paths.results_dir, paths.cache_dir, paths.data_dir, paths.nltk_data.",
         "A group's own keys: e.g. pruner.nsamples=256, attack.num_examples=872 (--cfg job shows",
         "the composed config). Your own configs: --config-dir DIR (groups as folders).",
         "Hydra's own flags: --hydra-help; shell completion: rpb -sc install=bash.",

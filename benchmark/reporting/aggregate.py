@@ -684,9 +684,11 @@ def summary_table(df: pd.DataFrame, exp_names: list[str], n_boot: int = 10_000) 
         sizes = sorted(runs["n_total"].dropna().astype(int).unique(), reverse=True) or [None]
         for n in sizes:
             at_n = runs if n is None else runs[runs["n_total"] == n]
-            for h in sorted(at_n["_tm"].unique()):
+            hashes = sorted(at_n["_tm"].unique())
+            for h in hashes:  # the hash joins the label only where the attack has several
                 size = "" if len(sizes) <= 1 else f" (n={n})"
-                columns.append((a, n, h, f"{a}{size} [{h}]" if h else f"{a}{size}"))
+                tag = f" [{h}]" if h and len(hashes) > 1 else ""
+                columns.append((a, n, h, f"{a}{size}{tag}"))
     coarse = ok["n_total"].max() <= 100
     rows = []
     keys = ["sparsity_target", "_exp", "_pruner", "pruner", "budget"]
@@ -806,7 +808,8 @@ SUMMARY_NOTE = (
     "median forward latency of the pruned / the dense model on a fixed batch of 32 evaluation "
     "sentences on the job's device (a cost figure, measured while other jobs shared the CPU; "
     "masked weights give no speed-up on a CPU). Each attack column is one attack, one attacked "
-    "sample size and one threat model (its hash in brackets, described below): records of two "
+    "sample size and one threat model (described below; its hash in brackets where an attack "
+    "has several): records of two "
     "threat models are never averaged in one cell. docs/statistics.md."
 )
 
