@@ -128,9 +128,7 @@ def schema3(cfg: dict[str, Any], rec: dict[str, Any], log: Path | None,
     - transfer jobs: ``transfer_source`` (the source record's NEW run id and its log's content
       hash) instead of the source's absolute path, which stays in the config, out of the id.
     """
-    if ("precision" in cfg and "threat_model" in cfg) or (
-        "precision" in cfg and (cfg.get("attack") or {}).get("recipe") == "none"
-    ):
+    if "precision" in cfg:  # written by schema 3, or migrated already
         return cfg
     out = dict(cfg)
     attack = dict(out.get("attack") or {})

@@ -69,6 +69,12 @@ def _rehearse_module():
 
 
 @pytest.fixture(scope="session")
+def rehearse_module():
+    """``scripts/rehearse.py`` as a module (no Hub built)."""
+    return _rehearse_module()
+
+
+@pytest.fixture(scope="session")
 def local_hub(tmp_path_factory):
     """The local Hugging Face Hub of ``scripts/rehearse.py``, built once per session.
 

@@ -4,15 +4,18 @@ nothing is run or written."""
 from __future__ import annotations
 
 import json
+import logging
 
 from benchmark.jobs import plan as planner
 from benchmark.reporting import reproduce
 
 
-def test_plan_counts_jobs_and_records_and_writes_nothing(tmp_path, capsys):
+def test_plan_counts_jobs_and_records_and_writes_nothing(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="benchmark.reproduce")
     args = [f"paths.results_dir={tmp_path / 'results'}", f"paths.cache_dir={tmp_path / 'c'}"]
     assert reproduce.main(["smoke", "--plan", *args]) == 0
-    first = capsys.readouterr().out
+    first = caplog.text
+    caplog.clear()
     sweeps, _ = reproduce.plan("smoke", None, args)
     jobs = [j for s in sweeps for j in planner.expand(s)]
     assert f"jobs: {len(jobs)} total, 0 with records" in first
@@ -22,7 +25,7 @@ def test_plan_counts_jobs_and_records_and_writes_nothing(tmp_path, capsys):
     ident.path.parent.mkdir(parents=True)
     ident.path.write_text(json.dumps({"run_id": ident.run_id, "status": "ok"}))
     assert reproduce.main(["smoke", "--plan", *args]) == 0
-    assert f"jobs: {len(jobs)} total, 1 with records" in capsys.readouterr().out
+    assert f"jobs: {len(jobs)} total, 1 with records" in caplog.text
 
 
 def _value(job: list[str], key: str) -> str:
@@ -41,12 +44,21 @@ def test_sweep_expansion_is_hydras():
     assert {_value(j, "sparsity") for j in jobs} == {"0.5"}
 
 
-def test_missing_resources_are_named(monkeypatch, tmp_path, capsys):
+def test_missing_resources_are_named(monkeypatch, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="benchmark.reproduce")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    sweeps = [["-m", "experiment=smoke", "model=bert_base_uncased", "attack=textfooler",
-               f"paths.results_dir={tmp_path / 'r'}", "paths.counterfitted_embeddings=null"]]
+    sweeps = [
+        [
+            "-m",
+            "experiment=smoke",
+            "model=bert_base_uncased",
+            "attack=textfooler",
+            f"paths.results_dir={tmp_path / 'r'}",
+            "paths.counterfitted_embeddings=null",
+        ]
+    ]
     planner.run_plan(sweeps)
-    out = capsys.readouterr().out
+    out = caplog.text
     assert "Hub bert-base-uncased (no commit in the local cache; cannot be fetched" in out
     assert "counter-fitted embeddings" in out

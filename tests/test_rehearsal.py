@@ -41,16 +41,6 @@ POST_TRAINING = ["magnitude", "magnitude_global", "wanda", "sparsegpt", "akr", "
                  "ria", "owl_wanda", "owl_sparsegpt", "owl_akr", "dsnot", "structured"]  # fmt: skip
 
 
-def _rehearse():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("rehearse", ROOT / "scripts" / "rehearse.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("rehearse", module)  # its dataclasses look their module up
-    spec.loader.exec_module(sys.modules["rehearse"])
-    return sys.modules["rehearse"]
-
-
 def _yaml(path: Path) -> dict:
     return yaml.safe_load(path.read_text()) or {}
 
@@ -86,9 +76,9 @@ def conf_hub_datasets() -> dict[str, tuple[str, str | None]]:
     return out
 
 
-def test_every_hub_id_in_conf_has_a_local_hub_counterpart():
+def test_every_hub_id_in_conf_has_a_local_hub_counterpart(rehearse_module):
     """A new Hub model or dataset in conf/ cannot skip the rehearsal."""
-    rehearse = _rehearse()
+    rehearse = rehearse_module
     models = conf_hub_models()
     assert "roberta-base" in models and "textattack/bert-base-uncased-ag-news" in models
     missing = sorted(set(models) - set(rehearse.hub_models()))
@@ -337,10 +327,10 @@ def _sweep(hub, tmp: Path, model: str, exp: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
-def test_a_missing_tokenizer_package_is_named_not_hidden(monkeypatch):
+def test_a_missing_tokenizer_package_is_named_not_hidden(monkeypatch, rehearse_module):
     """Without sentencepiece (not a dependency) DeBERTa-v3 cannot be stood in, nor loaded:
     the builder names it in ``not_built`` and the tests skip it with that reason."""
-    rehearse = _rehearse()
+    rehearse = rehearse_module
     spec = rehearse.hub_models()["microsoft/deberta-v3-base"]
     monkeypatch.setitem(sys.modules, "sentencepiece", None)
     assert rehearse.missing_packages(spec) == ["sentencepiece"]

@@ -21,6 +21,7 @@ It ends with ``jobs: N total, M with records`` and exits 0 whenever it printed t
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
@@ -31,6 +32,7 @@ from typing import Any
 from benchmark.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
+log = logging.getLogger("benchmark.reproduce")
 
 
 @dataclass
@@ -103,6 +105,7 @@ class Rates:
     prune: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
     clean: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
     attack: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+    split: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
 
     @classmethod
     def from_records(cls, results_dir: Path, device_kind: str) -> Rates:
@@ -118,6 +121,9 @@ class Rates:
             ):
                 continue
             md = _kind_key(rec)
+            cfg = rec.get("cfg") or {}
+            if rec.get("n_eval") and not (cfg.get("eval_sample") or cfg.get("max_eval_examples")):
+                out.split[md].append(float(rec["n_eval"]))  # the whole evaluation split
             dense = rec.get("dense_info") or {}
             if dense.get("seconds"):
                 out.dense[md].append(float(dense["seconds"]))
@@ -162,12 +168,12 @@ def estimate(job: PlannedJob, resolved: dict[str, Any], names: dict[str, str], r
     if n_eval and per_eval is not None:
         parts["clean evaluation"] = per_eval * int(n_eval)
     elif per_eval is not None:
-        n_split = _median(float(x) for x in _split_sizes(md))
+        n_split = _median(rates.split.get(md, []))
         parts["clean evaluation"] = per_eval * n_split if n_split else None
     attack = resolved.get("attack") or {}
     if attack.get("recipe", "none") != "none":
         per_ex = _median(rates.attack.get((*md, names["attack"]), []))
-        n = int(attack.get("num_examples") or 0) or (_median(_split_sizes(md)) or 0)
+        n = int(attack.get("num_examples") or 0) or (_median(rates.split.get(md, [])) or 0)
         parts[f"attack ({n:g} examples)"] = per_ex * n if per_ex is not None else None
     job.parts = {k: v for k, v in parts.items() if v is not None}
     job.seconds = None if any(v is None for v in parts.values()) else sum(job.parts.values())
@@ -195,13 +201,6 @@ def dense_cached(resolved: dict[str, Any]) -> bool:
     key = dense_key(model, dataset, recipe, None, data)
     folder = Path(resolved["paths"]["cache_dir"]) / "dense" / f"{model.name}-{dataset.name}-{key}"
     return (folder / "info.json").is_file()
-
-
-_SPLITS: dict[tuple, list[float]] = defaultdict(list)
-
-
-def _split_sizes(md: tuple) -> list[float]:
-    return _SPLITS.get(md, [])
 
 
 def needs(ident, resolved: dict[str, Any]) -> list[str]:
@@ -233,9 +232,7 @@ def needs(ident, resolved: dict[str, Any]) -> list[str]:
 
 def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[tuple]:
     """(sweep, [PlannedJob]) for every sweep."""
-    import torch
-
-    device_kind = "cuda" if torch.cuda.is_available() else "cpu"
+    device_kind = _device_kind()
     out = []
     rates = None
     dense_seen: set = set()
@@ -253,7 +250,6 @@ def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[
             if rates is None:
                 rdir = results_dir or Path(resolved["paths"]["results_dir"])
                 rates = Rates.from_records(rdir, device_kind)
-                _load_split_sizes(rdir)
             job.run_id = ident.run_id
             job.kind = " / ".join(ident.names[g] for g in ("model", "dataset", "pruner", "attack"))
             try:
@@ -267,23 +263,6 @@ def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[
             jobs.append(job)
         out.append((sweep, jobs))
     return out
-
-
-def _load_split_sizes(results_dir: Path) -> None:
-    for path in (Path(results_dir) / "runs").glob("*/*.json"):
-        try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if (
-            rec.get("status") == "ok"
-            and rec.get("n_eval")
-            and not (
-                (rec.get("cfg") or {}).get("eval_sample")
-                or (rec.get("cfg") or {}).get("max_eval_examples")
-            )
-        ):
-            _SPLITS[_kind_key(rec)].append(float(rec["n_eval"]))
 
 
 def _hours(seconds: float) -> str:
@@ -333,10 +312,15 @@ def render(plan: list[tuple], device_kind: str) -> str:
 
 
 def run_plan(sweeps: list[list[str]]) -> int:
-    """Print the plan of ``sweeps``; 0 when it was printed."""
-    import torch
-
+    """Log the plan of ``sweeps`` (``benchmark.reproduce``'s lines); 0 when it was shown."""
     results = [a.split("=", 1)[1] for s in sweeps for a in s if a.startswith("paths.results_dir=")]
     plan = make_plan(sweeps, Path(results[-1]) if results else None)
-    print(render(plan, "cuda" if torch.cuda.is_available() else "cpu"))
+    log.info("%s", render(plan, _device_kind()))
     return 0
+
+
+def _device_kind() -> str:
+    """``cuda`` or ``cpu``: what ``device=auto`` resolves to on this machine."""
+    from benchmark.models.loading import resolve_device
+
+    return resolve_device("auto").type

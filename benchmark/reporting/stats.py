@@ -278,15 +278,21 @@ def paired_cluster_bootstrap(
     return mean, low, high, n_pairs
 
 
-def paired_example_diffs(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> dict:
-    """Per example: mean over its shared seeds of a - b (keys ``(example, seed)``)."""
+def _mean_diff_by(a: Mapping[tuple, float], b: Mapping[tuple, float], part: int) -> dict:
+    """Mean of a - b over the shared ``(example, seed)`` keys, grouped by the key's ``part``
+    (0: example, 1: seed), sorted by group."""
     sums: dict = {}
     counts: dict = {}
     for key in set(a) & set(b):
-        ex = key[0]
-        sums[ex] = sums.get(ex, 0.0) + float(a[key]) - float(b[key])
-        counts[ex] = counts.get(ex, 0) + 1
-    return {ex: sums[ex] / counts[ex] for ex in sorted(sums, key=str)}
+        g = key[part]
+        sums[g] = sums.get(g, 0.0) + float(a[key]) - float(b[key])
+        counts[g] = counts.get(g, 0) + 1
+    return {g: sums[g] / counts[g] for g in sorted(sums, key=str)}
+
+
+def paired_example_diffs(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> dict:
+    """Per example: mean over its shared seeds of a - b (keys ``(example, seed)``)."""
+    return _mean_diff_by(a, b, 0)
 
 
 def per_seed_deltas(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> dict:
@@ -295,13 +301,7 @@ def per_seed_deltas(a: Mapping[tuple, float], b: Mapping[tuple, float]) -> dict:
     The paired delta of one seed (one dense fine-tune): row minus reference on the sentences
     both attacked under that seed. Sorted by seed.
     """
-    sums: dict = {}
-    counts: dict = {}
-    for key in set(a) & set(b):
-        s = key[1]
-        sums[s] = sums.get(s, 0.0) + float(a[key]) - float(b[key])
-        counts[s] = counts.get(s, 0) + 1
-    return {s: sums[s] / counts[s] for s in sorted(sums, key=str)}
+    return _mean_diff_by(a, b, 1)
 
 
 def wilson_halfwidth_n(halfwidth: float, p: float, z: float = Z95) -> int:
