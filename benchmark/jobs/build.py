@@ -248,15 +248,13 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
         raise UserError(f"sparsity must be in [0, 1), got {cfg.sparsity}")
     from omegaconf import OmegaConf
 
-    from benchmark.jobs.validate import PIPELINE_KEYS
+    from benchmark.jobs.registry import method_config
 
     device = resolve_device(str(cfg.device))
     objs = {}
     for group in ("pruner", "dense", "attack"):
-        node = cfg[group]
-        if any(k in node for k in PIPELINE_KEYS.get(group, {})):  # keys the class never sees
-            node = OmegaConf.create({k: v for k, v in resolved[group].items()
-                                     if k not in PIPELINE_KEYS[group]})  # fmt: skip
+        # the resolved values, without the keys the class never sees (pruner.calibration)
+        node = method_config(group, OmegaConf.create(resolved[group]))
         try:
             objs[group] = instantiate(node)
         except Exception as exc:  # unknown or mistyped hyper-parameter in a method config
