@@ -110,7 +110,7 @@ def test_gap_grows_needs_disjoint_intervals(tmp_path: Path) -> None:
     _run(tmp_path, "s8", "sparsegpt", 0.875, 5)
     gap = {"id": "G", "text": "t", "kind": "gap_grows", "row": "akr",
            "reference": "sparsegpt", "sparsities": [0.5, 0.875]}  # fmt: skip
-    spec = claims.load_spec(_spec(tmp_path, gap))
+    spec = claims.load_spec(_spec(tmp_path, gap, family=()))
     _, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
     assert verdicts.loc[0, "verdict"] == "pending"  # holds on one seed: no seed-level interval
     assert verdicts.loc[0, "cells"] == "deepwordbug: holds" + ONE
@@ -189,3 +189,35 @@ def test_a_wider_interval_never_rescues_a_failed_cell(tmp_path: Path) -> None:
     assert r["cell_conditional"] == "fails: below"
     assert r["cell"] == "not robust to seed variance (conditional: fails: below)"
     assert verdicts.loc[0, "verdict"] == "does not replicate"
+
+
+def test_two_sided_claim_on_named_settings_in_its_own_family(tmp_path: Path) -> None:
+    """C6-like: AKR calibrated on SST-2 against the task-calibrated AKR, two-sided, Holm over
+    its own two cells. At 50% the SST-2 row survives 10 against 30 (lower: holds, the sign in
+    the delta); at 87.5% both survive 20 (no difference). The SST-2 row never stands in for
+    the default AKR row of another claim, and a settings key the option lacks is an error."""
+    for s, task, sst2 in ((0.5, 30, 10), (0.875, 20, 20)):
+        _run(tmp_path, f"a{s}", "akr", s, task)
+        _run(tmp_path, f"c{s}", "akr", s, sst2, cfg={"calibration": "sst2"})
+        _run(tmp_path, f"s{s}", "sparsegpt", s, 0)
+    c6 = {"id": "C6", "text": "t", "kind": "differs", "row": "akr",
+          "row_settings": {"calibration": "sst2"}, "reference": "akr",
+          "sparsities": [0.5, 0.875]}  # fmt: skip
+    above = {"id": "A", "text": "t", "kind": "above", "row": "akr", "reference": "sparsegpt",
+             "sparsities": [0.5]}  # fmt: skip
+    spec = claims.load_spec(_spec(tmp_path, above, c6, family=(["A"], ["C6"])))
+    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    a, c50, c875 = table.iloc[0], table.iloc[1], table.iloc[2]
+    assert a["delta_aua"] == pytest.approx(30 / N)  # the task-calibrated AKR row
+    assert a["p_holm_conditional"] == pytest.approx(a["p_value_conditional"])  # m = 1
+    assert c50["row"] == "akr (calibration=sst2)" and c50["reference"] == "akr"
+    assert c50["delta_aua"] == pytest.approx(-20 / N)
+    assert c50["p_holm_conditional"] == pytest.approx(2 * 2.0**-19)  # m = 2, its own family
+    assert c50["cell"] == "holds" + ONE
+    assert c875["cell"] == "fails: no significant difference" + ONE
+    assert list(verdicts["verdict"]) == ["pending", "does not replicate"]
+    md = claims.render(table, verdicts, spec, "spec")
+    assert "each family separately" in md and "akr (calibration=sst2)" in md
+    bad = {**c6, "row_settings": {"calibraton": "sst2"}}
+    with pytest.raises(ValueError, match="calibraton"):
+        claims.load_spec(_spec(tmp_path, bad))

@@ -13,8 +13,11 @@ the paired comparison of the claim's row against its reference on the claim's pr
   bootstrap over sentences, exact McNemar or exact sign-flip p, Holm over the same family.
 
 The Holm family is every registered cell of the claims named in ``family`` (claims x
-sparsities x attacks, as written in the spec); a cell without a test (not run, degenerate,
-one seed for the seed-level test) counts in m with p = 1. A cell reads ``holds`` only when the
+sparsities x attacks, as written in the spec; ``family`` may also be a list of such lists,
+each adjusted on its own); a cell without a test (not run, degenerate, one seed for the
+seed-level test) counts in m with p = 1. Kinds: ``above`` / ``below`` (one direction, p
+two-sided with the delta's sign), ``retains`` (the interval reaches 0), ``gap_grows`` and
+``differs`` (two-sided: a significant difference either way, its sign in the delta). A cell reads ``holds`` only when the
 rule holds on both intervals; ``not robust to seed variance (conditional: <verdict>)`` where the
 two disagree; ``<verdict> (one seed, conditional only)`` with one seed. One verdict per claim:
 
@@ -28,7 +31,8 @@ two disagree; ``<verdict> (one seed, conditional only)`` with one seed. One verd
 
 Only records of the claim's protocol count: the experiment, the attack sample size
 (``num_examples``), the pruner option's default settings (variants such as 2:4 or float32 are
-other configurations) and, as in every comparison, the same attack, model, data and dense
+other configurations) unless the claim names a side's settings (``row_settings:
+{calibration: sst2}``: that option's defaults with those keys set) and, as in every comparison, the same attack, model, data and dense
 recipe on both sides.
 """
 
@@ -49,7 +53,7 @@ from benchmark.reporting.stats import holm_adjust
 log = logging.getLogger(__name__)
 
 CLAIMS_DIR = Path(__file__).resolve().parents[2] / "conf" / "claims"
-KINDS = ("above", "below", "retains", "gap_grows")
+KINDS = ("above", "below", "retains", "gap_grows", "differs")
 COLUMNS = ["claim", "kind", "row", "reference", "sparsity", "attack", "seeds", "n_pairs",
            "delta_aua", "delta_ci_low", "delta_ci_high", "p_value", "p_holm", "cell",
            "seed_deltas", "delta_ci_low_conditional", "delta_ci_high_conditional",
@@ -68,11 +72,57 @@ def load_spec(name: str | Path) -> dict[str, Any]:
             raise ValueError(f"claim {c['id']}: kind {c['kind']!r} is not one of {KINDS}")
         if c["kind"] == "gap_grows" and len(c["sparsities"]) != 2:
             raise ValueError(f"claim {c['id']}: gap_grows needs exactly two sparsities")
+        for side in ("row", "reference"):
+            _check_settings(c, side)
+    ids = {c["id"] for c in spec["claims"]}
+    for fam in families(spec):
+        if set(fam) - ids:
+            raise ValueError(f"family names claims that the spec does not have: "
+                             f"{sorted(set(fam) - ids)}")  # fmt: skip
     return spec
 
 
+def families(spec: dict[str, Any]) -> list[list[str]]:
+    """The spec's Holm families: ``family`` is one list of claim ids, or a list of such lists
+    (each adjusted separately, e.g. the paper's claims and an exploratory two-sided one)."""
+    fam = spec.get("family") or []
+    if fam and all(isinstance(f, list) for f in fam):
+        return [list(f) for f in fam]
+    return [list(fam)] if fam else []
+
+
+def _check_settings(claim: dict, side: str) -> None:
+    """``<side>_settings``: pruner keys set instead of the option's defaults; each must be a
+    key of ``conf/pruner/<pruner>.yaml`` (a typo would silently match nothing)."""
+    from benchmark.records.staleness import _option
+
+    settings = claim.get(f"{side}_settings")
+    if not settings:
+        return
+    option = _option("pruner", str(claim[side])) or {}
+    unknown = sorted(set(settings) - set(option))
+    if unknown:
+        raise ValueError(f"claim {claim['id']}: {side}_settings {unknown} are not keys of "
+                         f"conf/pruner/{claim[side]}.yaml")  # fmt: skip
+
+
+def side_label(claim: dict, side: str) -> str:
+    """``akr`` or, with settings, ``akr (calibration=sst2)``."""
+    settings = claim.get(f"{side}_settings") or {}
+    extra = ", ".join(f"{k}={v}" for k, v in settings.items())
+    return f"{claim[side]} ({extra})" if extra else str(claim[side])
+
+
+def _matches(identity: str, pruner: str, settings: dict | None) -> bool:
+    """A record of ``pruner`` at its option's defaults, with ``settings`` set instead."""
+    from benchmark.reporting.compare import _pruner_is
+
+    return _pruner_is(identity, pruner, tuple((settings or {}).items()))
+
+
 def protocol_records(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
-    """The ok records of the spec's experiment, attack sample size and default pruner configs."""
+    """The ok records of the spec's experiment and attack sample size, whose pruner is at its
+    option's defaults or at the settings a claim names (``row_settings``/``reference_settings``)."""
     from benchmark.reporting.aggregate import dedupe
     from benchmark.reporting.compare import _is_default_pruner
 
@@ -81,11 +131,13 @@ def protocol_records(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     ok = df[(df["status"] == "ok") & (df["exp_name"] == spec["experiment"])]
     if ok.empty:
         return ok
+    variants = [(c[side], c[f"{side}_settings"]) for c in spec["claims"]
+                for side in ("row", "reference") if c.get(f"{side}_settings")]  # fmt: skip
     keep = []
     for ident in ok["_identity"]:
         attack = json.loads(ident).get("attack") or {}
-        keep.append(attack.get("num_examples") == spec["num_examples"]
-                    and _is_default_pruner(ident))  # fmt: skip
+        config = _is_default_pruner(ident) or any(_matches(ident, p, s) for p, s in variants)
+        keep.append(attack.get("num_examples") == spec["num_examples"] and config)
     return dedupe(ok[keep])
 
 
@@ -104,18 +156,21 @@ def _cell(recs: pd.DataFrame, claim: dict, sparsity: float, attack: str,
     cell has a test and is not degenerate)."""
     from benchmark.reporting.compare import compare_pair, seed_delta_text
 
-    def pick(pruner: str, dense_ok: bool) -> pd.DataFrame:
+    def pick(side: str, dense_ok: bool) -> pd.DataFrame:
         """Records at the cell's sparsity; the reference may be the dense model (0.0)."""
+        pruner, settings = claim[side], claim.get(f"{side}_settings")
         sub = recs[(recs["pruner"] == pruner) & (recs["attack"] == attack)]
+        if len(sub):  # the default configuration, or the one the claim names
+            sub = sub[[_matches(i, pruner, settings) for i in sub["_identity"]]]
         sparsity_of = sub["sparsity_target"].astype(float)
         same = sub[(sparsity_of - sparsity).abs() < 1e-9]
         if same.empty and dense_ok and len(sub) and (sparsity_of == 0.0).all():
             return sub
         return same
 
-    row, ref = pick(claim["row"], False), pick(claim["reference"], True)
-    out = {"claim": claim["id"], "kind": claim["kind"], "row": claim["row"],
-           "reference": claim["reference"], "sparsity": sparsity, "attack": attack,
+    row, ref = pick("row", False), pick("reference", True)
+    out = {"claim": claim["id"], "kind": claim["kind"], "row": side_label(claim, "row"),
+           "reference": side_label(claim, "reference"), "sparsity": sparsity, "attack": attack,
            "seeds": 0, "n_pairs": 0, "delta_aua": np.nan, "delta_ci_low": np.nan,
            "delta_ci_high": np.nan, "p_value": np.nan, "seed_deltas": "",
            "delta_ci_low_conditional": np.nan, "delta_ci_high_conditional": np.nan,
@@ -168,9 +223,14 @@ def judge(df: pd.DataFrame, spec: dict[str, Any], n_boot: int = 10_000):
         for attack in spec["attacks"]
     ]
     table = pd.DataFrame(cells)
-    family = table["claim"].isin(spec.get("family", []))
-    table["p_holm"] = _holm_family(table, family, "p_value")
-    table["p_holm_conditional"] = _holm_family(table, family, "p_value_conditional")
+    table["p_holm"] = np.nan
+    table["p_holm_conditional"] = np.nan
+    for fam in families(spec):
+        member = table["claim"].isin(fam)
+        for col in ("p_value", "p_value_conditional"):
+            adjusted = _holm_family(table, member, col)
+            target = col.replace("p_value", "p_holm")
+            table.loc[member, target] = adjusted[member]
     table["cell"] = table["status"]
     table["cell_conditional"] = table["status"]
     alpha = float(spec.get("alpha", 0.05))
@@ -223,6 +283,8 @@ def _cell_result(r: pd.Series, kind: str, alpha: float, suffix: str = "") -> str
         return "holds" if hi >= 0 else "fails: below"
     p = r[f"p_holm{suffix}"]
     p = r[f"p_value{suffix}"] if pd.isna(p) else p
+    if kind == "differs":  # two-sided: a difference either way, its sign in the delta
+        return "holds" if p < alpha else "fails: no significant difference"
     sign = 1 if kind == "above" else -1
     if sign * d > 0 and p < alpha:
         return "holds"
@@ -275,20 +337,24 @@ def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], na
     ``records`` (the protocol's records) give its threat models and left-out attack logs."""
     from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
 
-    family = spec.get("family", [])
-    m = int(table["claim"].isin(family).sum())
+    holm = "; ".join(
+        f"the {int(table['claim'].isin(fam).sum())} registered cells of {', '.join(fam)}"
+        for fam in families(spec)
+    ) or "no family (unadjusted)"
+    if len(families(spec)) > 1:
+        holm = "each family separately: " + holm
     head = (
         f"# Claims `{name}`: judged from the records\n\n"
         f"Experiment `{spec['experiment']}`, attacks {', '.join(spec['attacks'])} on "
         f"{'the whole split' if not spec['num_examples'] else spec['num_examples']} "
-        "(pruner options at their defaults). `Δ Aua` = row minus reference in points, "
+        "(pruner options at their defaults unless a row names its settings). `Δ Aua` = row minus reference in points, "
         "paired over the same sentences. Seeds are the unit of a method claim: `per-seed Δ` = "
         "each seed's paired delta (its own dense fine-tune), `[t 95% CI]` = their "
         "random-effects t-interval (S - 1 degrees of freedom: 2 with three seeds), `p (t)` = "
         "one-sample t-test. Conditional on these fine-tunes (the unit is the sentence): "
         "`[95% CI], conditional` = paired cluster bootstrap over sentences, `p` = exact "
-        "McNemar (one seed) or exact sign-flip (several). Both `Holm` columns: over the "
-        f"{m} registered cells of {', '.join(family)} (a cell without a test, e.g. degenerate, "
+        f"McNemar (one seed) or exact sign-flip (several), two-sided. Both `Holm` columns: over "
+        f"{holm} (a cell without a test, e.g. degenerate, "
         f"not run, or one seed for `p (t)`, counts as p = 1); alpha {spec.get('alpha', 0.05)}. "
         "A cell `holds` only when the rule holds on both intervals; `not robust to seed "
         "variance` where they disagree (the conditional verdict in brackets); `(one seed, "
