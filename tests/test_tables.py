@@ -570,3 +570,26 @@ def test_a_cell_never_averages_configurations() -> None:
     default = {**row.to_dict(), "_identity": ident(akr, 1000, "akr")}
     cells, k = one_configuration(pd.DataFrame([other, default]))
     assert k == 2 and list(cells["n_total"]) == [1000]
+
+
+def test_a_method_at_named_pruner_settings_takes_only_its_records(tmp_path: Path) -> None:
+    """embedded_three_datasets: `akr_sst2` (pruner.calibration=sst2) and `akr` (the defaults)
+    are two rows of one pruner; each takes only its own records, never one for the other."""
+    from omegaconf import OmegaConf
+    from test_stats import write_run
+
+    from benchmark.reporting.tables import method_of
+
+    spec = load_spec("embedded_three_datasets", variant="embedded")
+    akr = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pruner/akr.yaml"))
+    for run_id, cal, survive in (("task", "task", 6), ("sst2", "sst2", 2)):
+        write_run(tmp_path, "embedded_agnews", run_id, "akr", 0.5, 0, list(range(survive)),
+                  attack="deepwordbug", extra_cfg={**akr, "calibration": cal},
+                  model="minilm_l6", dataset="agnews", dense="finetune")  # fmt: skip
+    recs = aggregate.load_records(tmp_path)
+    assert sorted(method_of(r, spec) for r in recs.to_dict("records")) == ["akr", "akr_sst2"]
+    table = build_table(recs, spec)
+    rows = {r["Method"]: r for r in table.to_dict("records") if r["Sparsity"] == "50%"}
+    col = next(c for c in table.columns if c.startswith("AG News DeepWordBug Aua% ours"))
+    assert rows["AKR"][col].startswith("30.0")
+    assert rows["AKR (SST-2 calibration)"][col].startswith("10.0")

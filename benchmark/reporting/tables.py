@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from benchmark.reporting.provenance import TIMING
@@ -237,10 +238,33 @@ def _record_mask(df: pd.DataFrame, spec: TableSpec, ctx: Mapping[str, Any]) -> p
     if "method" in ctx:
         selector = method_selector(spec, ctx["method"])
         for col, want in selector.items():
-            if col == "missing":
+            if col in ("missing", "settings"):
                 continue
             mask &= df[col] == want if col in df else False
+        if "_identity" in df and _has_settings(selector, spec):
+            mask &= np.array([_settings_match(i, selector, spec) for i in df["_identity"]])
     return mask
+
+
+def _has_settings(selector: Mapping[str, Any], spec: TableSpec) -> bool:
+    """Whether the method or another of the same pruner names pruner settings."""
+    return "pruner" in selector and any(
+        m.get("settings") and m.get("pruner") == selector["pruner"]
+        for m in [selector, *spec.methods.values()]
+    )
+
+
+def _settings_match(identity: str, selector: Mapping[str, Any], spec: TableSpec) -> bool:
+    """A method with ``settings`` (e.g. ``{calibration: sst2}``) takes only the records of its
+    pruner at those settings; a method of the same pruner without settings takes the others."""
+    from benchmark.reporting.compare import _pruner_is
+
+    pruner = str(selector["pruner"])
+    if selector.get("settings"):
+        return _pruner_is(identity, pruner, tuple(selector["settings"].items()))
+    siblings = [m["settings"] for m in spec.methods.values()
+                if m.get("settings") and m.get("pruner") == pruner]  # fmt: skip
+    return not any(_pruner_is(identity, pruner, tuple(s.items())) for s in siblings)
 
 
 def method_selector(spec: TableSpec, method: str) -> dict[str, Any]:
@@ -895,10 +919,14 @@ def render_latex(table: pd.DataFrame, spec: TableSpec) -> str:
 
 def method_of(record: Mapping[str, Any], spec: TableSpec) -> str:
     """The paper method name of a record (reverse of ``spec.methods``; default its pruner)."""
+    ident = record.get("_identity")
     for method, selector in spec.methods.items():
         if "missing" in selector:
             continue
-        if all(record.get(k) == v for k, v in selector.items()):
+        if all(record.get(k) == v for k, v in selector.items() if k != "settings") and (
+            not isinstance(ident, str) or not _has_settings(selector, spec)
+            or _settings_match(ident, selector, spec)
+        ):  # fmt: skip
             return method
     pruner = record.get("pruner")
     return str(record.get("dense")) if pruner == "none" else str(pruner)
