@@ -204,8 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--dataset", default="sst2", choices=("sst2", "agnews", "imdb"))
     ap.add_argument("--n", type=int, default=12, help="examples per attack")
-    ap.add_argument("--longest", action="store_true",
-                    help="the N longest examples of the preset's sample (hang-guard probe)")
+    ap.add_argument(
+        "--longest",
+        action="store_true",
+        help="the N longest examples of the preset's sample (hang-guard probe)",
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--attacks", default=",".join(ATTACKS))
     ap.add_argument("--model", default=None, help="model source (default: dense cache/package)")
