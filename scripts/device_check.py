@@ -14,10 +14,13 @@ is rewritten after every part, so a run cut short still leaves what it measured)
 2. pruners on a BERT-base-sized model, whole model, 128 synthetic calibration sequences, 50%:
    AKR (lowrank float64, lowrank float32, and ``_obs_fast`` blocked float64), SparseGPT,
    Wanda: wall seconds and ratios to SparseGPT;
-3. training: dense fine-tune steps/s (``benchmark.training.loop.train``) and RobustT mask
+3. AKR's GPU path (``obs_impl: batched``) on a BERT-base-sized model at 50% with the default
+   job's options: wall seconds, the OBS solver's share, and the masks of the first block's
+   layers against the float64 lowrank solver on the same inputs (goal: under 60 s on an H100);
+4. training: dense fine-tune steps/s (``benchmark.training.loop.train``) and RobustT mask
    learning steps/s (``RobustTicketPruner.learn_scores``), MiniLM- and BERT-base-sized;
-4. raw forward throughput (``benchmark.jobs.latency.inference_ms``);
-5. 2:4 semi-structured sparsity of a BERT-base-sized encoder: magnitude 2:4 on the prunable
+5. raw forward throughput (``benchmark.jobs.latency.inference_ms``);
+6. 2:4 semi-structured sparsity of a BERT-base-sized encoder: magnitude 2:4 on the prunable
    linears, ``torch.sparse.to_sparse_semi_structured``, fp16 and bf16, batch 1/16/64 x 128,
    outputs checked against the masked dense model, kernel backend named (CUDA only).
 
@@ -339,6 +342,97 @@ def prune_part(args, tok, deadline: float) -> dict:
     }
 
 
+AKR_V2 = dict(calib_padding="max_length", bias_prunable=True, obs_damp=1e-4)
+"""The default job's AKR options (conf/pruner/akr.yaml, version 2) beyond the constructor's."""
+
+
+def akr_gpu_part(args, tok) -> dict:
+    """AKR at 50% on a BERT-base-sized model through the GPU path (``obs_impl: batched``).
+
+    Times the whole pruning and, inside it, the OBS solver calls; checks the masks of the first
+    ``--akr-check-layers`` layers against the float64 lowrank solver (``akr.obs_prune``) on
+    the same W-bar and H (the reference's time is not counted). The issue's goal: under 60 s
+    on one H100.
+    """
+    import torch
+
+    from benchmark.pruners import _obs_fast, akr
+    from benchmark.pruners.akr import AKRPruner
+    from benchmark.pruners.base import PruneData
+
+    dev = torch.device(args.device)
+    size = "tiny" if args.smoke else "bert-base"
+    nsamples = 16 if args.smoke else 128
+    check = 10**6 if args.smoke else args.akr_check_layers
+    data = PruneData(tokenizer=tok, train=synthetic_examples(4 * nsamples, (20, 60), seed=1),
+                     max_length=64, device=dev, seed=0)  # fmt: skip
+    model = build_model(size, dev)
+    real = _obs_fast.obs_prune
+    st = {"obs_s": 0.0, "ref_s": 0.0, "calls": 0, "checked": 0, "entries": 0, "equal": 0,
+          "w_diff": 0.0, "batch_rows": {}}  # fmt: skip
+
+    def timed(weight, hessian, sparsity, **kw):
+        sync(dev)
+        t0 = time.perf_counter()
+        out = real(weight, hessian, sparsity, **kw)
+        sync(dev)
+        st["obs_s"] += time.perf_counter() - t0
+        st["calls"] += 1
+        d_out, d = weight.shape
+        budget = _obs_fast.batch_bytes(weight.device, kw.get("chunk_bytes", 256 * 2**20))
+        st["batch_rows"][f"{d_out}x{d}"] = _obs_fast.chunk_rows(
+            d_out, d, 0, "batched", torch.float64, budget
+        )
+        if st["calls"] <= check:
+            ref_kw = {k: kw[k] for k in ("nm", "protect_last", "zeros_per_row", "official_damp",
+                                         "damp", "chunk_bytes") if k in kw}  # fmt: skip
+            t1 = time.perf_counter()
+            ref = akr.obs_prune(weight, hessian, sparsity, impl="lowrank", dtype=torch.float64,
+                                **ref_kw)  # fmt: skip
+            sync(dev)
+            st["ref_s"] += time.perf_counter() - t1
+            st["checked"] += 1
+            st["entries"] += ref[1].numel()
+            st["equal"] += int((ref[1] == out[1]).sum())
+            st["w_diff"] = max(st["w_diff"], float((ref[0] - out[0]).abs().max()))
+        return out
+
+    chunk_mb = 256 if dev.type == "cpu" else 8192  # the lowrank reference's chunk on a GPU
+    pruner = AKRPruner(nsamples=nsamples, obs_impl="batched", chunk_mb=chunk_mb, **AKR_V2)
+    _obs_fast.obs_prune = timed
+    try:
+        sync(dev)
+        t0 = time.perf_counter()
+        masks = pruner.prune(model, data, 0.5)
+        sync(dev)
+        wall = time.perf_counter() - t0
+    finally:
+        _obs_fast.obs_prune = real
+    wall -= st["ref_s"]  # the checks against the reference are not AKR's time
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(m.numel() for m in masks.values())
+    row = {
+        "model": f"{size} (random init), whole model, 50%",
+        "wall_s": wall,
+        "obs_s": st["obs_s"],
+        "other_s (passes, statistics, ridge)": wall - st["obs_s"],
+        "reference checks_s (not in wall_s)": st["ref_s"],
+        "sparsity": round(1 - kept / total, 4),
+        "layers": st["calls"],
+        "layers checked": st["checked"],
+        "mask entries equal to lowrank f64": st["equal"] / max(st["entries"], 1),
+        "max abs w diff": st["w_diff"],
+    }
+    if dev.type == "cuda":
+        row["peak_gib"] = torch.cuda.max_memory_allocated(dev) / 2**30
+    return {
+        "rows": [row],
+        "batch rows per layer shape": st["batch_rows"],
+        "calibration": f"{nsamples} synthetic sequences padded to 64 (version 2 options)",
+        "goal": "BERT-base AKR at 50% under 60 s on one H100 (wall_s)",
+    }
+
+
 def training_part(args, tok) -> dict:
     import torch
 
@@ -479,6 +573,8 @@ def main() -> None:
     ap.add_argument("--budget-s", type=int, default=None, help="overall (default 450; smoke 280)")
     ap.add_argument("--prune-limit", type=int, default=150, help="seconds per pruner run")
     ap.add_argument("--train-steps", type=int, default=20)
+    ap.add_argument("--akr-check-layers", type=int, default=6,
+                    help="AKR GPU part: layers checked against lowrank (smoke: all)")  # fmt: skip
     args = ap.parse_args()
     t_start = time.monotonic()
     import torch
@@ -498,6 +594,7 @@ def main() -> None:
         print("preflight failed; see the report", flush=True)
         sys.exit(2)
     tok = build_tokenizer(args.out / "tokenizer")
+    run_part(report, "akr gpu path", lambda: akr_gpu_part(args, tok), 200, deadline)
     run_part(report, "semi-structured 2:4", lambda: semi_structured_part(args, tok), 120,
              deadline)  # fmt: skip
     run_part(report, "forward throughput", lambda: forward_part(args, tok), 60, deadline)

@@ -18,7 +18,8 @@ With ``--obs-rows R`` the greedy loop runs on the first R rows of each layer onl
 time is scaled by d_out / R (the remaining rows get the same number of zeros by magnitude, so
 the later passes still see a sparse layer); the scaled share is marked as extrapolated.
 ``--obs-impl fast`` plugs in ``benchmark.pruners._obs_fast.obs_prune`` (blocked solver, all
-threads).
+threads), ``--obs-impl compiled`` the same driver with the compiled row-by-row solver (workers:
+the torch thread count).
 
     python scripts/profile_akr.py --nsamples 256 --blocks 1 --obs-rows 32 --threads 1
 """
@@ -69,7 +70,7 @@ def timed(phase: str, fn):
 
 def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
     """Monkeypatch the phases of ``benchmark.pruners.akr``."""
-    base_obs = _obs_fast.obs_prune if obs_impl == "fast" else akr.obs_prune
+    base_obs = akr.obs_prune if obs_impl == "akr" else _obs_fast.obs_prune
     akr.capture_block_inputs = timed("calibration (embeddings)", akr.capture_block_inputs)
     orig_start = akr.AKRPruner._start
     akr.AKRPruner._start = timed("calibration (tokenize)", orig_start)
@@ -103,8 +104,10 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
     def obs(weight, hessian, sparsity, nm=None, protect_last=False, impl="lowrank",
             dtype=torch.float64, chunk_bytes=256 * 2**20, **kwargs):  # fmt: skip
         d_out = weight.shape[0]
-        if obs_impl == "fast":
+        if obs_impl != "akr":
             kwargs.update(nm=nm, protect_last=protect_last, dtype=dtype)
+            if obs_impl == "compiled":
+                kwargs.update(impl="compiled")
         else:
             kwargs.update(nm=nm, protect_last=protect_last, impl=impl, dtype=dtype,
                           chunk_bytes=chunk_bytes)  # fmt: skip
@@ -147,7 +150,7 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=1)
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--obs-rows", type=int, default=0, help="0: all rows")
-    ap.add_argument("--obs-impl", choices=["akr", "fast"], default="akr")
+    ap.add_argument("--obs-impl", choices=["akr", "fast", "compiled"], default="akr")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", type=Path, default=None)
@@ -190,8 +193,8 @@ def main() -> None:
         f"`python scripts/profile_akr.py {' '.join(sys.argv[1:])}`; torch threads "
         f"{torch.get_num_threads()}, OBS solver "
         + (
-            "`_obs_fast.obs_prune` (blocked"
-            if args.obs_impl == "fast"
+            f"`_obs_fast.obs_prune` ({'blocked' if args.obs_impl == 'fast' else 'compiled'}"
+            if args.obs_impl != "akr"
             else f"`akr.obs_prune` ({pruner.obs_impl}"
         )
         + f", {pruner.info.get('obs_dtype')}); {n_tok} real calibration tokens. "

@@ -24,13 +24,17 @@ def test_device_check_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads((out / "device_report.json").read_text())
     parts = data["parts"]
-    assert set(parts) == {"preflight", "semi-structured 2:4", "forward throughput",
-                          "training steps", "pruners"}  # fmt: skip
+    assert set(parts) == {"preflight", "akr gpu path", "semi-structured 2:4",
+                          "forward throughput", "training steps", "pruners"}  # fmt: skip
     pre = parts["preflight"]
     assert pre["status"] == "ok" and pre["imports_failed"] == "none"
     assert pre["hydra/omegaconf/textattack imported"] == "none"
     assert parts["semi-structured 2:4"]["status"] == "skipped: no CUDA"
-    for name in ("forward throughput", "training steps", "pruners"):
+    akr_gpu = parts["akr gpu path"]["rows"][0]
+    assert akr_gpu["wall_s"] > akr_gpu["obs_s"] > 0
+    assert akr_gpu["layers"] == akr_gpu["layers checked"] == 12  # every layer of the tiny model
+    assert akr_gpu["mask entries equal to lowrank f64"] == 1.0
+    for name in ("akr gpu path", "forward throughput", "training steps", "pruners"):
         assert parts[name]["status"] == "ok", parts[name]
     methods = {r["method"]: r for r in parts["pruners"]["rows"]}
     assert set(methods) == {

@@ -27,6 +27,15 @@ What this module changes (the greedy choices are the same in exact arithmetic):
   sets and checks it for itself (``_init_worker``), and the caller's count is restored only
   after all workers have finished (a worker restoring it would hand a count of 2 to
   workers that start after it).
+- ``impl="compiled"`` (:mod:`benchmark.pruners._obs_compiled`): the lowrank solver's steps
+  in numba-compiled code, one row finished before the next so that the row's factor stays in
+  the last-level cache; small fixed chunks of rows go to the same single-threaded workers.
+  float64 on CPU only.
+- ``impl="batched"``: the GPU path. The blocked solver's arithmetic on row batches that run
+  one after another on the tensors' device, each batch in parallel inside the kernels (as
+  OBC batches rows); on CUDA a batch may fill half the device's memory (``chunk_bytes`` on
+  other devices). The batch size does not change a row's arithmetic on CPU (tested); on a GPU
+  ``scripts/device_check.py`` compares its masks with the lowrank solver's.
 - ``dtype=torch.float32`` follows the official AKR code's stabilisation: the Hessian gets
   ``2e-4 * mean(diag)`` damping (the code's ``invert()`` adds 1e-4 to the matrix in place and
   ``prepare_sparse`` adds 1e-4 again), multiplied by 10 whenever the Cholesky factorisation
@@ -43,6 +52,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from benchmark.pruners._layerwise import inverse_spd, mark_dead_inputs
+from benchmark.pruners._obs_compiled import ROWS_PER_CHUNK, obs_rows_compiled
 from benchmark.pruners.akr import (
     _candidates,
     _obs_rows_full,
@@ -54,6 +64,23 @@ OFFICIAL_F32_DAMP = 2e-4
 """Relative damping of the official AKR float32 loop (1e-4 added twice to H)."""
 
 DEFAULT_BLOCK = 64
+
+IMPLS = ("blocked", "lowrank", "full", "compiled", "batched")
+
+DEVICE_MEMORY_SHARE = 0.5
+"""Share of a CUDA device's total memory that one row batch of ``impl="batched"`` may fill."""
+
+
+def batch_bytes(device: torch.device, chunk_bytes: int) -> int:
+    """Memory budget of one row batch of the batched solver on ``device``.
+
+    On CUDA a share of the device's total memory (a property of the device, not of what is
+    free at the moment, so the batches of a run are reproducible); ``chunk_bytes`` elsewhere.
+    """
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return max(chunk_bytes, int(total * DEVICE_MEMORY_SHARE))
+    return chunk_bytes
 
 
 def _init_worker() -> None:
@@ -123,7 +150,10 @@ def _obs_rows_blocked(
 def chunk_rows(d_out: int, d: int, k: int, impl: str, dtype: torch.dtype, chunk_bytes: int,
                block: int = DEFAULT_BLOCK) -> int:  # fmt: skip
     """Rows per chunk: a function of the shape and the memory budget only (not of threads)."""
-    per_row = {"full": d * d, "lowrank": d * k, "blocked": d * d + block * d}[impl]
+    if impl == "compiled":  # rows are solved one by one: chunks only share out the work
+        return min(d_out, ROWS_PER_CHUNK)
+    per_row = {"full": d * d, "lowrank": d * k, "blocked": d * d + block * d,
+               "batched": d * d + block * d}[impl]  # fmt: skip
     size = torch.finfo(dtype).bits // 8
     return max(1, min(d_out, chunk_bytes // (per_row * size)))
 
@@ -151,7 +181,9 @@ def obs_prune(
         weight, hessian, sparsity, nm, protect_last, chunk_bytes, min_pivot, zeros_per_row,
             official_damp: as there.
         impl: ``blocked`` (default, see module docstring), ``lowrank`` or ``full`` (akr's
-            solvers, run through this module's threaded chunk driver).
+            solvers, run through this module's threaded chunk driver), ``compiled`` (row by
+            row in compiled code, float64 on CPU) or ``batched`` (the device path: row
+            batches of the blocked solver one after another, see :func:`batch_bytes`).
         dtype: dtype of the greedy loop (default float64).
         damp: relative damping added to H before inversion (raised x10 while the Cholesky
             fails or its pivot is below ``min_pivot``); None: 0 for float64, the official
@@ -178,8 +210,11 @@ def obs_prune(
         k = max(int(d * sparsity) - 1, 0)
     else:
         raise ValueError(f"zeros_per_row must be 'floor' or 'official', got {zeros_per_row!r}")
-    if impl not in ("blocked", "lowrank", "full"):
-        raise ValueError(f"obs impl must be 'blocked', 'lowrank' or 'full', got {impl!r}")
+    if impl not in IMPLS:
+        raise ValueError(f"obs impl must be one of {', '.join(IMPLS)}, got {impl!r}")
+    cpu = weight.device.type == "cpu"
+    if impl == "compiled" and (dtype != torch.float64 or not cpu):
+        raise ValueError("obs impl 'compiled' runs in float64 on CPU; on a GPU use 'batched'")
     w = weight.to(torch.float64).clone()
     h = hessian.to(torch.float64).clone()
     mark_dead_inputs(h, w[:, :d_prun])
@@ -187,7 +222,6 @@ def obs_prune(
         damp = OFFICIAL_F32_DAMP if dtype == torch.float32 else 0.0
     if min_pivot is None:
         min_pivot = 1e-10 if dtype == torch.float64 else 1e-6
-    cpu = weight.device.type == "cpu"
     # The factorisation is threaded LAPACK whose rounding depends on the thread count: it
     # runs single-threaded on CPU too (a 1537 x 1537 Cholesky is well under a second).
     with _single_threaded() if cpu else nullcontext():
@@ -199,9 +233,13 @@ def obs_prune(
             groups = [(None, hinv, used)]
     if k == 0:
         return w, torch.ones_like(w, dtype=torch.bool), used
+    if impl == "batched":
+        chunk_bytes = batch_bytes(weight.device, chunk_bytes)
     rows = chunk_rows(d_out, d, k, impl, dtype, chunk_bytes, block)
     solvers: dict[str, Callable] = {
         "blocked": lambda wc, hi: _obs_rows_blocked(wc, hi, k, nm, protect_last, block),
+        "batched": lambda wc, hi: _obs_rows_blocked(wc, hi, k, nm, protect_last, block),
+        "compiled": lambda wc, hi: obs_rows_compiled(wc, hi, k, nm, protect_last),
         "lowrank": lambda wc, hi: _obs_rows_lowrank(wc, hi, k, nm, protect_last),
         "full": lambda wc, hi: _obs_rows_full(wc, hi, k, nm, protect_last),
     }
@@ -220,6 +258,8 @@ def obs_prune(
         out[part], keep[part] = wc.to(torch.float64), kc
 
     n_workers = max(1, min(len(tasks), workers or torch.get_num_threads()))
+    if impl == "batched":
+        n_workers = 1  # one batch after another; the kernels parallelise inside a batch
     if not cpu:
         for task in tasks:  # one chunk after another; the device parallelises inside
             run(task)
@@ -260,4 +300,7 @@ def worker_thread_counts(workers: int = 2) -> dict[str, list[int]]:
     return seen
 
 
-__all__ = ["OFFICIAL_F32_DAMP", "chunk_rows", "obs_prune", "worker_thread_counts"]
+__all__ = [
+    "IMPLS", "OFFICIAL_F32_DAMP", "batch_bytes", "chunk_rows", "obs_prune",
+    "worker_thread_counts",
+]  # fmt: skip

@@ -88,6 +88,10 @@ from benchmark.pruners.base import Masks, PruneData
 
 log = logging.getLogger(__name__)
 
+OBS_IMPLS = ("full", "lowrank", "blocked", "compiled", "batched")
+FAST_IMPLS = ("blocked", "compiled", "batched")
+"""The solvers run by :mod:`benchmark.pruners._obs_fast` (the others by :func:`obs_prune`)."""
+
 RIDGE_RATIOS_CODE: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 RIDGE_RATIO_PAPER = 1e-4
 
@@ -171,14 +175,15 @@ class RidgeCollector:
         h = (damped if obs_h_ridge else self.xtx) / max(self.n, 1)
         bias_prunable = bias_prunable and nm is None  # N:M groups are over the weights only
         solver = obs_prune
-        if obs_impl == "blocked":  # same greedy choices, row chunks on a fixed partition
+        fast = obs_impl in FAST_IMPLS
+        if fast:  # same greedy choices; _obs_fast's driver (row chunks on a fixed partition)
             from benchmark.pruners._obs_fast import obs_prune as solver
         pruned, keep, damping = solver(
             w_bar, h, sparsity, nm=nm, protect_last=self.bias and not bias_prunable,
             impl=obs_impl, dtype=obs_dtype, chunk_bytes=chunk_bytes,
             zeros_per_row=zeros_per_row, official_damp=obs_damp,
-            **({"damp": 0.0} if obs_impl == "blocked" and obs_damp is None else {}),
-            **({"workers": workers} if obs_impl == "blocked" else {}),
+            **({"damp": 0.0} if fast and obs_damp is None else {}),
+            **({"workers": workers} if fast else {}),
         )  # fmt: skip
         info = {"ridge_ratio": ratio, "ridge_msd": diff, "obs_damping": damping, "n": self.n}
         if ridge_compound:
@@ -509,7 +514,11 @@ class AKRPruner(CalibrationPruner):
             ``blocked`` (:mod:`benchmark.pruners._obs_fast`: the same choices, each row's
             H^-1 refreshed every 64 steps by one matrix product, fixed row chunks on
             single-threaded worker threads, so both cores work and the result does not
-            depend on the thread count).
+            depend on the thread count), ``compiled`` (:mod:`benchmark.pruners._obs_compiled`:
+            the lowrank steps in numba-compiled code, one row at a time so that its factor stays
+            in cache, fixed row chunks on ``obs_workers`` single-threaded workers; float64, CPU)
+            or ``batched`` (the GPU path: the blocked solver's row batches one after another
+            on the device, a batch up to half of a CUDA device's memory).
         obs_dtype: dtype of the greedy OBS loop: ``float64`` (default; the H of a layer fed
             by a LayerNorm is singular with the bias column, and float32 downdates broke down
             on MiniLM) or ``float32`` (OBC and the official code; faster).
@@ -534,15 +543,17 @@ class AKRPruner(CalibrationPruner):
         official_mask_bug: reproduce the official defect: the pruned path uses the LAST
             calibration batch's attention mask for every batch (``run_layerwise.py:127-131``,
             ``:221``, ``:244``, ``:304``); the dense targets keep their own masks.
-        obs_workers: threads of the ``blocked`` solver (each runs its fixed row chunks on one
-            intra-op thread, so the result is bitwise the same for any count; not part of
-            the run identity). None: ``os.cpu_count()``. The pipeline prunes with one
-            intra-op thread on CPU, so without this the blocked solver would use one core.
+        obs_workers: threads of the ``blocked`` and ``compiled`` solvers (each runs its fixed
+            row chunks on one intra-op thread, so the result is bitwise the same for any count;
+            not part of the run identity). None: ``os.cpu_count()``. The pipeline prunes with
+            one intra-op thread on CPU, so without this these solvers would use one core.
         """
         if ridge not in ("code", "paper"):
             raise ValueError(f"ridge must be 'code' or 'paper', got {ridge!r}")
-        if obs_impl not in ("full", "lowrank", "blocked"):
-            raise ValueError(f"obs_impl must be 'full', 'lowrank' or 'blocked', got {obs_impl!r}")
+        if obs_impl not in OBS_IMPLS:
+            raise ValueError(f"obs_impl must be one of {', '.join(OBS_IMPLS)}, got {obs_impl!r}")
+        if obs_impl == "compiled" and obs_dtype != "float64":
+            raise ValueError(f"obs_impl 'compiled' runs in float64, got obs_dtype={obs_dtype!r}")
         if calib_padding not in ("exclude", "max_length"):
             raise ValueError(
                 f"calib_padding must be 'exclude' or 'max_length', got {calib_padding!r}"
