@@ -6,6 +6,7 @@ import os
 
 # Offline and quiet before anything imports transformers, datasets, wandb or tqdm.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("USE_TF", "0")  # as benchmark/run.py: no TensorFlow through transformers
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["WANDB_MODE"] = "disabled"
