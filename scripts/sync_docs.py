@@ -24,12 +24,17 @@ one line:
   (relative to the repository root) written in its place;
 - ``[key=value,...]``: the row, by column values (numbers compare as numbers); it must match
   exactly one row (a prose number is one cell, never an average typed by hand);
+  ``key~=item`` asks that a cell written as a comma-separated list (a summary's ``differs``:
+  ``pruner.structure=2:4, schema_version=2``) contain ``item``;
 - ``.column``: the column; ``.a,b,c`` shows ``a [b, c]`` (a value and its interval);
 - the format (optional): ``%SPEC`` multiplies by 100 (percent or percentage points), then
   formats with the Python format spec ``SPEC`` (``%+.1f`` -> ``+2.1``); ``SPEC`` alone formats
   the raw value (``.2g`` -> ``0.0099``); ``p`` is a p-value with two significant digits
   (``0.0099``, ``4.3e-11``); ``perseed`` shows a ``seed_deltas`` cell as points
-  (``+0.92/+1.61/+3.78``); none: the cell as written in the CSV.
+  (``+0.92/+1.61/+3.78``); ``#N`` is the N-th number of a cell written as text (a summary's
+  ``12.2 [10.2, 14.5] / 87.0``: ``#0`` -> ``12.2``, ``#3`` -> ``87.0``), as written, or
+  through a spec, ``#0:.0f`` -> ``12``; ``#0,1,2`` shows ``12.2 [10.2, 14.5]``; none: the
+  cell as written in the CSV.
 
 The text between the markers is replaced by the value; ``--check`` fails when it differs.
 
@@ -59,9 +64,11 @@ BLOCK = re.compile(r"(<!-- include: (\S+?)(?:#([^>]+?))? -->\n)(.*?)(<!-- /inclu
 ALIAS = re.compile(r"<!-- values: (\w+) = (\S+) -->")
 VALUE = re.compile(
     r"(<!-- v: (?P<src>[\w./+-]+)\[(?P<sel>[^\]]*)\]\.(?P<col>[^\n]+?)"
-    r"(?: (?P<fmt>%\S*|p|perseed|[.+]\S*))? -->)(?P<text>[^\n]*?)(<!-- /v -->)"
+    r"(?: (?P<fmt>%\S*|p|perseed|#\S+|[.,+]\S*))? -->)(?P<text>[^\n]*?)(<!-- /v -->)"
 )
 REGION = re.compile(r"<!-- numbers: generated(?: allow=(\S+))? -->(.*?)<!-- /numbers -->", re.S)
+NUMBER = re.compile(r"[+\-]?\d+(?:\.\d+)?(?:e[+\-]?\d+)?")
+SELECT = re.compile(r"\s*([^=~]+?)\s*(~?=)(.*)")
 BARE = re.compile(r"(?<![\w.\-+−])[+\-−]?\d+\.\d+|(?<![\w.\-+−])[+\-−]\d+(?![\w:])")
 
 
@@ -107,6 +114,8 @@ def format_value(raw: str, fmt: str | None) -> str:
     """A CSV cell as the prose shows it (module docstring: the format)."""
     if not fmt:
         return raw
+    if fmt.startswith("#"):  # parts of a formatted cell: "12.2 [10.2, 14.5] / 87.0"
+        return _cell_parts(raw, fmt)
     if fmt == "perseed":  # 0:+0.009174;1:+0.016055 -> +0.92/+1.61 (points)
         try:
             return "/".join(f"{100 * float(x.split(':')[1]):+.2f}" for x in raw.split(";"))
@@ -128,17 +137,40 @@ def format_value(raw: str, fmt: str | None) -> str:
         raise DocError(f"format {fmt!r}: {exc}") from exc
 
 
+def _cell_parts(raw: str, fmt: str) -> str:
+    """``#N[:SPEC]`` or ``#N,M,K`` of a cell written as text (module docstring)."""
+    idx, _, spec = fmt[1:].partition(":")
+    nums = NUMBER.findall(raw)
+    try:
+        picks = [nums[int(i)] for i in idx.split(",")]
+        vals = [format(float(x), spec) if spec else x for x in picks]
+    except (IndexError, ValueError) as exc:
+        raise DocError(f"cell {raw!r} has no number(s) {fmt!r} ({exc})") from exc
+    if len(vals) == 3:
+        return f"{vals[0]} [{vals[1]}, {vals[2]}]"
+    if len(vals) != 1:
+        raise DocError(f"format {fmt!r}: one number, or a value and its two bounds")
+    return vals[0]
+
+
+def _matches(row: dict[str, str], key: str, op: str, want: str) -> bool:
+    if key not in row:
+        return False
+    if op == "~=":
+        return want in [x.strip() for x in row[key].split(",")]
+    return _same(row[key], want)
+
+
 def lookup(src: str, sel: str, col: str, fmt: str | None, aliases: dict[str, str]) -> str:
     """The text of one value marker (module docstring)."""
     path = ROOT / aliases.get(src, src)
     if not path.is_file():
         raise DocError(f"{src}: no table {path} (alias or path; run python -m benchmark.aggregate)")
     rows = _read_csv(path, path.stat().st_mtime)
-    conds = [c.split("=", 1) for c in sel.split(",") if c.strip()]
-    if any(len(c) != 2 for c in conds):
-        raise DocError(f"{src}[{sel}]: a row is selected by key=value pairs")
-    hits = [r for r in rows if all(k.strip() in r and _same(r[k.strip()], v.strip())
-                                   for k, v in conds)]  # fmt: skip
+    conds = [SELECT.fullmatch(c) for c in sel.split(",") if c.strip()]
+    if not all(conds):
+        raise DocError(f"{src}[{sel}]: a row is selected by key=value (or key~=item) pairs")
+    hits = [r for r in rows if all(_matches(r, m[1], m[2], m[3].strip()) for m in conds)]
     if len(hits) != 1:
         raise DocError(f"{src}[{sel}] matches {len(hits)} rows of {path.name}, not one")
     cols = col.split(",")

@@ -97,3 +97,31 @@ def test_breaking_a_number_of_the_committed_claims_prose_fails(tmp_path: Path) -
     doc.write_text(text.replace("does not replicate. At 50% under", "does not replicate "
                                 "(+2.1). At 50% under", 1), encoding="utf-8")  # fmt: skip
     assert sync_docs.main([str(doc), "--check"]) == 1
+
+
+def test_values_from_a_summary_cell_and_a_list_column(tmp_path: Path) -> None:
+    """``differs~=item`` picks a row by one entry of a list cell; ``#N`` one number of a cell."""
+    csv = tmp_path / "summary.csv"
+    csv.write_text('pruner,differs,clean %,dwb Aua/Suc %\n'
+                   'akr,"pruner.structure=2:4, schema_version=2","88.1 [85.8, 90.1]",'
+                   '"10.9 [9.0, 13.1] / 87.6"\n'
+                   'akr,"pruner.structure=unstructured, schema_version=2","88.5 [86.5, 90.4]",'
+                   'not run\n')  # fmt: skip
+    sel = "pruner=akr,differs~=pruner.structure=2:4"
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"<!-- values: s = {csv} -->\n"
+                   f"clean <!-- v: s[{sel}].clean % #0 -->0<!-- /v -->, "
+                   f"Aua <!-- v: s[{sel}].dwb Aua/Suc % #0,1,2 -->0<!-- /v --> "
+                   f"(Suc <!-- v: s[{sel}].dwb Aua/Suc % #3:.0f -->0<!-- /v -->%)\n")  # fmt: skip
+    assert sync_docs.main([str(doc)]) == 0
+    text = doc.read_text()
+    assert "-->88.1<!--" in text and "-->10.9 [9.0, 13.1]<!--" in text and "-->88<!--" in text
+    assert sync_docs.main([str(doc), "--check"]) == 0
+    for broken in (
+        "s[pruner=akr,differs~=structure=2:4].clean % #0",  # an entry is matched whole
+        "s[pruner=akr,differs~=schema_version=2].clean % #0",  # two rows
+        "s[pruner=akr,differs~=pruner.structure=unstructured].dwb Aua/Suc % #0",  # not run
+        f"s[{sel}].clean % #5",  # no such number
+    ):
+        doc.write_text(f"<!-- values: s = {csv} -->\nx <!-- v: {broken} -->1<!-- /v -->\n")
+        assert sync_docs.main([str(doc)]) == 1, broken
