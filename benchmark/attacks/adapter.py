@@ -26,6 +26,7 @@ the fixed sample across worker processes with results identical to a serial run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import multiprocessing
@@ -88,6 +89,9 @@ class AttackSpec:
         workers: processes the sample is split across (CPU; results equal a serial run).
         max_seconds_per_example: wall-clock limit of one example's attack (None = none); an
             example that hits it is logged as ``limit`` and counted in ``n_limit``.
+        recipes: ``recipe: cascade`` only: the recipes it runs, in order
+            (:mod:`benchmark.attacks.cascade`); ``options`` then maps a recipe to option
+            overrides.
     """
 
     recipe: str = "none"
@@ -100,13 +104,24 @@ class AttackSpec:
     options: dict[str, Any] = field(default_factory=dict)
     workers: int = 1
     max_seconds_per_example: float | None = None
+    recipes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        """Plain containers (Hydra passes DictConfig / ListConfig); validate workers."""
+        """Plain containers (Hydra passes DictConfig / ListConfig); validate workers and a
+        cascade's recipes."""
         object.__setattr__(self, "resources", [str(r) for r in self.resources])
         object.__setattr__(self, "options", {str(k): v for k, v in dict(self.options).items()})
+        object.__setattr__(self, "recipes", [str(r) for r in self.recipes])
         if int(self.workers) < 1:
             raise ValueError(f"attack.workers must be >= 1, got {self.workers}")
+        if self.recipe == "cascade":
+            from benchmark.attacks.cascade import check_recipes
+
+            problem = check_recipes(self.recipes)
+            if problem:
+                raise ValueError(f"attack.recipes={self.recipes}: expected {problem}")
+        elif self.recipes:
+            raise ValueError(f"attack.recipes is for attack=cascade only (recipe {self.recipe!r})")
 
     @property
     def enabled(self) -> bool:
@@ -114,14 +129,29 @@ class AttackSpec:
         return self.recipe != "none"
 
     def needed_resources(self) -> list[str]:
-        """NLTK resources this attack needs."""
+        """NLTK resources this attack needs (a cascade: those of all its recipes)."""
+        if self.recipe == "cascade":
+            return list(dict.fromkeys(r for s in self.steps() for r in s.needed_resources()))
         return self.resources or RECIPE_RESOURCES.get(self.recipe, [])
 
+    def steps(self) -> list[AttackSpec]:
+        """A cascade's recipes as single-attack specs, in order; ``[self]`` otherwise."""
+        if self.recipe != "cascade":
+            return [self]
+        from benchmark.attacks.cascade import step_specs
+
+        return step_specs(self)
+
     def check_resources(self, resources: AttackResources, name: str | None = None) -> None:
-        """Raise ``UserError`` (one line: resource and key) if a needed resource is missing."""
+        """Raise ``UserError`` (one line: resource and key) if a needed resource is missing
+        (for a cascade: the first one missing of any of its recipes)."""
         from benchmark.attacks.recipes import check_attack_resources
 
-        check_attack_resources(self, resources, name or self.recipe)
+        for step in self.steps():
+            label = name or self.recipe
+            if step is not self:
+                label = f"{label} ({step.recipe})"
+            check_attack_resources(step, resources, label)
 
 
 @dataclass(frozen=True)
@@ -250,9 +280,15 @@ def build_attack(spec: AttackSpec, wrapper, resources: AttackResources | None = 
 
     The returned attack carries ``build_info`` (what was resolved at build time, e.g. the
     word-candidate source of an offline variant). Model queries go to the wrapper in batches
-    of ``spec.batch_size`` (TextAttack's default is 32).
+    of ``spec.batch_size`` (TextAttack's default is 32). A cascade gives a
+    :class:`benchmark.attacks.cascade.CascadeAttack` of its recipes, built the same way.
     """
     from benchmark.attacks.recipes import recipe_def
+
+    if spec.recipe == "cascade":
+        from benchmark.attacks.cascade import build_cascade
+
+        return build_cascade(spec, wrapper, resources)
 
     definition = recipe_def(spec.recipe)
     attack, info = definition.build(wrapper, dict(spec.options), resources or AttackResources())
@@ -364,6 +400,17 @@ def attack_one(
     return row
 
 
+def attack_row(
+    attack, index: int, text: str, label: int, seed: int, position: int | None = None,
+    max_seconds: float | None = None, query_budget: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """One example's log line: :func:`attack_one`, or a cascade's own (``attack_row``)."""
+    cascade = getattr(attack, "attack_row", None)
+    run = cascade if cascade is not None else functools.partial(attack_one, attack)
+    return run(index, text, label, seed, position, max_seconds=max_seconds,
+               query_budget=query_budget)  # fmt: skip
+
+
 # Per-process state of fork workers (set by the pool initializer; not used otherwise).
 _WORKER: dict[str, Any] = {}
 
@@ -377,7 +424,7 @@ def _worker_init(attack, seed: int, threads: int, limits: dict[str, Any]) -> Non
 
 def _worker_run(job: tuple[int, int, str, int]) -> dict[str, Any]:
     position, index, text, label = job
-    return attack_one(_WORKER["attack"], index, text, label, _WORKER["seed"], position,
+    return attack_row(_WORKER["attack"], index, text, label, _WORKER["seed"], position,
                       **_WORKER["limits"])  # fmt: skip
 
 
@@ -508,7 +555,7 @@ def run_attack(
     if workers > 1 and len(jobs) > 1:
         it = _rows_parallel(attack, jobs, seed, min(workers, len(jobs)), limits)
     else:
-        it = (attack_one(attack, i, t, y, seed, p, **limits) for p, i, t, y in jobs)
+        it = (attack_row(attack, i, t, y, seed, p, **limits) for p, i, t, y in jobs)
     rows = list(done)
     fh = log_path.open("a", encoding="utf-8") if log_path is not None else None
     try:

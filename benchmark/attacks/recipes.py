@@ -506,12 +506,17 @@ def threat_model(attack: dict[str, Any], textattack: str | None = None) -> dict[
     """The threat model of a resolved ``attack`` config: the recipe's declared settings, the
     query budget and per-example limits, the TextAttack version (the installed one unless
     ``textattack`` names another: a migrated record's), and ``hash``, a short hash of all of
-    them (part of the run id). None for ``recipe: none``."""
+    them (part of the run id). None for ``recipe: none``; a cascade's is the ordered list of
+    its recipes' (:func:`benchmark.attacks.cascade.threat_model`)."""
     from benchmark.records.store import short_hash
 
     recipe = str(attack.get("recipe", "none"))
     if recipe == "none":
         return None
+    if recipe == "cascade":  # the ordered list of its recipes' threat models
+        from benchmark.attacks.cascade import threat_model as cascade_threat_model
+
+        return cascade_threat_model(attack, textattack)
     block = {
         "recipe": recipe, "version": attack.get("version"),
         **_declared(recipe, dict(attack.get("options") or {})),
@@ -526,6 +531,10 @@ def threat_model_caption(block: dict[str, Any] | None) -> str:
     """One line naming a threat model for a table caption."""
     if not block:
         return "no attack"
+    if block.get("recipe") == "cascade":
+        from benchmark.attacks.cascade import caption
+
+        return caption(block)
     sim = block.get("similarity")
     parts = [
         f"{block['recipe']} v{block.get('version')}",

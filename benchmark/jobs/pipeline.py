@@ -429,7 +429,7 @@ def _attack(job: Job, model, tok, evals, record: RunRecord, eval_index: list[int
     attack = build_attack(job.attack, wrapper, resources)
     record.cfg["attack_build"] = attack.build_info  # resolved choices (not part of the run id)
     record.sources["attack_resources"] = resource_fingerprints(job.attack, resources)
-    summary, _ = run_attack(
+    summary, rows = run_attack(
         attack, sample, job.attack.seed, partial_log_path(job), show_bars(job.progress),
         workers=job.attack.workers, indices=[eval_index[i] for i in idx],
         max_seconds_per_example=job.attack.max_seconds_per_example,
@@ -440,6 +440,10 @@ def _attack(job: Job, model, tok, evals, record: RunRecord, eval_index: list[int
             record.attack_seconds = value
         else:
             setattr(record, key, value)
+    if job.attack.recipe == "cascade":
+        from benchmark.attacks.cascade import step_summary
+
+        record.cascade = step_summary(rows, [s.recipe for s in job.attack.steps()])
     record.constant_clf_aua = constant_clf_aua([y for _, y in sample], record.pred_majority_label)
     log.info(
         "attack %s on %d examples: clean %.3f, aua %.3f, asr %.3f, %.1f queries, %.0f s",
@@ -486,7 +490,10 @@ def resource_fingerprints(spec, resources) -> dict[str, Any]:
     from benchmark.attacks.recipes import recipe_def
     from benchmark.records.identity import file_fingerprint, folder_fingerprint, model_source
 
-    kinds = recipe_def(spec.recipe).external(dict(spec.options), resources)
+    steps = spec.steps()  # a cascade: every kind any of its recipes needs, once
+    kinds = list(dict.fromkeys(k for step in steps
+                               for k in recipe_def(step.recipe).external(dict(step.options),
+                                                                         resources)))  # fmt: skip
     field_of = {"counterfitted_neighbors": "counterfitted_neighbors",
                 "counterfitted_embeddings": "counterfitted_embeddings", "use": "use_model",
                 "masked_lm": "masked_lm", "sentence_encoder": "sentence_encoder"}  # fmt: skip

@@ -74,6 +74,12 @@ def _anything(_v: Any) -> str | None:
     return None
 
 
+def _cascade_recipes(v: Any) -> str | None:
+    from benchmark.attacks.cascade import check_recipes
+
+    return check_recipes(v)
+
+
 # top-level key -> check (None = valid; else what is expected)
 TOP_LEVEL: dict[str, Callable[[Any], str | None]] = {
     "exp_name": _check_exp_name, "seed": _check_seed, "sparsity": _check_sparsity,
@@ -110,6 +116,7 @@ RANGES: dict[tuple[str, str], Callable[[Any], str | None]] = {
     ("attack", "query_budget"): _positive_or_null,
     ("attack", "max_seconds_per_example"): lambda v: None if v is None or (_is_number(v) and v > 0)
     else "a positive number of seconds or null (= no limit)",
+    ("attack", "recipes"): _cascade_recipes,
     ("dataset", "max_length"): _positive_int,
     ("dataset", "num_labels"): lambda v: None if _is_int(v) and v >= 2 else "an integer >= 2",
     ("logger", "mode"): lambda v: None if v in (None, "offline", "online", "disabled")
@@ -280,3 +287,7 @@ def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:
     for group in ("model", "dataset", "dense", "pruner", "attack", "logger"):
         if isinstance(resolved.get(group), Mapping):
             check_group(group, str(names.get(group, group)), resolved[group])
+    attack = resolved.get("attack") or {}
+    if isinstance(attack, Mapping) and attack.get("recipes") and attack.get("recipe") != "cascade":
+        raise UserError(f"attack.recipes is for attack=cascade only (attack "
+                        f"{names.get('attack')!r} runs one recipe)")  # fmt: skip

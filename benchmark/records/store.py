@@ -135,6 +135,7 @@ class RunRecord:
     duration_s: float | None = None
     precision: str | None = None  # forward passes of clean evaluation and attacks
     threat_model: dict[str, Any] | None = None  # the attack's declared settings and their hash
+    cascade: list[dict[str, Any]] | None = None  # attack=cascade: per recipe, in order
     sources: dict[str, Any] = field(default_factory=dict)  # what was loaded (commits, hashes)
     attack_excluded: dict[str, Any] | None = None  # evaluation texts left out of the sample
     prune_info: dict[str, Any] = field(default_factory=dict)

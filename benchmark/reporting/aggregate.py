@@ -640,7 +640,7 @@ SUMMARY_PRUNERS = ("none", "magnitude", "magnitude_global", "wanda", "sparsegpt"
                    "lth", "rticket_no_adv", "rticket", "rticket_no_mask_learning", "seven",
                    "randmask")  # fmt: skip
 SUMMARY_ATTACKS = ("deepwordbug", "pwws", "textfooler_offline", "textbugger_offline", "textfooler",
-                   "textbugger", "bertattack", "bertattack_robustt")  # fmt: skip
+                   "textbugger", "bertattack", "bertattack_robustt", "cascade")  # fmt: skip
 
 
 def _rank(order: tuple[str, ...], name: str) -> tuple[int, str]:

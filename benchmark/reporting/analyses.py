@@ -7,7 +7,10 @@
   budget f when the attack failed, or its successful adversarial text changed more than f of
   the words.
 - Worst case over attacks: an example counts as robust only if it survives every attack run
-  on it (records of one configuration that attacked the same sentences).
+  on it (records of one configuration that attacked the same sentences). A cascade record
+  (``attack=cascade``) is not one of the attacks of the worst case; its Aua on the same
+  sentences stands beside it, and the two agree where the cascade ran the same recipes and
+  they are deterministic (docs/attacks.md).
 
 ``python -m benchmark.aggregate --analyses EXP`` writes ``results/tables/analyses_<EXP>.md``
 and the curves under ``results/tables/plots/``.
@@ -62,18 +65,22 @@ def curve(rows: Sequence[Mapping[str, Any]], xs: Iterable[float], survives) -> p
     return pd.DataFrame(out)
 
 
-def worst_case(logs: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+def worst_case(logs: Mapping[str, Sequence[Mapping[str, Any]]],
+               only: Iterable[int] | None = None) -> dict[str, Any]:  # fmt: skip
     """Aua when an example must survive every attack in ``logs`` (attack -> rows), over the
-    examples all of them attacked."""
+    examples all of them attacked (and in ``only``, when given); ``examples`` lists those."""
     by_attack = {a: {int(r["example_index"]): _kind(r) == "failed" for r in rows}
                  for a, rows in logs.items()}  # fmt: skip
     shared = set.intersection(*(set(v) for v in by_attack.values())) if by_attack else set()
+    if only is not None:
+        shared &= set(only)
     k = sum(all(v[i] for v in by_attack.values()) for i in shared)
     low, high = wilson_interval(k, len(shared))
     per = {a: sum(v[i] for i in shared) / len(shared) if shared else float("nan")
            for a, v in by_attack.items()}  # fmt: skip
     return {"n": len(shared), "aua_worst": k / len(shared) if shared else float("nan"),
-            "ci_low": low, "ci_high": high, "per_attack": per}  # fmt: skip
+            "ci_low": low, "ci_high": high, "per_attack": per,
+            "examples": sorted(shared)}  # fmt: skip
 
 
 def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
@@ -135,17 +142,24 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
             plt.close(fig)
             lines.append("")
     lines += ["## Worst case over attacks", "",
-              "An example is robust only if it survives every attack run on it.", "",
-              "| pruner | sparsity | attacks | n | Aua worst case | per attack |",
-              "|---|---:|---|---:|---|---|"]  # fmt: skip
-    for (pruner, sparsity, _, _cfg), by_attack in logs.items():
+              "An example is robust only if it survives every attack run on it (the separate "
+              "runs; `cascade` = Aua of the cascade record on the same examples, where one "
+              "exists).", "",
+              "| pruner | sparsity | attacks | n | Aua worst case | per attack | cascade |",
+              "|---|---:|---|---:|---|---|---:|"]  # fmt: skip
+    for (pruner, sparsity, _, _cfg), all_logs in logs.items():
+        by_attack = {a: rows for a, rows in all_logs.items() if a != "cascade"}
         if len(by_attack) < 2:
             continue
         w = worst_case(by_attack)
         per = ", ".join(f"{a} {100 * v:.1f}" for a, v in w["per_attack"].items())
+        cascade = ""
+        if "cascade" in all_logs:
+            c = worst_case({"cascade": all_logs["cascade"]}, only=w["examples"])
+            cascade = f"{100 * c['aua_worst']:.1f} (n={c['n']})"
         lines.append(f"| {pruner} | {sparsity:g} | {', '.join(by_attack)} | {w['n']} | "
                      f"{100 * w['aua_worst']:.1f} [{100 * w['ci_low']:.1f}, "
-                     f"{100 * w['ci_high']:.1f}] | {per} |")  # fmt: skip
+                     f"{100 * w['ci_high']:.1f}] | {per} | {cascade} |")  # fmt: skip
     path = out_dir / f"analyses_{exp}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
