@@ -269,12 +269,44 @@ def _gap_verdict(rows: pd.DataFrame, claim: dict, attacks: list[str]) -> tuple[s
     return _verdict(cells), "; ".join(parts)
 
 
+def display_tables(
+    table: pd.DataFrame, verdicts: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(verdicts, cells) as shown: deltas and intervals in signed points, p-values rounded,
+    a cell's timing note appended. The Markdown table and the static site show these."""
+    from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
+
+    seed_ci = [
+        "-" if pd.isna(lo) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"], table["delta_ci_high"],
+                             strict=True)
+    ]  # fmt: skip
+    cond = pd.DataFrame({"delta_aua": table["delta_aua"],
+                         "delta_ci_low": table["delta_ci_low_conditional"],
+                         "delta_ci_high": table["delta_ci_high_conditional"]})  # fmt: skip
+    show = pd.DataFrame({
+        "claim": table["claim"], "row": table["row"], "reference": table["reference"],
+        "sparsity": table["sparsity"], "attack": table["attack"],
+        "seeds": table["seeds"].fillna(0).astype(int),
+        "n pairs": table["n_pairs"].fillna(0).astype(int),
+        "per-seed Δ": [_seed_points(t) for t in table["seed_deltas"]],
+        "Δ Aua [t 95% CI]": seed_ci,
+        "p (t)": p_cells(table["p_value"], 3),
+        "p (t, Holm)": p_cells(table["p_holm"], 3),
+        "Δ Aua [95% CI], conditional": delta_cells(cond),
+        "p": p_cells(table["p_value_conditional"], 3),
+        "p (Holm)": p_cells(table["p_holm_conditional"], 3),
+        "threat model": table["threat_model"],
+        "cell": [c + (f" ({TIMING})" if t else "")
+                 for c, t in zip(table["cell"], table["timing_dependent"], strict=True)],
+    })  # fmt: skip
+    return verdicts.rename(columns={"cells": "cells the rule needs"}), show
+
+
 def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str,
            records: pd.DataFrame | None = None) -> str:  # fmt: skip
     """The cells and verdicts as Markdown, with a caption saying what every number is;
     ``records`` (the protocol's records) give its threat models and left-out attack logs."""
-    from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
-
     family = spec.get("family", [])
     m = int(table["claim"].isin(family).sum())
     head = (
@@ -303,31 +335,7 @@ def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], na
         extra = caption_notes(records)
         if extra:
             head += "\n" + extra + "\n"
-    seed_ci = [
-        "-" if pd.isna(lo) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-        for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"], table["delta_ci_high"],
-                             strict=True)
-    ]  # fmt: skip
-    cond = pd.DataFrame({"delta_aua": table["delta_aua"],
-                         "delta_ci_low": table["delta_ci_low_conditional"],
-                         "delta_ci_high": table["delta_ci_high_conditional"]})  # fmt: skip
-    show = pd.DataFrame({
-        "claim": table["claim"], "row": table["row"], "reference": table["reference"],
-        "sparsity": table["sparsity"], "attack": table["attack"],
-        "seeds": table["seeds"].fillna(0).astype(int),
-        "n pairs": table["n_pairs"].fillna(0).astype(int),
-        "per-seed Δ": [_seed_points(t) for t in table["seed_deltas"]],
-        "Δ Aua [t 95% CI]": seed_ci,
-        "p (t)": p_cells(table["p_value"], 3),
-        "p (t, Holm)": p_cells(table["p_holm"], 3),
-        "Δ Aua [95% CI], conditional": delta_cells(cond),
-        "p": p_cells(table["p_value_conditional"], 3),
-        "p (Holm)": p_cells(table["p_holm_conditional"], 3),
-        "threat model": table["threat_model"],
-        "cell": [c + (f" ({TIMING})" if t else "")
-                 for c, t in zip(table["cell"], table["timing_dependent"], strict=True)],
-    })  # fmt: skip
-    ver = verdicts.rename(columns={"cells": "cells the rule needs"})
+    ver, show = display_tables(table, verdicts)
     return (
         head
         + "\n## Verdicts\n\n"
