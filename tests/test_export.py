@@ -34,7 +34,7 @@ def runs(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, "-m", "benchmark.run", "-m", "experiment=smoke",
          "pruner=magnitude,structured", *paths],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     records = {}
@@ -220,3 +220,30 @@ def test_structured_weights_expand_to_an_equivalent_masked_dense_model(trained_t
     for h in range(n_heads):  # a removed head's rows are zero, a kept head's are not
         removed = h in pruner.info["heads_removed"][0]
         assert bool((q[h * dh : (h + 1) * dh] == 0).all()) == removed
+
+
+def test_a_structured_rerun_loads_its_pruned_weights_from_the_cache(runs, tmp_path):
+    """The smaller state dict of structured pruning is cached; a rerun replays the removal on
+    its dense copy, loads it and gets the same record (on a copy of the fixture's folders)."""
+    rec = runs["records"]["structured"]
+    for sub in ("results", "cache"):
+        shutil.copytree(runs["tmp"] / sub, tmp_path / sub)
+    paths = [f"paths.results_dir={tmp_path}/results", f"paths.cache_dir={tmp_path}/cache",
+             f"paths.log_dir={tmp_path}/logs"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.run", "experiment=smoke", "pruner=structured",
+         "force=true", *paths],
+        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    key = rec["prune_info"]["key"]
+    assert (
+        f"pruned weights from cache {runs['tmp']}/cache/pruned/{key}" in proc.stdout + proc.stderr
+    )
+    path = runs["tmp"] / "results" / "runs" / "smoke" / f"{rec['run_id']}.json"
+    again = json.loads(path.read_text())
+    assert (
+        again["prune_info"]["cached"] is True and again["params_removed"] == rec["params_removed"]
+    )
+    for field in ("clean_acc", "aua", "asr", "sparsity_actual", "n_failed"):
+        assert again[field] == rec[field], field
