@@ -305,13 +305,19 @@ def usage() -> str:
         "A group's own keys: e.g. pruner.nsamples=256, attack.num_examples=872 (--cfg job shows",
         "the composed config). Your own configs: --config-dir DIR (groups as folders).",
         "Hydra's own flags: --hydra-help; shell completion: rpb -sc install=bash.",
+        "A record's pruned model as a Hugging Face folder: rpb export RUN_ID --out DIR",
+        "  [paths.KEY=VALUE ...] [--push-to-hub REPO] (docs/export.md).",
     ]
     return "\n".join(lines)
 
 
 def main() -> None:
     """Entry point (``rpb`` and ``python -m benchmark.run``): validate the command line, then
-    hand over to Hydra."""
+    hand over to Hydra. ``rpb export ...`` is :mod:`benchmark.export` instead."""
+    if sys.argv[1:2] == ["export"]:
+        from benchmark.export import main as export_main
+
+        sys.exit(export_main(sys.argv[2:]))
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger()

@@ -9,7 +9,8 @@
 #   VENV=.venv            where the venv goes
 #   TORCH_VERSION=2.13.0  torch to install when the interpreter has none
 #   DATA_DIR=/path        local dataset mirror (default ../shared/data when it exists)
-#   SKIP_APT=1            do not apt-get WordNet (PWWS then needs NLTK's downloader online)
+#   SKIP_APT=1            do not apt-get WordNet (PWWS then needs NLTK's downloader online) nor
+#                         Chromium (the site's browser test is then skipped)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -51,6 +52,19 @@ if [ -z "${SKIP_APT:-}" ] && [ ! -f /usr/share/wordnet/data.noun ] && command -v
     $SUDO apt-get update -q >/dev/null 2>&1 || true
     $SUDO apt-get install -y -q wordnet-base wordnet-sense-index >/dev/null 2>&1 \
       || say "WARNING: could not install WordNet; PWWS needs 'python -m nltk.downloader wordnet' online"
+  fi
+fi
+
+# 3b. Debian's Chromium for the static site's browser test (tests/test_site.py), driven by
+#     Playwright (a dev dependency) through its executable path: Playwright's own browser
+#     download is not used.
+if [ -z "${SKIP_APT:-}" ] && ! command -v chromium >/dev/null && command -v apt-get >/dev/null; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null && SUDO="sudo -n"
+  say "installing Debian chromium (the site's browser test)"
+  if ! $SUDO apt-get install -y -q chromium >/dev/null 2>&1; then
+    $SUDO apt-get update -q >/dev/null 2>&1 || true
+    $SUDO apt-get install -y -q chromium >/dev/null 2>&1 \
+      || say "WARNING: could not install chromium; the site's browser test will be skipped"
   fi
 fi
 

@@ -282,9 +282,9 @@ def _prune(job: Job, model, tok, record: RunRecord, train) -> None:
             "intra_op_threads": threads,
             "cached": False,
         }  # fmt: skip
-        # a physically smaller model (structured pruning) does not load into the dense
-        # architecture: it is pruned again rather than cached
-        if job.cache_pruned and not info["method"].get("params_removed"):
+        # a physically smaller model (structured pruning) is stored as it is; its removal is
+        # replayed on the dense copy before the weights load (:func:`_load_pruned`)
+        if job.cache_pruned:
             _store_pruned(folder, model, info)
     model.eval()
     record.prune_seconds = info["seconds"]
@@ -313,6 +313,16 @@ def _load_pruned(folder: Path, model, device) -> dict[str, Any] | None:
     try:
         info = json.loads((folder / "info.json").read_text())
         state = torch.load(folder / "weights.pt", map_location=device)
+        method = info.get("method") or {}
+        if method.get("params_removed") and method.get("heads_removed") is not None:
+            # heads and neurons removed: replay the removal, on a copy first so that an entry
+            # that does not fit leaves the dense model as it was (it is then pruned again)
+            import copy
+
+            from benchmark.pruners.structured import replay_removal
+
+            replay_removal(copy.deepcopy(model), method).load_state_dict(state)
+            replay_removal(model, method)
         model.load_state_dict(state)
     except Exception as exc:  # truncated file, bad pickle, wrong shapes
         log.warning(

@@ -440,6 +440,37 @@ def _remove(model, head_scale, neuron_scale, prune_linear_layer) -> None:
     }
 
 
+@torch.no_grad()
+def replay_removal(model: nn.Module, info: dict) -> nn.Module:
+    """Remove from a dense copy the heads and FFN neurons a pruning removed (``info``: the
+    pruner's ``info``, with ``heads_removed`` and ``neurons_kept_index`` per layer), so that
+    the pruned weights of the pruned-weights cache load into it. Returns ``model``."""
+    import warnings
+
+    from transformers.pytorch_utils import prune_linear_layer
+
+    with warnings.catch_warnings():  # an emptied linear warns that its init is a no-op
+        warnings.simplefilter("ignore", UserWarning)
+        for i, blk in enumerate(encoder_blocks(model)):
+            attn = blk.module.attention
+            n_heads = attn.self.num_attention_heads
+            drop = [int(h) for h in info["heads_removed"][i]]
+            if drop:
+                attn.prune_heads(drop)
+                if len(drop) == n_heads:
+                    attn.self = EmptySelfAttention(attn.self)
+            keep = torch.tensor(info["neurons_kept_index"][i], dtype=torch.long)
+            inner = blk.module.intermediate.dense
+            if keep.numel() < inner.out_features:
+                keep = keep.to(inner.weight.device)
+                blk.module.intermediate.dense = prune_linear_layer(inner, keep, 0)
+                blk.module.output.dense = prune_linear_layer(blk.module.output.dense, keep, 1)
+    _, base = _base_model(model)
+    heads = info["heads_removed"]
+    base.config.pruned_heads = {i: sorted(int(h) for h in hs) for i, hs in enumerate(heads) if hs}
+    return model
+
+
 def _count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

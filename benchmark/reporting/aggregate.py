@@ -480,12 +480,13 @@ def _rows_by_configuration(ok: pd.DataFrame, keys: list[str]):
             yield vals, differs[ident], group[group["_identity"] == ident]
 
 
-def leaderboard(df: pd.DataFrame, n_boot: int = 10_000) -> pd.DataFrame:
+def leaderboard(df: pd.DataFrame, n_boot: int = 10_000, with_runs: bool = False) -> pd.DataFrame:
     """One row per configuration: mean, std, n (seeds) and 95% interval of each metric.
 
     Rows are configurations (``config_identity``), shown by (model, dense recipe, dataset,
     pruner, training budget, sparsity, attack); ``differs`` names what separates rows that
-    share those. Duplicated jobs count once (:func:`dedupe`).
+    share those. Duplicated jobs count once (:func:`dedupe`). ``with_runs`` adds ``run_ids``:
+    the run ids of the records behind each row, sorted (the static site links them).
     """
     ok = dedupe(df[df["status"] == "ok"]) if "status" in df else df.iloc[0:0]
     if ok.empty:
@@ -521,6 +522,8 @@ def leaderboard(df: pd.DataFrame, n_boot: int = 10_000) -> pd.DataFrame:
         row["ci_method"] = "+".join(sorted(notes))
         logs = recs["_log"].notna().sum() if "_log" in recs else 0
         row["attack_logs"] = f"{logs}/{len(recs)}"
+        if with_runs:
+            row["run_ids"] = sorted(recs["run_id"].astype(str))
         rows.append(row)
     table = pd.DataFrame(rows)
     if not (table["differs"] != "").any():
@@ -585,14 +588,17 @@ def format_cell(mu, sd, lo, hi, scale: float = 100.0, fmt: str = "{:.1f}") -> st
 
 
 def write_leaderboard(results_dir: Path) -> pd.DataFrame:
-    """Write ``leaderboard.csv`` and ``leaderboard.md`` under ``results_dir``."""
+    """Write ``leaderboard.csv`` and ``leaderboard.md`` under ``results_dir``; return the
+    table with its ``run_ids`` column (:func:`leaderboard`), which the files leave out."""
     df = load_records(results_dir)
     failed = int((df["status"] != "ok").sum()) if not df.empty else 0
     if failed:
         log.warning("%d record(s) did not finish (status != ok); not in the leaderboard", failed)
-    table = leaderboard(df)
+    table = leaderboard(df, with_runs=True)
     results_dir.mkdir(parents=True, exist_ok=True)
-    table.to_csv(results_dir / "leaderboard.csv", index=False)
+    table.drop(columns="run_ids", errors="ignore").to_csv(
+        results_dir / "leaderboard.csv", index=False
+    )
     (results_dir / "leaderboard.md").write_text(to_markdown(table), encoding="utf-8")
     log.info("leaderboard: %d rows from %d records -> %s", len(table), len(df), results_dir)
     return table
@@ -984,6 +990,14 @@ def main(argv: list[str] | None = None) -> int:
         help="one method's configurations side by side, paired against a reference row "
         "(conf/effects/NAME.yaml): results/tables/effects_NAME.{md,csv}",
     )
+    ap.add_argument(
+        "--site",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write a static site of the records into DIR: leaderboard, claims, comparisons, "
+        "plots, one page per configuration with its attack examples (docs/site.md)",
+    )
     args = ap.parse_args(argv)  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not (args.results_dir / "runs").is_dir():
@@ -997,7 +1011,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
         return 2
     before = _csv_stamps(args.results_dir)
-    write_leaderboard(args.results_dir)
+    board = write_leaderboard(args.results_dir)
     report_stale(args.results_dir)
     if names or args.summary or args.compare or args.analyses or args.claims or args.effects:
         df = load_records(args.results_dir)
@@ -1034,6 +1048,10 @@ def main(argv: list[str] | None = None) -> int:
             write_table(df, name, args.results_dir, args.variant, "off")  # mirrored below
         if args.summary:
             write_summary(df, args.summary, args.results_dir)
+    if args.site is not None:
+        from benchmark.reporting.site import build_site
+
+        log.info("site: %s", build_site(args.results_dir, args.site, board=board))
     mirror_tables_to_wandb(args.results_dir, before, args.wandb)
     return 0
 

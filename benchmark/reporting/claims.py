@@ -17,9 +17,10 @@ sparsities x attacks, as written in the spec; ``family`` may also be a list of s
 each adjusted on its own); a cell without a test (not run, degenerate, one seed for the
 seed-level test) counts in m with p = 1. Kinds: ``above`` / ``below`` (one direction, p
 two-sided with the delta's sign), ``retains`` (the interval reaches 0), ``gap_grows`` and
-``differs`` (two-sided: a significant difference either way, its sign in the delta). A cell reads ``holds`` only when the
-rule holds on both intervals; ``not robust to seed variance (conditional: <verdict>)`` where the
-two disagree; ``<verdict> (one seed, conditional only)`` with one seed. One verdict per claim:
+``differs`` (two-sided: a significant difference either way, its sign in the delta). A cell
+reads ``holds`` only when the rule holds on both intervals; ``not robust to seed variance
+(conditional: <verdict>)`` where the two disagree; ``<verdict> (one seed, conditional only)``
+with one seed. One verdict per claim:
 
 - ``replicates``: every cell the rule needs ran and holds (on both intervals, so with
   several seeds);
@@ -32,8 +33,8 @@ two disagree; ``<verdict> (one seed, conditional only)`` with one seed. One verd
 Only records of the claim's protocol count: the experiment, the attack sample size
 (``num_examples``), the pruner option's default settings (variants such as 2:4 or float32 are
 other configurations) unless the claim names a side's settings (``row_settings:
-{calibration: sst2}``: that option's defaults with those keys set) and, as in every comparison, the same attack, model, data and dense
-recipe on both sides.
+{calibration: sst2}``: that option's defaults with those keys set) and, as in every
+comparison, the same attack, model, data and dense recipe on both sides.
 """
 
 from __future__ import annotations
@@ -331,44 +332,13 @@ def _gap_verdict(rows: pd.DataFrame, claim: dict, attacks: list[str]) -> tuple[s
     return _verdict(cells), "; ".join(parts)
 
 
-def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str,
-           records: pd.DataFrame | None = None) -> str:  # fmt: skip
-    """The cells and verdicts as Markdown, with a caption saying what every number is;
-    ``records`` (the protocol's records) give its threat models and left-out attack logs."""
+def display_tables(
+    table: pd.DataFrame, verdicts: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(verdicts, cells) as shown: deltas and intervals in signed points, p-values rounded,
+    a cell's timing note appended. The Markdown table and the static site show these."""
     from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
 
-    holm = "; ".join(
-        f"the {int(table['claim'].isin(fam).sum())} registered cells of {', '.join(fam)}"
-        for fam in families(spec)
-    ) or "no family (unadjusted)"
-    if len(families(spec)) > 1:
-        holm = "each family separately: " + holm
-    head = (
-        f"# Claims `{name}`: judged from the records\n\n"
-        f"Experiment `{spec['experiment']}`, attacks {', '.join(spec['attacks'])} on "
-        f"{'the whole split' if not spec['num_examples'] else spec['num_examples']} "
-        "(pruner options at their defaults unless a row names its settings). `Δ Aua` = row minus reference in points, "
-        "paired over the same sentences. Seeds are the unit of a method claim: `per-seed Δ` = "
-        "each seed's paired delta (its own dense fine-tune), `[t 95% CI]` = their "
-        "random-effects t-interval (S - 1 degrees of freedom: 2 with three seeds), `p (t)` = "
-        "one-sample t-test. Conditional on these fine-tunes (the unit is the sentence): "
-        "`[95% CI], conditional` = paired cluster bootstrap over sentences, `p` = exact "
-        f"McNemar (one seed) or exact sign-flip (several), two-sided. Both `Holm` columns: over "
-        f"{holm} (a cell without a test, e.g. degenerate, "
-        f"not run, or one seed for `p (t)`, counts as p = 1); alpha {spec.get('alpha', 0.05)}. "
-        "A cell `holds` only when the rule holds on both intervals; `not robust to seed "
-        "variance` where they disagree (the conditional verdict in brackets); `(one seed, "
-        "conditional only)` where there is no seed-level interval. A claim replicates only when "
-        "every cell it needs holds. Rules: conf/claims/" + name + ".yaml. Written by "
-        f"`python -m benchmark.aggregate --claims {name}`. `threat model` = the hash of the "
-        f"cell's threat model (a row and a reference of two threat models are never paired: "
-        f"`{SEVERAL_THREAT_MODELS}`); `{TIMING}` after a cell = a record hit a per-example "
-        "limit (`n_limit > 0`).\n"
-    )
-    if records is not None:
-        extra = caption_notes(records)
-        if extra:
-            head += "\n" + extra + "\n"
     seed_ci = [
         "-" if pd.isna(lo) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         for d, lo, hi in zip(table["delta_aua"], table["delta_ci_low"], table["delta_ci_high"],
@@ -393,7 +363,50 @@ def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], na
         "cell": [c + (f" ({TIMING})" if t else "")
                  for c, t in zip(table["cell"], table["timing_dependent"], strict=True)],
     })  # fmt: skip
-    ver = verdicts.rename(columns={"cells": "cells the rule needs"})
+    return verdicts.rename(columns={"cells": "cells the rule needs"}), show
+
+
+def render(table: pd.DataFrame, verdicts: pd.DataFrame, spec: dict[str, Any], name: str,
+           records: pd.DataFrame | None = None) -> str:  # fmt: skip
+    """The cells and verdicts as Markdown, with a caption saying what every number is;
+    ``records`` (the protocol's records) give its threat models and left-out attack logs."""
+    holm = (
+        "; ".join(
+            f"the {int(table['claim'].isin(fam).sum())} registered cells of {', '.join(fam)}"
+            for fam in families(spec)
+        )
+        or "no family (unadjusted)"
+    )
+    if len(families(spec)) > 1:
+        holm = "each family separately: " + holm
+    head = (
+        f"# Claims `{name}`: judged from the records\n\n"
+        f"Experiment `{spec['experiment']}`, attacks {', '.join(spec['attacks'])} on "
+        f"{'the whole split' if not spec['num_examples'] else spec['num_examples']} "
+        "(pruner options at their defaults unless a row names its settings). `Δ Aua` = row "
+        "minus reference in points, paired over the same sentences. Seeds are the unit of a "
+        "method claim: `per-seed Δ` = each seed's paired delta (its own dense fine-tune), "
+        "`[t 95% CI]` = their "
+        "random-effects t-interval (S - 1 degrees of freedom: 2 with three seeds), `p (t)` = "
+        "one-sample t-test. Conditional on these fine-tunes (the unit is the sentence): "
+        "`[95% CI], conditional` = paired cluster bootstrap over sentences, `p` = exact "
+        f"McNemar (one seed) or exact sign-flip (several), two-sided. Both `Holm` columns: over "
+        f"{holm} (a cell without a test, e.g. degenerate, "
+        f"not run, or one seed for `p (t)`, counts as p = 1); alpha {spec.get('alpha', 0.05)}. "
+        "A cell `holds` only when the rule holds on both intervals; `not robust to seed "
+        "variance` where they disagree (the conditional verdict in brackets); `(one seed, "
+        "conditional only)` where there is no seed-level interval. A claim replicates only when "
+        "every cell it needs holds. Rules: conf/claims/" + name + ".yaml. Written by "
+        f"`python -m benchmark.aggregate --claims {name}`. `threat model` = the hash of the "
+        f"cell's threat model (a row and a reference of two threat models are never paired: "
+        f"`{SEVERAL_THREAT_MODELS}`); `{TIMING}` after a cell = a record hit a per-example "
+        "limit (`n_limit > 0`).\n"
+    )
+    if records is not None:
+        extra = caption_notes(records)
+        if extra:
+            head += "\n" + extra + "\n"
+    ver, show = display_tables(table, verdicts)
     return (
         head
         + "\n## Verdicts\n\n"

@@ -464,6 +464,13 @@ def render_markdown(
         caption += "\n" + extra + "\n"
     if table.empty:
         return caption + "\n_no rows_\n"
+    show = display_table(table)
+    return caption + "\n" + show.to_markdown(index=False, disable_numparse=True) + "\n"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as shown: deltas and intervals in signed points, p-values rounded,
+    ``differs`` only where some row has it. The Markdown table and the static site show it."""
     show = pd.DataFrame({
         "pruner": table["pruner"], "sparsity": table["sparsity"], "attack": table["attack"],
         "threat model": table["threat_model"], "family": table["family"],
@@ -481,7 +488,7 @@ def render_markdown(
     })  # fmt: skip
     if (table["differs"] != "").any():
         show.insert(3, "differs", table["differs"])
-    return caption + "\n" + show.to_markdown(index=False, disable_numparse=True) + "\n"
+    return show
 
 
 def _seed_points(text: Any) -> str:
