@@ -207,9 +207,11 @@ def run_task(cfg) -> dict[str, Any] | None:
         log_summary,
         run_job,
     )
+    from benchmark.records.store import process_git_state
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     install_sigterm_handler()  # also where main() did not run: submitit and joblib workers
+    process_git_state()  # a worker's first job: the checkout its imports came from
     try:
         ident = job_identity(cfg, HydraConfig.get().runtime.choices)
         force = bool(ident.resolved.get("force"))
@@ -328,6 +330,10 @@ def main() -> None:
     if args & {"--help", "-h"}:
         print(usage())
         return
+    if not FLAGS_WITHOUT_JOB & args:
+        from benchmark.records.store import process_git_state
+
+        process_git_state()  # the checkout whose code this process imports and runs
     try:
         check_overrides(sys.argv[1:])
         if not FLAGS_WITHOUT_JOB & args:

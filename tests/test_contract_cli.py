@@ -593,3 +593,277 @@ def test_a_cached_model_is_not_used_for_another_task_shape(dirs, caplog, capsys)
     rc, text = call([*args, "dataset.num_labels=3"], caplog, capsys)
     assert rc == 2 and "2 classes but dataset.num_labels=3" in text, text
     assert "Traceback" not in text
+
+
+# ------------------------------------------------------------- a full disk, hand-edited records
+
+# ``python -m benchmark.run`` in a process whose disk is full for the files whose names match
+# RPB_FULL_DISK (a regex on the temp file's name): their fsync raises ENOSPC, as a write to a
+# full disk does, so the project's own write path meets the error. RPB_FAIL_JOB makes the job
+# itself fail mid-way (after its dense model and pruning, as any error inside a job would).
+FULL_DISK_MAIN = """
+import errno, os, re, sys
+pattern = re.compile(os.environ["RPB_FULL_DISK"])
+real_fsync = os.fsync
+def fsync(fd):
+    if pattern.search(os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return real_fsync(fd)
+os.fsync = fsync
+if os.environ.get("RPB_FAIL_JOB"):
+    from benchmark.errors import UserError
+    from benchmark.jobs import build
+    def execute(job, record):
+        raise UserError("the job failed mid-way")
+    build.execute = execute
+from benchmark.run import main
+sys.argv = ["benchmark.run", *sys.argv[1:]]
+main()
+"""
+
+
+def cli_full_disk(args, pattern, fail_job=False):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
+           "RPB_FULL_DISK": pattern, "RPB_FAIL_JOB": "1" if fail_job else ""}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", FULL_DISK_MAIN, *args], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         timeout=600)  # fmt: skip
+    out.stderr = out.stdout
+    return out
+
+
+@pytest.fixture(scope="module")
+def small_done(dirs):
+    """A finished 8-example job (ok record and attack log) for the full-disk cases."""
+    args = base_args(dirs, "full")
+    out = cli(args)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = next((dirs["results"] / "runs" / "full").glob("*.json"))
+    return args, rec, rec.with_name(rec.stem + ".attack.jsonl.gz")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["before-the-job", "inside-the-job"])
+def test_full_disk_writing_a_failed_record_keeps_the_ok_record(small_done, where):
+    """A forced rerun fails (before the job starts: no CUDA; or inside it) on a full disk: its
+    failed record cannot be written. One line says so and that the ok record is unchanged, the
+    job's own error follows, and the ok record and its log are byte-identical."""
+    args, rec, log = small_done
+    before, log_before = rec.read_bytes(), log.read_bytes()
+    extra = ["device=cuda"] if where == "before-the-job" else []
+    out = cli_full_disk([*args, "force=true", *extra], r"\.failed\.json\.",
+                        fail_job=where == "inside-the-job")  # fmt: skip
+    assert out.returncode == 2, out.stderr[-3000:]
+    line = (f"could not write the failed record {failed_path_of(rec)} (No space left on "
+            f"device); the ok record {rec} is unchanged")  # fmt: skip
+    assert line in out.stderr, out.stderr[-3000:]
+    assert ("CUDA is not available" if extra else "the job failed mid-way") in out.stderr
+    assert "Traceback" not in out.stderr
+    assert rec.read_bytes() == before and log.read_bytes() == log_before
+    assert not failed_path_of(rec).exists()
+    assert not list(rec.parent.glob(".*.tmp"))  # no temp file left behind
+
+
+@pytest.mark.slow
+def test_full_disk_writing_a_finished_record_replaces_nothing(small_done):
+    """A forced rerun that finishes but cannot write its record (full disk): the old record
+    and the old log stay together, one line says so, exit 2."""
+    args, rec, log = small_done
+    before, log_before = rec.read_bytes(), log.read_bytes()
+    out = cli_full_disk([*args, "force=true"], rf"^\.{rec.stem}\.json\.")
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert f"could not write the record {rec} (No space left on device)" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert rec.read_bytes() == before
+    assert log.read_bytes() == log_before  # not the new log
+    assert json.loads(failed_path_of(rec).read_text())["status"] == "failed"
+    failed_path_of(rec).unlink()
+
+
+def failed_path_of(rec: Path) -> Path:
+    return rec.with_name(rec.stem + ".failed.json")
+
+
+def _drop_pruner(text: str) -> str:
+    return json.dumps({k: v for k, v in json.loads(text).items() if k != "pruner"})
+
+
+def _aua_in_words(text: str) -> str:
+    return json.dumps({**json.loads(text), "aua": "high"})
+
+
+# (id, the edit of a record's text, usable, the fragment of the line naming the file)
+HAND_EDITS = [
+    ("truncated", lambda text: text[: len(text) // 2], False, "is not valid JSON"),
+    ("wrong-type", _aua_in_words, False, "wrong type: aua='high'"),
+    ("not-an-object", lambda text: "[1, 2]", False, "a JSON list, not a record object"),
+    ("missing-key", _drop_pruner, True, "lacks key(s) pruner"),
+]
+
+
+@pytest.mark.slow
+def test_hand_edited_records_are_named_and_the_sweep_goes_on(dirs):
+    """A sweep whose jobs' ``ok`` records were hand-edited or cut short. A record that cannot
+    be read as one names its file in one line (``force=true`` rebuilds it) and its job stops; a
+    record that only lacks a key is named and skipped as done; the other jobs run, the sweep
+    exits 2, and the edited files stay as they were."""
+    args = [*base_args(dirs, "edited"), "attack=none", "pruner=magnitude"]
+    values = ["0.1", "0.2", "0.3", "0.4", "0.5"]
+    out = cli(["-m", *args, f"sparsity={','.join(values[:4])}"])
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = dirs["results"] / "runs" / "edited"
+    by_sparsity = {json.loads(p.read_text())["sparsity_target"]: p for p in runs.glob("*.json")}
+    edited = {}
+    for (_, edit, _, _), value in zip(HAND_EDITS, values, strict=False):
+        path = by_sparsity[float(value)]
+        path.write_text(edit(path.read_text()))
+        edited[path] = path.read_bytes()
+    out = cli(["-m", *args, f"sparsity={','.join(values)}"])
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    for (_, _, usable, fragment), path in zip(HAND_EDITS, edited, strict=True):
+        named = f"record {path} lacks" if usable else f"record {path} is not"
+        assert named in out.stderr and fragment in out.stderr, out.stderr[-3000:]
+        assert path.read_bytes() == edited[path]
+    assert "rerun with force=true to rebuild it" in out.stderr
+    unusable = sum(not usable for _, _, usable, _ in HAND_EDITS)
+    assert f"{unusable} job(s) of the sweep stopped on a user error" in out.stderr
+    new = [p for p in runs.glob("*.json") if p not in edited]  # the fifth job ran
+    assert [json.loads(p.read_text())["sparsity_target"] for p in new] == [0.5]
+
+
+def test_aggregator_names_hand_edited_records_and_goes_on(tmp_path, caplog):
+    """The leaderboard names a truncated or hand-edited record and what is wrong with it, and
+    is built from the others: one that cannot be read as a record is left out, one that only
+    lacks a key is read with that key empty."""
+    from benchmark.reporting import aggregate
+
+    runs = tmp_path / "runs" / "x"
+    runs.mkdir(parents=True)
+    good = {"run_id": "good", "status": "ok", "exp_name": "x", "model": "tiny_bert",
+            "dataset": "tiny", "pruner": "magnitude", "attack": "none", "seed": 0,
+            "sparsity_target": 0.5, "clean_acc": 0.75, "cfg": {}}  # fmt: skip
+    (runs / "good.json").write_text(json.dumps(good))
+    text = json.dumps({**good, "run_id": "edited", "seed": 1})
+    for name, edit, _, _ in HAND_EDITS:
+        (runs / f"{name}.json").write_text(edit(text))
+    (runs / "cfg-list.json").write_text(json.dumps({**good, "run_id": "c", "cfg": [1]}))
+    with caplog.at_level(logging.WARNING):
+        rc = aggregate.main(["--results-dir", str(tmp_path), "--summary", "x"])
+    assert rc == 0
+    for name, _, _, fragment in HAND_EDITS:
+        assert f"{runs / name}.json" in caplog.text and fragment in caplog.text, caplog.text
+    assert f"{runs / 'cfg-list.json'}" in caplog.text and "cfg=[1]" in caplog.text
+    board = (tmp_path / "leaderboard.md").read_text()
+    assert "| tiny_bert |" in board and "| magnitude |" in board  # the good record is in it
+    assert (tmp_path / "tables" / "summary_x.md").is_file()
+
+
+# ------------------------------------------------------------- a table spec of the user's own
+
+SMOKE_SPEC = (ROOT / "conf" / "table" / "smoke.yaml").read_text(encoding="utf-8")
+
+# (id, how the user's copy of conf/table/smoke.yaml is changed, fragment of the error line)
+TABLE_SPEC_TYPOS = [
+    ("unknown-top-level-key", lambda t: t.replace("columns:", "colums:"),
+     "unknown key 'colums' (did you mean 'columns'?)"),
+    ("misspelled-context-key", lambda t: t.replace("fixed: {model:", "fixed: {modle:"),
+     "unknown key in fixed 'modle' (did you mean 'model'?)"),
+    ("misspelled-row-key", lambda t: t.replace("- {sparsity: 0.0,", "- {sparsty: 0.0,"),
+     "unknown key in rows 'sparsty' (did you mean 'sparsity'?)"),
+    ("misspelled-metric", lambda t: t.replace("metrics: [acc, clean, aua, suc]",
+                                              "metrics: [acc, clean, aua, sucess]"),
+     "unknown metric in metrics 'sucess' (did you mean 'suc'?)"),
+    ("misspelled-selector", lambda t: t.replace("dense: {pruner: none}", "dense: {prunr: none}"),
+     "unknown record column in methods.dense 'prunr' (did you mean 'pruner'?)"),
+    ("missing-title", lambda t: t.replace("title:", "# title:"), "missing key 'title'"),
+    ("not-yaml", lambda t: t.replace("rows:", "rows: [\n  -"), "is not valid YAML"),
+    ("not-a-mapping", lambda t: "- a\n- b\n", "a table spec is a mapping of keys, got list"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", TABLE_SPEC_TYPOS, ids=[c[0] for c in TABLE_SPEC_TYPOS])
+def test_table_spec_typo_is_one_line(case, tmp_path, caplog):
+    """``aggregate --table my.yaml`` with a typo: one line naming the file and the key, exit 2,
+    before any table (or the leaderboard) is written."""
+    from benchmark.reporting import aggregate
+
+    _, edit, fragment = case
+    (tmp_path / "runs").mkdir()
+    spec = tmp_path / "my.yaml"
+    spec.write_text(edit(SMOKE_SPEC), encoding="utf-8")
+    assert edit(SMOKE_SPEC) != SMOKE_SPEC  # the edit found its target
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        rc = aggregate.main(["--results-dir", str(tmp_path), "--table", str(spec)])
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert rc == 2 and len(errors) == 1, caplog.text
+    assert errors[0].startswith(f"error: table spec {spec}") and fragment in errors[0], errors
+    assert not (tmp_path / "leaderboard.md").exists() and not (tmp_path / "tables").exists()
+
+
+def test_table_spec_file_missing_is_one_line_in_a_real_process(tmp_path):
+    (tmp_path / "runs").mkdir()
+    cases = [(tmp_path / "my.yaml", f"error: table spec file {tmp_path / 'my.yaml'} does not "
+              "exist"), ("smokee", "error: no table spec 'smokee'; valid: ")]  # fmt: skip
+    spec = tmp_path / "typo.yaml"
+    spec.write_text(SMOKE_SPEC.replace("columns:", "colums:"), encoding="utf-8")
+    cases.append((spec, f"error: table spec {spec}: unknown key 'colums'"))
+    for name, line in cases:
+        out = subprocess.run([sys.executable, "-m", "benchmark.aggregate", "--results-dir",
+                              str(tmp_path), "--table", str(name)], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert out.stderr.strip().startswith(line) and len(out.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "leaderboard.md").exists()
+
+
+# ------------------------------------------------------------- provenance of a sweep's records
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+
+
+def test_records_carry_the_checkout_the_process_started_from(dirs, tmp_path, monkeypatch,
+                                                             caplog, capsys):  # fmt: skip
+    """A two-job sweep during which the checkout is edited and committed (after the process
+    started, before its first job): both records carry the sha and dirty flag of the code the
+    process imported at its start, not the checkout's state when each record was written."""
+    import functools
+
+    from benchmark import run
+    from benchmark.records import store
+
+    repo = tmp_path / "checkout"
+    (repo / "benchmark").mkdir(parents=True)
+    (repo / "benchmark" / "code.py").write_text("X = 1\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "start")
+    start_sha = _git(repo, "rev-parse", "--short=12", "HEAD")
+    monkeypatch.setattr(store, "git_state", functools.partial(store.git_state, root=repo))
+    monkeypatch.setattr(store, "_PROCESS_GIT", {})  # a fresh process
+
+    real_run_task, edits = run.run_task, []
+
+    def run_task(cfg):
+        if not edits:  # while the sweep runs: a commit, then an uncommitted edit of code
+            (repo / "benchmark" / "code.py").write_text("X = 2\n")
+            _git(repo, "commit", "-qam", "during the sweep")
+            (repo / "benchmark" / "code.py").write_text("X = 3\n")
+            edits.append(1)
+        return real_run_task(cfg)
+
+    monkeypatch.setattr(run, "run_task", run_task)
+    args = ["-m", *base_args(dirs, "gitstate"), "attack=none", "pruner=magnitude",
+            "sparsity=0.3,0.5"]  # fmt: skip
+    rc, text = call(args, caplog, capsys)
+    assert rc == 0 and edits, text
+    now = store.git_state()  # the checkout (patched above)
+    assert now["git_sha"] != start_sha and now["git_dirty"] is True  # the checkout did change
+    recs = [json.loads(p.read_text())
+            for p in (dirs["results"] / "runs" / "gitstate").glob("*.json")]  # fmt: skip
+    assert len(recs) == 2
+    assert [(r["git_sha"], r["git_dirty"]) for r in recs] == [(start_sha, False)] * 2

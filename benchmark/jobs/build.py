@@ -27,13 +27,14 @@ from benchmark.records.store import (
     CorruptRecord,
     RunRecord,
     failed_path,
+    missing_keys,
     provenance,
     read_record,
     record_path,
     run_id_of,
+    staged_json,
     without_nested_non_identity,
     write_json_atomic,
-    write_record,
 )
 from benchmark.records.tracking import WandbMirror, default_mode, job_type_of
 
@@ -167,12 +168,17 @@ def existing_record(ident: Identity, force: bool) -> dict[str, Any] | None:
     """The job's record if one exists. A corrupt one is an error naming the file, unless
     ``force`` (then it is rebuilt)."""
     try:
-        return read_record(ident.path)
+        rec = read_record(ident.path)
     except CorruptRecord as exc:
         if not force:
             raise UserError(f"{exc}; rerun with force=true to rebuild it") from exc
         log.warning("%s; rebuilding it (force=true)", exc)
         return None
+    missing = missing_keys(rec) if rec is not None else []
+    if missing:  # a hand edit or partial copy: still the job's record, named once
+        log.warning("record %s lacks key(s) %s (hand-edited?); force=true rebuilds it",
+                    ident.path, ", ".join(missing))  # fmt: skip
+    return rec
 
 
 @contextlib.contextmanager
@@ -333,8 +339,44 @@ def _record_build_failure(cfg, ident: Identity, exc: Exception, protect: bool) -
         sparsity_target=float(cfg.sparsity), cfg=ident.identity, **provenance(),
     )  # fmt: skip
     path = failed_path(ident.path) if protect else ident.path
-    write_json_atomic(path, record.to_dict())
-    log.info("record: %s (failed before the job started)", path)
+    if write_failed_record(record, path, ident.path if protect else None):
+        log.info("record: %s (failed before the job started)", path)
+
+
+def write_failed_record(record: RunRecord, path: Path, ok_record: Path | None) -> bool:
+    """Write a failed record; False when it cannot be written (a full disk, a folder gone).
+    Then one line says so and which ``ok`` record stays as it was, and the job's own error
+    goes on to the caller: the write's error never takes its place."""
+    try:
+        write_json_atomic(path, record.to_dict())
+        return True
+    except OSError as exc:
+        kept = f"; the ok record {ok_record} is unchanged" if ok_record else ""
+        log.error("error: could not write the failed record %s (%s)%s", path,
+                  exc.strerror or exc, kept)  # fmt: skip
+        return False
+
+
+def _write_finished(job: Job, record: RunRecord, path: Path) -> None:
+    """Put a finished job's attack log and ``ok`` record into place together: the record is
+    staged first, so a full disk leaves the old record and log (a forced rerun's) as they
+    were. Raises :class:`UserError` naming what could not be written."""
+    from benchmark.jobs.pipeline import partial_log_path
+    from benchmark.records.logs import finish_log, remove_logs
+
+    try:
+        with staged_json(path, record.to_dict()):
+            partial = partial_log_path(job)
+            if partial.exists():  # compressed into place just before the record
+                finish_log(partial, path.parent, job.run_id)
+            elif job.attack.enabled is False:
+                remove_logs(path.parent, job.run_id)  # an old log of a rerun without attack
+    except OSError as exc:
+        raise UserError(
+            f"could not write the record {path} ({exc.strerror or exc}); the job finished "
+            "but its record and log were not replaced: free space and rerun it"
+        ) from exc
+    failed_path(path).unlink(missing_ok=True)
 
 
 def error_text(exc: BaseException) -> str:
@@ -375,8 +417,7 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
     record and its attack log stay as they were; a successful rerun replaces both together.
     """
     from benchmark.attacks.resources import use_nltk_data
-    from benchmark.jobs.pipeline import log_path, partial_log_path
-    from benchmark.records.logs import finish_log, remove_logs
+    from benchmark.jobs.pipeline import log_path
 
     path = record_path(job.results_dir, job.exp_name, job.run_id)
     use_nltk_data(job.nltk_data)  # before TextAttack is imported
@@ -397,32 +438,36 @@ def run_job(job: Job, tracker: WandbMirror, protect: bool = False) -> dict[str, 
         raise
     finally:
         record.wandb_run_id = tracker.run_id
+        unwritten = None
         if record.status == "ok":
-            partial = partial_log_path(job)
-            if partial.exists():  # compressed into place just before the record
-                finish_log(partial, path.parent, job.run_id)
-            elif job.attack.enabled is False:
-                remove_logs(path.parent, job.run_id)  # an old log of a rerun without attack
-            write_record(record, job.results_dir)
-            failed_path(path).unlink(missing_ok=True)
-            written = path
-        else:
+            try:
+                _write_finished(job, record, path)
+            except UserError as exc:  # a full disk: the job fails with that line
+                record.status, record.error, unwritten = "failed", error_text(exc), exc
+                failed = True
+        written = path
+        if record.status != "ok":
             written = failed_path(path) if protect else path
-            write_json_atomic(written, record.to_dict())
+            if not write_failed_record(record, written, path if protect else None):
+                written = None
         try:
             attack_log = log_path(job) if record.status == "ok" else None
             tracker.log_record(record.to_dict(), written, attack_log)
         finally:
             tracker.finish(failed=failed)
-        log.info("record: %s (%s)", written, record.status)
+        if written is not None:
+            log.info("record: %s (%s)", written, record.status)
+        if unwritten is not None:
+            raise unwritten
     log_summary(record.to_dict())
     return record.to_dict()
 
 
 def log_summary(rec: dict[str, Any]) -> None:
     """Log a short table of the job's main numbers."""
-    title = (f"{rec['model']} / {rec['dataset']} / {rec['pruner']} @ {rec['sparsity_target']}"
-             f" / {rec['attack']} / seed {rec['seed']}")  # fmt: skip
+    get = rec.get  # a hand-edited record may lack any of them
+    title = (f"{get('model')} / {get('dataset')} / {get('pruner')} @ {get('sparsity_target')}"
+             f" / {get('attack')} / seed {get('seed')}")  # fmt: skip
     rows = [f"  {k:<18} {_fmt(rec.get(k))}" for k in SUMMARY_FIELDS]
     log.info("summary: %s\n%s", title, "\n".join(rows))
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import UserError
+from benchmark.records.store import CorruptRecord, read_record
 
 ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("benchmark.reproduce")
@@ -113,8 +114,10 @@ class Rates:
         out = cls()
         for path in sorted((Path(results_dir) / "runs").glob("*/*.json")):
             try:
-                rec = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+                rec = read_record(path)
+            except CorruptRecord:
+                continue  # named by the aggregator and by the job itself
+            if rec is None:
                 continue
             if rec.get("status") != "ok" or not str(rec.get("device") or "").startswith(
                 device_kind
@@ -253,9 +256,9 @@ def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[
             job.run_id = ident.run_id
             job.kind = " / ".join(ident.names[g] for g in ("model", "dataset", "pruner", "attack"))
             try:
-                rec = json.loads(ident.path.read_text(encoding="utf-8"))
-                job.done = rec.get("status") == "ok"
-            except (OSError, json.JSONDecodeError):
+                rec = read_record(ident.path)
+                job.done = rec is not None and rec.get("status") == "ok"
+            except CorruptRecord:
                 job.done = False
             if not job.done:
                 job.missing = needs(ident, resolved)

@@ -57,17 +57,17 @@ def stale_reasons(record: dict[str, Any]) -> list[str]:
 
 def stale_records(results_dir: Path) -> list[tuple[Path, list[str]]]:
     """(path, reasons) of every stale ``ok`` record under ``results_dir/runs``."""
-    import json
+    from benchmark.records.store import CorruptRecord, read_record
 
     out = []
     for path in sorted(Path(results_dir, "runs").glob("*/*.json")):
         if path.name.endswith(".failed.json"):
             continue
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue  # unreadable files are reported by the loader
-        if not isinstance(rec, dict) or rec.get("status") != "ok":
+            rec = read_record(path)
+        except CorruptRecord:
+            continue  # unreadable and hand-broken files are named by the loader
+        if rec is None or rec.get("status") != "ok":
             continue
         reasons = stale_reasons(rec)
         if reasons:

@@ -6,11 +6,13 @@ results (paths, logging, device, control flags), so rerunning a config finds the
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -176,6 +178,28 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def staged_json(path: Path, data: dict[str, Any]) -> Iterator[None]:
+    """Write ``data`` as JSON to a temp file beside ``path`` now (a full disk fails here, with
+    ``path`` untouched), run the block, then rename the temp file onto ``path``. A block that
+    raises leaves ``path`` as it was. A finished job stages its record around moving its attack
+    log into place, so that a write that cannot finish replaces neither."""
+    path = Path(path)
+    text = json.dumps(data, indent=2, sort_keys=False, default=str, allow_nan=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(text.encode("utf-8"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        yield
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to ``path`` atomically (:func:`write_bytes_atomic`); a value that cannot be
     serialised fails before anything is written."""
@@ -194,17 +218,90 @@ class CorruptRecord(Exception):
     """A record file that exists but is not a readable record (truncated, invalid JSON)."""
 
 
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a :class:`RunRecord` field's type. Numbers are numbers: an
+    int where a float is declared, a float (``1000.0``, NaN) where an int is, both fit; a bool
+    is not a number here."""
+    import types
+    import typing
+
+    if hint is Any:
+        return True
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint in (int, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, typing.get_origin(hint) or hint)
+
+
+def record_problem(data: Any) -> str | None:
+    """Why a parsed JSON file cannot be used as a record (None when it can): not an object, no
+    ``run_id`` or ``status``, a status other than ok/failed, or a known field of the wrong type
+    (a hand edit such as ``"aua": "high"``). Unknown extra keys are accepted, and missing
+    fields read as their defaults (:func:`missing_keys` names the ones a record should have)."""
+    import dataclasses
+    import typing
+
+    if not isinstance(data, dict):
+        return f"a JSON {type(data).__name__}, not a record object"
+    absent = [key for key in ("run_id", "status") if key not in data]
+    if absent:
+        return f"missing key(s) {', '.join(absent)}"
+    if data["status"] not in ("ok", "failed"):
+        return f"status {data['status']!r} (expected 'ok' or 'failed')"
+    hints = typing.get_type_hints(RunRecord)
+    wrong = [f"{f.name}={data[f.name]!r}" for f in dataclasses.fields(RunRecord)
+             if f.name in data and not _fits(data[f.name], hints[f.name])]  # fmt: skip
+    if wrong:
+        shown = ", ".join(w if len(w) <= 60 else w[:57] + "..." for w in wrong[:3])
+        return f"wrong type: {shown}{' ...' if len(wrong) > 3 else ''}"
+    return None
+
+
+def missing_keys(rec: dict[str, Any]) -> list[str]:
+    """The fields every written record has (those without a default in :class:`RunRecord`:
+    the job's names, seed, sparsity) that ``rec`` lacks: a hand edit or a partial copy."""
+    import dataclasses
+
+    none = dataclasses.MISSING
+    return [f.name for f in dataclasses.fields(RunRecord)
+            if f.default is none and f.default_factory is none and f.name not in rec]  # fmt: skip
+
+
+def with_defaults(rec: dict[str, Any]) -> dict[str, Any]:
+    """``rec`` with every :class:`RunRecord` field it lacks set to the field's default (an
+    older schema's record, or a hand-edited one missing an optional field, reads like one
+    written today)."""
+    import dataclasses
+
+    out = dict(rec)
+    for f in dataclasses.fields(RunRecord):
+        if f.name not in out and f.default_factory is not dataclasses.MISSING:
+            out[f.name] = f.default_factory()
+        elif f.name not in out and f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+    return out
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
     """Read a record, or None when the file does not exist; :class:`CorruptRecord` when it
-    cannot be read as one (the message names the path)."""
+    cannot be read as one: truncated or invalid JSON, or a hand-edited file that
+    :func:`record_problem` rejects (the message names the path and what is wrong)."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptRecord(f"record {path} is not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or "run_id" not in data or "status" not in data:
-        raise CorruptRecord(f"record {path} is not a record (no run_id/status)")
+    except OSError as exc:
+        raise CorruptRecord(f"record {path} cannot be read ({exc.strerror or exc})") from exc
+    problem = record_problem(data)
+    if problem:
+        raise CorruptRecord(f"record {path} is not a usable record ({problem})")
     return data
 
 
@@ -263,9 +360,10 @@ def code_dirty(porcelain: str) -> bool:
     return False
 
 
-def provenance() -> dict[str, Any]:
-    """git sha and dirty flag of the project checkout, and the versions of key packages."""
-    root = Path(__file__).resolve().parents[2]
+def git_state(root: Path | None = None) -> dict[str, Any]:
+    """``git_sha`` (HEAD) and ``git_dirty`` (:func:`code_dirty`) of the project checkout now;
+    both None outside a git checkout."""
+    root = root or Path(__file__).resolve().parents[2]
     sha, dirty = None, None
     try:
         sha = subprocess.run(
@@ -280,15 +378,30 @@ def provenance() -> dict[str, Any]:
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         pass
+    return {"git_sha": sha, "git_dirty": dirty}
+
+
+_PROCESS_GIT: dict[str, Any] = {}
+
+
+def process_git_state() -> dict[str, Any]:
+    """The checkout's :func:`git_state` when this process first asked: ``benchmark.run.main``
+    asks before the first job, a launcher's worker at its first job. Every record the process
+    writes carries it, because the code a process runs is what it imported then; a commit or
+    an edit made while a sweep runs does not change what its later jobs run (and reading git
+    again per record would say it does)."""
+    if not _PROCESS_GIT:
+        _PROCESS_GIT.update(git_state())
+    return dict(_PROCESS_GIT)
+
+
+def provenance() -> dict[str, Any]:
+    """git sha and dirty flag of the code this process runs (:func:`process_git_state`), the
+    versions of key packages, and the compute settings."""
     versions = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             continue
-    return {
-        "git_sha": sha,
-        "git_dirty": dirty,
-        "versions": versions,
-        "compute": compute_provenance(),
-    }
+    return {**process_git_state(), "versions": versions, "compute": compute_provenance()}

@@ -42,6 +42,7 @@ import pandas as pd
 from benchmark.records.logs import find_log, read_text, run_id_of_log
 from benchmark.records.logs import log_path as log_file_path
 from benchmark.records.logs import resolve as resolve_log
+from benchmark.records.store import CorruptRecord, missing_keys, read_record, with_defaults
 from benchmark.reporting.provenance import (
     TIMING,
     TIMING_NOTE,
@@ -256,13 +257,17 @@ def load_records(results_dir: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((Path(results_dir) / "runs").glob("*/*.json")):
         try:
-            rec = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            log.warning("skipping unreadable record %s: %s", path, exc)
+            rec = read_record(path)
+        except CorruptRecord as exc:  # truncated or hand-edited: named, and the rest goes on
+            log.warning("skipping %s", exc)
             continue
-        if not isinstance(rec, dict) or "run_id" not in rec or "status" not in rec:
-            log.warning("skipping %s: not a record (no run_id/status)", path)
+        if rec is None:  # removed while listing
             continue
+        missing = missing_keys(rec)
+        if missing:  # a hand edit or partial copy: named, and read with empty values
+            log.warning("record %s lacks key(s) %s; read with those empty", path,
+                        ", ".join(missing))  # fmt: skip
+        rec = with_defaults(rec)  # every field a column, also where an edit dropped one
         cfg = rec.pop("cfg", None) or {}
         # The dense recipe and the W&B mode live only in the resolved config.
         rec["dense"] = (cfg.get("choices") or {}).get("dense")
@@ -912,7 +917,7 @@ def report_stale(results_dir: Path) -> list[tuple[Path, list[str]]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    from benchmark.reporting.tables import table_names
+    from benchmark.reporting.tables import SpecError, load_spec, table_names
 
     root = Path(__file__).resolve().parents[2]
     ap = argparse.ArgumentParser(prog="python -m benchmark.aggregate", description=__doc__,
@@ -1006,10 +1011,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     names = table_names() if "all" in args.table else args.table
-    unknown = [n for n in names if n not in table_names() and not Path(n).is_file()]
-    if unknown:
-        log.error("error: unknown table %s; valid: %s", unknown, ", ".join(table_names()))
-        return 2
+    for name in names:  # every spec read before any work: a typo is one line, exit 2
+        try:
+            load_spec(name, args.variant)
+        except SpecError as exc:
+            log.error("error: %s", exc)
+            return 2
     before = _csv_stamps(args.results_dir)
     board = write_leaderboard(args.results_dir)
     report_stale(args.results_dir)

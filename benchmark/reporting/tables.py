@@ -124,19 +124,14 @@ class TableSpec:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> TableSpec:
-        """Build a spec from its YAML dict; list values in ``rows`` expand as a product."""
+        """Build a spec from its YAML dict; list values in ``rows`` expand as a product. A key
+        or value this module would not read raises :class:`SpecError` naming it (see
+        :func:`check_spec`)."""
+        check_spec(raw, set(cls.__dataclass_fields__))
         data = dict(raw)
-        data["rows"] = list(expand_rows(data.get("rows", [])))
+        data["rows"] = list(expand_rows(data.get("rows") or []))
         labels = data.get("labels") or {}
         data["labels"] = {k: {_norm(a): b for a, b in v.items()} for k, v in labels.items()}
-        for key in ("metrics", "row_metrics"):
-            for m in data.get(key) or []:
-                if m not in METRICS:
-                    raise ValueError(f"table {data.get('name')}: unknown metric {m!r}")
-        known = set(cls.__dataclass_fields__)
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"table {data.get('name')}: unknown keys {sorted(unknown)}")
         return cls(**data)
 
     def label(self, key: str, value: Any) -> str:
@@ -157,6 +152,67 @@ class TableSpec:
         return self.label(key, back.get(_norm(value), value))
 
 
+class SpecError(ValueError):
+    """A table spec with a key or value that would be ignored or misread (a typo)."""
+
+
+# Record columns a ``methods`` selector may test besides the record's own fields: the ones the
+# loader adds (benchmark.reporting.aggregate.load_records), and ``missing`` (why a method has
+# no records: an ``n/a`` cell).
+SELECTOR_EXTRA = ("dense", "budget", "logger_mode", "model_label", "missing")
+
+
+def _unknown(what: str, given: Iterable[Any], valid: Iterable[str]) -> None:
+    import difflib
+
+    valid = sorted(valid)
+    for key in given:
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"unknown {what} {key!r}{hint}; valid: {', '.join(valid)}")
+
+
+def check_spec(raw: Any, fields: set[str]) -> None:
+    """Every key of a table spec is one this module reads, where it reads it: the top-level
+    keys, the context keys of ``fixed``, ``rows``, ``columns``, ``row_keys`` and ``labels``
+    (``model``, ``dataset``, ``attack``, ``method``, ``sparsity``; a column also takes
+    ``label``), ``row_info``, the metrics, and the record columns a ``methods`` selector tests.
+    A typo would otherwise be dropped silently (a misspelled ``fixed`` key matches every
+    record), so it raises :class:`SpecError` naming the key and a close valid one."""
+    from benchmark.records.store import RunRecord
+
+    if not isinstance(raw, Mapping):
+        raise SpecError(f"a table spec is a mapping of keys, got {type(raw).__name__}")
+    _unknown("key", raw, fields)
+    for key in ("name", "title"):
+        if not raw.get(key):
+            raise SpecError(f"missing key {key!r}")
+    for key, kind in (("fixed", Mapping), ("labels", Mapping), ("methods", Mapping),
+                      ("rows", list), ("columns", list), ("row_keys", list),
+                      ("row_info", list), ("metrics", list), ("row_metrics", list)):  # fmt: skip
+        if raw.get(key) is not None and not isinstance(raw[key], kind):
+            shape = "a mapping" if kind is Mapping else "a list"
+            raise SpecError(f"{key} must be {shape}, got {type(raw[key]).__name__}")
+    for key in ("rows", "columns"):
+        for item in raw.get(key) or []:
+            if not isinstance(item, Mapping):
+                raise SpecError(f"each entry of {key} is a mapping, got {item!r}")
+            extra = ("label",) if key == "columns" else ()
+            _unknown(f"key in {key}", item, (*CONTEXT_KEYS, *extra))
+    _unknown("key in fixed", raw.get("fixed") or {}, CONTEXT_KEYS)
+    _unknown("key in labels", raw.get("labels") or {}, CONTEXT_KEYS)
+    _unknown("entry of row_keys", raw.get("row_keys") or [], CONTEXT_KEYS)
+    _unknown("entry of row_info", raw.get("row_info") or [], ROW_INFO_LABELS)
+    for key in ("metrics", "row_metrics"):
+        _unknown(f"metric in {key}", raw.get(key) or [], METRICS)
+    columns = (*RunRecord.__dataclass_fields__, *SELECTOR_EXTRA)
+    for method, selector in (raw.get("methods") or {}).items():
+        if selector is not None and not isinstance(selector, Mapping):
+            raise SpecError(f"methods.{method} must be a mapping of record columns")
+        _unknown(f"record column in methods.{method}", selector or {}, columns)
+
+
 def expand_rows(rows: Iterable[Mapping[str, Any]]) -> Iterable[dict[str, Any]]:
     """``{sparsity: 0.5, method: [a, b]}`` -> ``{sparsity: 0.5, method: a}``, ``{..., b}``."""
     for row in rows:
@@ -173,10 +229,22 @@ def load_spec(name_or_path: str | Path, variant: str | None = None) -> TableSpec
     path = Path(name_or_path)
     if not path.suffix:
         path = TABLE_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        valid = ", ".join(table_names())
-        raise FileNotFoundError(f"no table spec {name_or_path!r}; valid: {valid}")
-    spec = TableSpec.from_dict(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if not path.is_file():
+            valid = ", ".join(table_names())
+            raise SpecError(f"no table spec {str(name_or_path)!r}; valid: {valid}")
+    elif not path.is_file():
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise SpecError(f"table spec file {path} {what}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = TableSpec.from_dict(raw)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise SpecError(f"table spec {path}{line} is not valid YAML: "
+                        f"{getattr(exc, 'problem', None) or exc}") from exc  # fmt: skip
+    except (SpecError, UnicodeDecodeError) as exc:
+        raise SpecError(f"table spec {path}: {exc}") from exc
     if variant:
         spec = apply_variant(spec, variant)
     return spec
@@ -194,7 +262,7 @@ def apply_variant(spec: TableSpec, variant: str, variants_file: Path | None = No
     path = variants_file or TABLE_DIR / "_variants.yaml"
     variants = yaml.safe_load(path.read_text(encoding="utf-8"))
     if variant not in variants:
-        raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(sorted(variants))}")
+        raise SpecError(f"unknown variant {variant!r}; valid: {', '.join(sorted(variants))}")
     v = variants[variant]
     out = copy.deepcopy(spec)
     out.variant = variant
