@@ -132,14 +132,19 @@ def protocol_records(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     ok = df[(df["status"] == "ok") & (df["exp_name"] == spec["experiment"])]
     if ok.empty:
         return ok
-    variants = [(c[side], c[f"{side}_settings"]) for c in spec["claims"]
-                for side in ("row", "reference") if c.get(f"{side}_settings")]  # fmt: skip
+    variants = _variants(spec)
     keep = []
     for ident in ok["_identity"]:
         attack = json.loads(ident).get("attack") or {}
         config = _is_default_pruner(ident) or any(_matches(ident, p, s) for p, s in variants)
         keep.append(attack.get("num_examples") == spec["num_examples"] and config)
     return dedupe(ok[keep])
+
+
+def _variants(spec: dict[str, Any]) -> list[tuple[str, dict]]:
+    """(pruner, settings) of every claim side that names pruner settings."""
+    return [(c[side], c[f"{side}_settings"]) for c in spec["claims"]
+            for side in ("row", "reference") if c.get(f"{side}_settings")]  # fmt: skip
 
 
 def _degenerate(recs: pd.DataFrame) -> bool:
@@ -152,17 +157,22 @@ def _degenerate(recs: pd.DataFrame) -> bool:
 
 
 def _cell(recs: pd.DataFrame, claim: dict, sparsity: float, attack: str,
-          n_boot: int) -> dict[str, Any]:  # fmt: skip
+          n_boot: int, variants: list[tuple[str, dict]] = ()) -> dict[str, Any]:  # fmt: skip
     """The paired comparison of one cell, or why there is none (``status``; empty when the
-    cell has a test and is not degenerate)."""
+    cell has a test and is not degenerate). ``variants``: the (pruner, settings) that claims
+    of the spec name; a side without settings never takes their records."""
     from benchmark.reporting.compare import compare_pair, seed_delta_text
 
     def pick(side: str, dense_ok: bool) -> pd.DataFrame:
         """Records at the cell's sparsity; the reference may be the dense model (0.0)."""
         pruner, settings = claim[side], claim.get(f"{side}_settings")
         sub = recs[(recs["pruner"] == pruner) & (recs["attack"] == attack)]
-        if len(sub):  # the default configuration, or the one the claim names
-            sub = sub[[_matches(i, pruner, settings) for i in sub["_identity"]]]
+        if settings:  # the configuration the claim names
+            keep = [_matches(i, pruner, settings) for i in sub["_identity"]]
+        else:  # not one that another claim names
+            named = [s for p, s in variants if p == pruner]
+            keep = [not any(_matches(i, pruner, s) for s in named) for i in sub["_identity"]]
+        sub = sub.loc[np.array(keep, dtype=bool)]
         sparsity_of = sub["sparsity_target"].astype(float)
         same = sub[(sparsity_of - sparsity).abs() < 1e-9]
         if same.empty and dense_ok and len(sub) and (sparsity_of == 0.0).all():
@@ -218,7 +228,7 @@ def judge(df: pd.DataFrame, spec: dict[str, Any], n_boot: int = 10_000):
     """(cells table, verdicts table) of the spec's claims on the records ``df``."""
     recs = protocol_records(df, spec)
     cells = [
-        _cell(recs, claim, float(s), attack, n_boot)
+        _cell(recs, claim, float(s), attack, n_boot, _variants(spec))
         for claim in spec["claims"]
         for s in claim["sparsities"]
         for attack in spec["attacks"]
