@@ -238,9 +238,9 @@ def test_a_structured_rerun_loads_its_pruned_weights_from_the_cache(runs, tmp_pa
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     key = rec["prune_info"]["key"]
     assert (
-        f"pruned weights from cache {runs['tmp']}/cache/pruned/{key}" in proc.stdout + proc.stderr
+        f"pruned weights from cache {tmp_path}/cache/pruned/{key}" in proc.stdout + proc.stderr
     )
-    path = runs["tmp"] / "results" / "runs" / "smoke" / f"{rec['run_id']}.json"
+    path = tmp_path / "results" / "runs" / "smoke" / f"{rec['run_id']}.json"
     again = json.loads(path.read_text())
     assert (
         again["prune_info"]["cached"] is True and again["params_removed"] == rec["params_removed"]
