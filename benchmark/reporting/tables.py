@@ -157,9 +157,9 @@ class SpecError(ValueError):
 
 
 # Record columns a ``methods`` selector may test besides the record's own fields: the ones the
-# loader adds (benchmark.reporting.aggregate.load_records), and ``missing`` (why a method has
-# no records: an ``n/a`` cell).
-SELECTOR_EXTRA = ("dense", "budget", "logger_mode", "model_label", "missing")
+# loader adds (benchmark.reporting.aggregate.load_records), ``missing`` (why a method has
+# no records: an ``n/a`` cell) and ``settings`` (pruner keys the method sets: its records only).
+SELECTOR_EXTRA = ("dense", "budget", "logger_mode", "model_label", "missing", "settings")
 
 
 def _unknown(what: str, given: Iterable[Any], valid: Iterable[str]) -> None:
