@@ -1,0 +1,259 @@
+"""Known answers for the training-based pruners' defining steps that a broken implementation
+could still pass (issue 27, "Tests that notice a broken step"):
+
+- IMP continues every round from the weights the previous round trained (it never rewinds:
+  rewinding every round would silently make it LTH);
+- RobustT rewinds ALL weights, the classifier included, to the PRE-TRAINED model before the
+  ticket's fine-tune;
+- SEVEN's cubic schedule between its end points, in the function and in the masks it prunes;
+- randomized masks: the number of draws ``max(1, int((N - k) * ratio))``, the order of tied
+  draw counts (larger |w| first), and the candidate score (mean of the last ``eval_last``
+  held-out evaluations).
+
+Every expected value is worked out by hand or from the PRE-TRAINED / trained states the test
+records itself. Each test was checked by breaking its step on purpose and seeing it fail.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from benchmark.data.tiny import tiny_splits
+from benchmark.models.loading import build_tiny_bert
+from benchmark.models.structure import prunable_linears
+from benchmark.pruners import imp as imp_module
+from benchmark.pruners import randmask as randmask_module
+from benchmark.pruners import rticket as rticket_module
+from benchmark.pruners import seven as seven_module
+from benchmark.pruners.base import PruneData, prunable_params
+from benchmark.pruners.randmask import RandMaskPruner, sample_mask
+from benchmark.pruners.rticket import RobustTicketPruner
+from benchmark.pruners.seven import SevenPruner, cubic_remain
+from benchmark.training import loop as training
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    """``make()`` builds the 'dense' tiny model (seed 1); PruneData's ``pretrained`` builds the
+    'pre-trained' one (seed 0), so the two are told apart in every weight."""
+    monkeypatch.setattr(training, "SHOW_PROGRESS", False)
+    _, tok = build_tiny_bert(2, tmp_path / "dense", seed=1)
+    data = PruneData(
+        tokenizer=tok, train=[(t, int(y)) for t, y in tiny_splits()["train"]], max_length=32,
+        device=torch.device("cpu"), seed=0,
+        pretrained=lambda: build_tiny_bert(2, tmp_path / "pre", seed=0)[0],
+    )  # fmt: skip
+
+    def make():
+        return build_tiny_bert(2, tmp_path / "dense", seed=1)[0]
+
+    return make, data
+
+
+def _state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _record_finetunes(monkeypatch, module) -> dict[str, list]:
+    """Wraps ``module.masked_finetune``: the model's state entering and leaving each call and
+    the masks it was given."""
+    seen: dict[str, list] = {"starts": [], "ends": [], "masks": []}
+    orig = module.masked_finetune
+
+    def recording(model, data, masks, cfg, *a, **kw):
+        seen["starts"].append(_state(model))
+        seen["masks"].append({n: m.clone() for n, m in masks.items()})
+        out = orig(model, data, masks, cfg, *a, **kw)
+        seen["ends"].append(_state(model))
+        return out
+
+    monkeypatch.setattr(module, "masked_finetune", recording)
+    return seen
+
+
+# ---------------------------------------------------------------- IMP (no rewinding)
+
+
+def test_imp_continues_from_the_previous_rounds_weights(tiny, monkeypatch) -> None:
+    make, data = tiny
+    model = make()
+    dense = _state(model)
+    pre = data.pretrained().state_dict()
+    seen = _record_finetunes(monkeypatch, imp_module)
+    pruner = instantiate(OmegaConf.load(CONF / "pruner" / "imp.yaml"), max_steps=2, batch_size=16,
+                         rate_per_round=0.3)  # fmt: skip
+    masks = pruner.prune(model, data, 0.5)  # rounds at 30% and 50%
+    assert len(seen["starts"]) == 2 and pruner.info["rewound_to"] is None
+    # round 1 starts from the dense model as given, round 2 from what round 1 trained
+    assert all(torch.equal(seen["starts"][0][k], v) for k, v in dense.items())
+    assert all(torch.equal(seen["starts"][1][k], v) for k, v in seen["ends"][0].items())
+    key = "bert.encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(seen["starts"][1][key], pre[key])  # not the pre-trained weights
+    assert not torch.equal(seen["ends"][0][key], dense[key])  # round 1 really trained
+    # round 2's masks: global magnitude over round 1's trained weights (its zeros lowest)
+    trained = {f"{n}.weight": seen["ends"][0][f"{n}.weight"].abs()
+               for n in prunable_linears(model, pruner.scope)}  # fmt: skip
+    flat = torch.cat([w.flatten() for w in trained.values()])
+    keep = flat.numel() - round(flat.numel() * 0.5)
+    threshold = torch.sort(flat, descending=True).values[keep - 1]
+    assert threshold > 0
+    for n, w in trained.items():
+        assert torch.equal(masks[n], w >= threshold), n
+        assert torch.equal(seen["masks"][1][n], masks[n])
+
+
+# ---------------------------------------------------------------- RobustT's ticket
+
+
+def test_rticket_ticket_is_rewound_to_the_pretrained_model(tiny, monkeypatch) -> None:
+    make, data = tiny
+    model = make()
+    pre = _state(data.pretrained())
+    dense = _state(model)
+    seen = _record_finetunes(monkeypatch, rticket_module)
+    pruner = RobustTicketPruner(adversarial=False, mask_max_steps=2, ticket_max_steps=1,
+                                batch_size=16, holdout_examples=16, mask_epoch="last",
+                                lambda_amp=0.0)  # fmt: skip
+    masks = pruner.prune(model, data, 0.5)
+    (start,) = seen["starts"]
+    assert set(start) == set(pre)
+    for k, v in pre.items():  # every weight, the classifier head included
+        assert torch.equal(start[k], v), k
+    assert not torch.equal(dense["classifier.weight"], pre["classifier.weight"])
+    assert all(torch.equal(seen["masks"][0][n], m) for n, m in masks.items())
+
+
+# ---------------------------------------------------------------- SEVEN's cubic schedule
+
+
+def test_seven_cubic_schedule_between_the_end_points() -> None:
+    # remain(i) = keep + (1 - keep) (1 - (i + 1) / L)^3, by hand
+    assert cubic_remain(0, 4, 0.5) == pytest.approx(0.5 + 0.5 * 27 / 64)  # 0.7109375
+    assert cubic_remain(1, 4, 0.5) == pytest.approx(0.5625)
+    assert cubic_remain(2, 4, 0.5) == pytest.approx(0.5078125)
+    assert cubic_remain(4, 10, 0.2) == pytest.approx(0.3)  # halfway: 0.2 + 0.8 / 8
+    assert cubic_remain(1, 10, 0.2) == pytest.approx(0.2 + 0.8 * 0.512)
+
+
+def test_seven_prunes_along_the_cubic_schedule(tiny, monkeypatch) -> None:
+    make, data = tiny
+    kept: list[tuple[float, int]] = []
+    orig = seven_module.global_topk_masks
+
+    def recording(scores, sparsity):
+        out = orig(scores, sparsity)
+        kept.append((sparsity, sum(int(m.sum()) for m in out.values())))
+        return out
+
+    monkeypatch.setattr(seven_module, "global_topk_masks", recording)
+    pruner = SevenPruner(max_steps=8, window_start=2, window_length=4, batch_size=16)
+    model = make()
+    n = sum(p.numel() for p in prunable_params(model, pruner.scope).values())
+    masks = pruner.prune(model, data, 0.5)
+    # after window update i the kept fraction is remain(i): 0.7109375, 0.5625, 0.5078125, 0.5
+    remain = [0.7109375, 0.5625, 0.5078125, 0.5]
+    assert [s for s, _ in kept] == pytest.approx([1 - r for r in remain])
+    assert [k for _, k in kept] == [n - round(n * (1 - r)) for r in remain]
+    assert sum(int(m.sum()) for m in masks.values()) == n // 2
+
+
+# ---------------------------------------------------------------- randomized masks
+
+
+# (N - k) * ratio with N = 200, k = 100, and the number of draws max(1, int(.)), by hand
+DRAWS = {0.035: 3, 1e-4: 1, 0.047: 4}  # 3.5 -> 3, 0.01 -> 1, 4.7 -> 4
+
+
+@pytest.mark.parametrize("ratio", sorted(DRAWS))
+def test_randmask_number_of_draws(ratio: float) -> None:
+    """Each draw takes one uniform vector of N numbers from the generator: the generator's
+    state after the call tells how many draws were made."""
+    weight = torch.linspace(0.1, 2.0, 200).reshape(10, 20)
+    gen = torch.Generator().manual_seed(11)
+    sample_mask(weight, 100, ratio, generator=gen)
+    ref = torch.Generator().manual_seed(11)
+    for _ in range(DRAWS[ratio]):
+        torch.rand(200, generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())
+
+
+def test_randmask_candidates_cycle_through_the_ratios(tiny) -> None:
+    """Candidate c draws with ratio ``ratios[c % len(ratios)]`` in every matrix."""
+    make, _ = tiny
+    model = make()
+    pruner = RandMaskPruner(num_candidates=3, ratios=(0.01, 0.02))
+    gen = torch.Generator().manual_seed(5)
+    pruner.candidates(model, 0.5, gen)
+    ref = torch.Generator().manual_seed(5)
+    for ratio in (0.01, 0.02, 0.01):
+        for p in prunable_params(model, pruner.scope).values():
+            n = p.numel()
+            k = n - round(n * 0.5)
+            for _ in range(max(1, int((n - k) * ratio))):
+                torch.rand(n, generator=ref)
+    assert torch.equal(gen.get_state(), ref.get_state())
+
+
+def test_randmask_most_drawn_first_ties_by_larger_magnitude(monkeypatch) -> None:
+    """Two draws of 3 of 6 weights, fixed by the uniforms: draw 1 takes {0, 4, 5}, draw 2
+    {0, 1, 3}. Counts: weight 0 twice, 1, 3, 4, 5 once, 2 never. Keep 0, then the two largest
+    |w| among the once-drawn (4: 0.8, 5: 0.7), not the first by position (1, 3) nor weight 2,
+    the largest |w| but never drawn."""
+    weight = torch.tensor([0.5, 0.55, 0.9, 0.6, 0.8, 0.7])
+    high, low = 1 - 1e-7, 1e-12  # Gumbel noise +16.1 / -3.3: far beyond 5 log|w| differences
+    draws = iter([[high if i in chosen else low for i in range(6)]
+                  for chosen in ({0, 4, 5}, {0, 1, 3})])  # fmt: skip
+
+    def fake_rand(n, generator=None, device=None):
+        return torch.tensor(next(draws), device=device)
+
+    monkeypatch.setattr(torch, "rand", fake_rand)
+    mask = sample_mask(weight, 3, 0.7)  # int((6 - 3) * 0.7) = 2 draws
+    assert mask.tolist() == [True, False, False, False, True, True]
+
+
+def test_randmask_candidate_score_is_the_mean_of_the_last_evaluations(tiny, monkeypatch) -> None:
+    """Three held-out evaluations per candidate, score = mean of the last two: 0.4, 0.5, 0.45,
+    so candidate 1 is chosen (the last evaluation alone would choose 0, the mean of all three
+    0, the best of the last two 2)."""
+    make, data = tiny
+    model = make()
+    first = next(iter(prunable_linears(model).values()))
+    recorded: list[dict[str, torch.Tensor]] = []
+    orig_candidates = RandMaskPruner.candidates
+
+    def candidates(self, model, sparsity, gen):
+        out = orig_candidates(self, model, sparsity, gen)
+        recorded.extend(out)
+        return out
+
+    plan = {0: [0.9, 0.2, 0.6], 1: [0.1, 0.5, 0.5], 2: [0.3, 0.7, 0.2]}
+    calls = dict.fromkeys(plan, 0)
+
+    def fake_accuracy(net, *args, **kwargs):
+        mask = getattr(first, "weight_mask", None)
+        if mask is None or len(recorded) < 3:
+            return 0.5
+        for c, cand in enumerate(recorded[:3]):
+            if torch.equal(mask.bool(), next(iter(cand.values()))):
+                calls[c] += 1
+                return plan[c][min(calls[c], 3) - 1]
+        return 0.5
+
+    monkeypatch.setattr(RandMaskPruner, "candidates", candidates)
+    monkeypatch.setattr(randmask_module, "accuracy", fake_accuracy)
+    pruner = RandMaskPruner(num_candidates=3, candidate_max_steps=6, eval_every=2, eval_last=2,
+                            dense_epochs=0, stage_max_steps=1, batch_size=16,
+                            holdout_examples=20)  # fmt: skip
+    masks = pruner.prune(model, data, 0.5)
+    stage = pruner.info["stages"][0]
+    assert stage["candidate_scores"] == pytest.approx([0.4, 0.5, 0.45])
+    assert stage["chosen"] == 1
+    assert all(torch.equal(masks[n], recorded[1][n]) for n in masks)
