@@ -199,7 +199,10 @@ def test_seven_official_settings():
 
 
 # -- randomized masks --------------------------------------------------------------------------
-def test_randmask_keeps_the_candidate_with_the_best_heldout_score(tiny, monkeypatch):
+def prune_with_heldout_scores(tiny, monkeypatch, plan: dict[int, list[float]], **kw):
+    """RandMask on the tiny model with its held-out "accuracy" faked: candidate ``c``'s i-th
+    evaluation returns ``plan[c][i]`` (its last value once the list runs out); (pruner, masks,
+    the candidates in the order they were drawn)."""
     make, data = tiny
     model = make()
     first = next(iter(prunable_linears(model).values()))
@@ -211,10 +214,7 @@ def test_randmask_keeps_the_candidate_with_the_best_heldout_score(tiny, monkeypa
         recorded.extend(out)
         return out
 
-    # Held-out "accuracy" by candidate (which mask the first layer has) and evaluation index:
-    # candidate 0 starts best but ends worst; 2 is best over the last evaluations.
-    plan = {0: [0.99, 0.99, 0.1, 0.1], 1: [0.5, 0.5, 0.5, 0.5], 2: [0.2, 0.2, 0.8, 0.8]}
-    calls = {0: 0, 1: 0, 2: 0}
+    calls = dict.fromkeys(plan, 0)
 
     def fake_accuracy(net, *args, **kwargs):
         mask = getattr(first, "weight_mask", None)
@@ -224,15 +224,24 @@ def test_randmask_keeps_the_candidate_with_the_best_heldout_score(tiny, monkeypa
             if torch.equal(mask.bool(), next(iter(cand.values()))):
                 i = calls[c]
                 calls[c] += 1
-                return plan[c][min(i, 3)]
+                return plan[c][min(i, len(plan[c]) - 1)]
         return 0.5  # the full stage
 
     monkeypatch.setattr(RandMaskPruner, "candidates", candidates)
     monkeypatch.setattr(randmask_module, "accuracy", fake_accuracy)
-    pruner = RandMaskPruner(num_candidates=3, candidate_max_steps=8, eval_every=2, eval_last=2,
-                            dense_epochs=0, stage_max_steps=2, batch_size=16,
-                            holdout_examples=20)  # fmt: skip
+    pruner = RandMaskPruner(num_candidates=3, eval_every=2, eval_last=2, dense_epochs=0,
+                            batch_size=16, holdout_examples=20, **kw)  # fmt: skip
     masks = pruner.prune(model, data, 0.5)
+    return pruner, masks, recorded
+
+
+def test_randmask_keeps_the_candidate_with_the_best_heldout_score(tiny, monkeypatch):
+    # Held-out "accuracy" by candidate (which mask the first layer has) and evaluation index:
+    # candidate 0 starts best but ends worst; 2 is best over the last evaluations.
+    plan = {0: [0.99, 0.99, 0.1, 0.1], 1: [0.5, 0.5, 0.5, 0.5], 2: [0.2, 0.2, 0.8, 0.8]}
+    pruner, masks, recorded = prune_with_heldout_scores(
+        tiny, monkeypatch, plan, candidate_max_steps=8, stage_max_steps=2
+    )
     stage = pruner.info["stages"][0]
     assert stage["candidate_scores"] == pytest.approx([0.1, 0.5, 0.8])
     assert stage["chosen"] == 2

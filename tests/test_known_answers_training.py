@@ -22,12 +22,12 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
+from test_defining_steps_training import prune_with_heldout_scores
 
 from benchmark.data.tiny import tiny_splits
 from benchmark.models.loading import build_tiny_bert
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners import imp as imp_module
-from benchmark.pruners import randmask as randmask_module
 from benchmark.pruners import rticket as rticket_module
 from benchmark.pruners import seven as seven_module
 from benchmark.pruners.base import PruneData, prunable_params
@@ -223,36 +223,10 @@ def test_randmask_candidate_score_is_the_mean_of_the_last_evaluations(tiny, monk
     """Three held-out evaluations per candidate, score = mean of the last two: 0.4, 0.5, 0.45,
     so candidate 1 is chosen (the last evaluation alone would choose 0, the mean of all three
     0, the best of the last two 2)."""
-    make, data = tiny
-    model = make()
-    first = next(iter(prunable_linears(model).values()))
-    recorded: list[dict[str, torch.Tensor]] = []
-    orig_candidates = RandMaskPruner.candidates
-
-    def candidates(self, model, sparsity, gen):
-        out = orig_candidates(self, model, sparsity, gen)
-        recorded.extend(out)
-        return out
-
     plan = {0: [0.9, 0.2, 0.6], 1: [0.1, 0.5, 0.5], 2: [0.3, 0.7, 0.2]}
-    calls = dict.fromkeys(plan, 0)
-
-    def fake_accuracy(net, *args, **kwargs):
-        mask = getattr(first, "weight_mask", None)
-        if mask is None or len(recorded) < 3:
-            return 0.5
-        for c, cand in enumerate(recorded[:3]):
-            if torch.equal(mask.bool(), next(iter(cand.values()))):
-                calls[c] += 1
-                return plan[c][min(calls[c], 3) - 1]
-        return 0.5
-
-    monkeypatch.setattr(RandMaskPruner, "candidates", candidates)
-    monkeypatch.setattr(randmask_module, "accuracy", fake_accuracy)
-    pruner = RandMaskPruner(num_candidates=3, candidate_max_steps=6, eval_every=2, eval_last=2,
-                            dense_epochs=0, stage_max_steps=1, batch_size=16,
-                            holdout_examples=20)  # fmt: skip
-    masks = pruner.prune(model, data, 0.5)
+    pruner, masks, recorded = prune_with_heldout_scores(
+        tiny, monkeypatch, plan, candidate_max_steps=6, stage_max_steps=1
+    )
     stage = pruner.info["stages"][0]
     assert stage["candidate_scores"] == pytest.approx([0.4, 0.5, 0.45])
     assert stage["chosen"] == 1
