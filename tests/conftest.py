@@ -90,3 +90,31 @@ def local_hub(tmp_path_factory):
     manifest = rehearse.build(folder)
     return {"dir": folder, "manifest": manifest, "env": rehearse.environment(folder),
             "module": rehearse}  # fmt: skip
+
+
+# -- the offline attacks' resources (tests/test_attacks.py, tests/test_cascade.py) ----------
+NLTK_DIR = ROOT / ".resources" / "nltk_data"
+NEIGHBORS = ROOT.parent / "shared" / "resources" / "counterfitted_neighbors.json"
+
+
+@pytest.fixture(scope="module")
+def nltk_ready():
+    """NLTK data prepared by ``python -m benchmark.attacks.resources prepare`` (needed by TextAttack)."""
+    from benchmark.attacks.resources import check, use_nltk_data
+    from benchmark.errors import UserError
+
+    use_nltk_data(NLTK_DIR)
+    try:
+        check(["stopwords", "wordnet", "pos_tagger", "universal_tagset"], str(NLTK_DIR), "tests")
+    except UserError as exc:
+        pytest.skip(f"offline NLTK data not prepared: {exc}")
+
+
+@pytest.fixture(scope="module")
+def res():
+    """Resources of the offline attacks (no counter-fitted vectors: the table is used)."""
+    if not NEIGHBORS.is_file():
+        pytest.skip(f"{NEIGHBORS} not present")
+    from benchmark.attacks.external import AttackResources
+
+    return AttackResources(nltk_data=str(NLTK_DIR), counterfitted_neighbors=str(NEIGHBORS))

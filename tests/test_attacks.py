@@ -17,7 +17,7 @@ from benchmark.attacks.adapter import (
     run_attack,
 )
 from benchmark.attacks.external import AttackResources, check_external
-from benchmark.attacks.resources import NLTK_RESOURCES, check, parse_intentional, use_nltk_data
+from benchmark.attacks.resources import NLTK_RESOURCES, check, parse_intentional
 from benchmark.errors import UserError
 from benchmark.jobs.registry import options
 
@@ -28,22 +28,7 @@ OFFLINE = ["deepwordbug", "pwws", "textfooler_offline", "textbugger_offline"]
 N_EXAMPLES = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def nltk_ready():
-    """NLTK data prepared by ``python -m benchmark.attacks.resources prepare`` (needed by TextAttack)."""
-    use_nltk_data(NLTK_DIR)
-    try:
-        check(["stopwords", "wordnet", "pos_tagger", "universal_tagset"], str(NLTK_DIR), "tests")
-    except UserError as exc:
-        pytest.skip(f"offline NLTK data not prepared: {exc}")
-
-
-@pytest.fixture(scope="module")
-def res() -> AttackResources:
-    """Resources of the offline attacks (no counter-fitted vectors: the table is used)."""
-    if not NEIGHBORS.is_file():
-        pytest.skip(f"{NEIGHBORS} not present")
-    return AttackResources(nltk_data=str(NLTK_DIR), counterfitted_neighbors=str(NEIGHBORS))
+pytestmark = pytest.mark.usefixtures("nltk_ready")
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,10 @@ import pytest
 
 from benchmark.attacks.adapter import AttackSpec, PaddedModelWrapper, build_attack, run_attack
 from benchmark.attacks.cascade import step_summary
-from benchmark.attacks.external import AttackResources
-from benchmark.attacks.resources import check, use_nltk_data
 from benchmark.errors import UserError
 from benchmark.reporting.analyses import worst_case
 
 ROOT = Path(__file__).resolve().parents[1]
-NLTK_DIR = ROOT / ".resources" / "nltk_data"
-NEIGHBORS = ROOT.parent / "shared" / "resources" / "counterfitted_neighbors.json"
 # On the tiny model each of these breaks some sentences the one before it did not break, and one
 # sentence survives all three: every kind of line occurs.
 RECIPES = ["pwws", "textfooler_offline", "deepwordbug"]
@@ -25,20 +21,7 @@ N_EXAMPLES = 12
 SEED = 3
 
 
-@pytest.fixture(scope="module", autouse=True)
-def nltk_ready():
-    use_nltk_data(NLTK_DIR)
-    try:
-        check(["stopwords", "wordnet", "pos_tagger", "universal_tagset"], str(NLTK_DIR), "tests")
-    except UserError as exc:
-        pytest.skip(f"offline NLTK data not prepared: {exc}")
-
-
-@pytest.fixture(scope="module")
-def res() -> AttackResources:
-    if not NEIGHBORS.is_file():
-        pytest.skip(f"{NEIGHBORS} not present")
-    return AttackResources(nltk_data=str(NLTK_DIR), counterfitted_neighbors=str(NEIGHBORS))
+pytestmark = pytest.mark.usefixtures("nltk_ready")
 
 
 @pytest.fixture(scope="module")
