@@ -27,6 +27,7 @@ Shared machine: absolute seconds are not meaningful, the ratio of one run is.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -40,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmark.data.loading import DatasetSpec, load_split  # noqa: E402
+
+log = logging.getLogger("bench_obs")
 from benchmark.models.loading import load_classifier  # noqa: E402
 from benchmark.models.structure import encoder_blocks  # noqa: E402
 from benchmark.pruners import _obs_fast, akr  # noqa: E402
@@ -267,6 +270,7 @@ def main() -> None:
     ap.add_argument("--sync-doc", action="store_true",
                     help="refresh docs/performance.md's include block of --out")  # fmt: skip
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     load0 = os.getloadavg()[0]
@@ -284,10 +288,10 @@ def main() -> None:
         for label, _ in LAYERS:
             w, h = problems[label]
             res.append(run_layer(label, w, h, sp, args.max_rows, args.repeats))
-            print(f"{sp} {label}: {res[-1]['s_new'] / res[-1]['s_ref']:.2f}", flush=True)
+            log.info("%s %s: compiled/lowrank %.2f", sp, label, res[-1]["s_new"] / res[-1]["s_ref"])
         results.append((sp, res))
     text = render(args, results, rates, load0, os.getloadavg()[0], time.perf_counter() - t0)
-    print(text)
+    log.info("%s", text)
     if args.out:
         args.out.write_text(text)
         if args.sync_doc:
