@@ -12,6 +12,7 @@ os.environ["WANDB_MODE"] = "disabled"
 os.environ["TQDM_DISABLE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("USE_TF", "0")  # as benchmark/__init__.py: no TensorFlow via transformers
 
 from pathlib import Path
 
