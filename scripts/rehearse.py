@@ -12,6 +12,10 @@
   cache ``datasets`` 4.x reads offline (``<namespace>___<name>/<config>/0.0.0/<commit>/``,
   built with the parquet builder), with the real split names, columns and label types and a
   few dozen rows each;
+- ``resources/`` and ``site/``: stand-ins of what the stock attacks download (TextAttack's
+  counter-fitted embedding folder, a TF SavedModel for the Universal Sentence Encoder, and
+  TextBugger's homoglyph list in a view of the installed TextAttack package), each saying in
+  its own ``resource.json`` that it is a stand-in;
 
 and prints the ``export`` lines to ``eval``. Everything is made from a few kilobytes of text
 generated here, deterministically: the same code and library versions give the same commits.
@@ -445,7 +449,7 @@ def build_counterfitted(folder: Path, dim: int = 16, neighbours: int = 20,
     ``wordlist.pickle`` (a pickled ``{word: row}``), ``nn.npy`` (each row's nearest rows by
     cosine, itself first), ``mse_dist.p`` / ``cos_sim.p`` (pickled ``defaultdict(dict)``
     ``[a][b]``, ``a < b``, for each row and its neighbours). The words of one keyword list lie
-    close together (cosine about 0.8), as counter-fitted synonyms do; filler words apart.
+    close together (cosine 0.74 or more), as counter-fitted synonyms do; filler words apart.
     Returns the vocabulary size."""
     import pickle
     from collections import defaultdict
@@ -458,7 +462,7 @@ def build_counterfitted(folder: Path, dim: int = 16, neighbours: int = 20,
     for group in SENTIMENT + TOPICS:
         c = rng.standard_normal(dim)
         centre.update(dict.fromkeys(group, c))
-    rows = [centre[w] + 0.5 * rng.standard_normal(dim) if w in centre
+    rows = [centre[w] + 0.3 * rng.standard_normal(dim) if w in centre
             else rng.standard_normal(dim) for w in vocab]  # fmt: skip
     matrix = np.asarray(rows, dtype=np.float32)
     matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)

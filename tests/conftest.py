@@ -80,7 +80,8 @@ def local_hub(tmp_path_factory):
     """The local Hugging Face Hub of ``scripts/rehearse.py``, built once per session.
 
     Returns ``{"dir", "manifest", "env", "module"}``: the folder, the manifest (each model's and
-    dataset's commit, each split's rows) and the environment a process on it needs. The
+    dataset's commit, each split's rows, the attack stand-ins) and the environment a process on
+    it needs (as ``scripts/rehearse.sh`` exports it). The
     test process's own environment is left alone (``transformers``, ``huggingface_hub`` and
     ``datasets`` read their cache folders at import): run what loads from it in a subprocess.
     ``module`` is ``scripts/rehearse.py`` itself.
@@ -88,5 +89,6 @@ def local_hub(tmp_path_factory):
     rehearse = _rehearse_module()
     folder = tmp_path_factory.mktemp("local_hub")
     manifest = rehearse.build(folder)
-    return {"dir": folder, "manifest": manifest, "env": rehearse.environment(folder),
+    return {"dir": folder, "manifest": manifest,
+            "env": rehearse.environment(folder, manifest["resources"]),
             "module": rehearse}  # fmt: skip
