@@ -17,11 +17,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-# transformers would import TensorFlow when it is installed (the optional `tf` extra, for
-# TextAttack's Universal Sentence Encoder), which costs up to a minute per process; no model of
-# this project is a TensorFlow model. TextAttack imports tensorflow_hub itself where it needs it.
-os.environ.setdefault("USE_TF", "0")
-
 from benchmark.errors import UserError
 from benchmark.jobs.registry import GROUPS, check_option
 

@@ -12,6 +12,10 @@
   cache ``datasets`` 4.x reads offline (``<namespace>___<name>/<config>/0.0.0/<commit>/``,
   built with the parquet builder), with the real split names, columns and label types and a
   few dozen rows each;
+- ``resources/`` and ``site/``: stand-ins of what the stock attacks download (TextAttack's
+  counter-fitted embedding folder, a TF SavedModel for the Universal Sentence Encoder, and
+  TextBugger's homoglyph list in a view of the installed TextAttack package), each saying in
+  its own ``resource.json`` that it is a stand-in;
 
 and prints the ``export`` lines to ``eval``. Everything is made from a few kilobytes of text
 generated here, deterministically: the same code and library versions give the same commits.
@@ -406,6 +410,8 @@ def build_model(spec: HubModel, hub_dir: Path, seed: int = 0) -> tuple[str, Path
                               safe_serialization=spec.weights.endswith(".safetensors"))  # fmt: skip
         shutil.copy(Path(tmp) / "saved" / spec.weights, files / spec.weights)
         (files / "config.json").write_text(json.dumps(cfg_dict, indent=2) + "\n")
+        (files / RESOURCE_MANIFEST).write_text(json.dumps(_stand_in(
+            spec.repo, f"the Hub repository {spec.repo}", seed=seed), indent=1) + "\n")  # fmt: skip
         names = sorted(p.name for p in files.iterdir())
         commit = _commit(spec.repo.encode(),
                          *(n.encode() + (files / n).read_bytes() for n in names))  # fmt: skip
@@ -418,14 +424,189 @@ def build_model(spec: HubModel, hub_dir: Path, seed: int = 0) -> tuple[str, Path
     return commit, snap
 
 
+# -- attack resources --------------------------------------------------------------------------
+
+# A stand-in says what it is in its own metadata, which the product reads beside every attack
+# resource (benchmark/attacks/external.py, RESOURCE_MANIFEST): ``resource.json`` inside a
+# folder, ``<file>.resource.json`` beside a file. A record made with one says so
+# (``sources.resources: stand-in``).
+RESOURCE_MANIFEST = "resource.json"
+HOMOGLYPH_FILE = "intentional_homoglyphs.txt"  # what TextBugger opens in textattack/shared/
+# Latin letters and the Cyrillic letters that look like them: the stand-in homoglyph list.
+HOMOGLYPHS = {"a": 0x430, "c": 0x441, "e": 0x435, "i": 0x456, "j": 0x458, "o": 0x43E,
+              "p": 0x440, "s": 0x455, "x": 0x445, "y": 0x443}  # fmt: skip
+
+
+def _stand_in(name: str, real: str, **extra: Any) -> dict[str, Any]:
+    return {"resource": name, "stand_in": True, "made_by": "scripts/rehearse.py",
+            "stands_in_for": real, **extra}  # fmt: skip
+
+
+def build_counterfitted(folder: Path, dim: int = 16, neighbours: int = 20,
+                        seed: int = 0) -> int:  # fmt: skip
+    """TextAttack's ``word_embeddings/paragramcf`` folder over :func:`words`, in the format
+    ``WordEmbedding.counterfitted_GLOVE_embedding`` reads: ``paragram.npy`` (float32 rows),
+    ``wordlist.pickle`` (a pickled ``{word: row}``), ``nn.npy`` (each row's nearest rows by
+    cosine, itself first), ``mse_dist.p`` / ``cos_sim.p`` (pickled ``defaultdict(dict)``
+    ``[a][b]``, ``a < b``, for each row and its neighbours). The words of one keyword list lie
+    close together (cosine 0.74 or more), as counter-fitted synonyms do; filler words apart.
+    Returns the vocabulary size."""
+    import pickle
+    from collections import defaultdict
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    vocab = words()
+    centre = {}
+    for group in SENTIMENT + TOPICS:
+        c = rng.standard_normal(dim)
+        centre.update(dict.fromkeys(group, c))
+    rows = [centre[w] + 0.3 * rng.standard_normal(dim) if w in centre
+            else rng.standard_normal(dim) for w in vocab]  # fmt: skip
+    matrix = np.asarray(rows, dtype=np.float32)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    cos = matrix @ matrix.T
+    nn = np.argsort(-cos, axis=1, kind="stable")[:, : neighbours + 1].astype(np.int64)
+    mse, sim = defaultdict(dict), defaultdict(dict)
+    for a in range(len(vocab)):
+        for b in nn[a, 1:]:
+            lo, hi = sorted((a, int(b)))
+            mse[lo][hi] = float(((matrix[lo] - matrix[hi]) ** 2).sum())
+            sim[lo][hi] = float(cos[lo, hi])
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "paragram.npy", matrix)
+    np.save(folder / "nn.npy", nn)
+    with open(folder / "wordlist.pickle", "wb") as fh:
+        pickle.dump({w: i for i, w in enumerate(vocab)}, fh)
+    for name, table in (("mse_dist.p", mse), ("cos_sim.p", sim)):
+        with open(folder / name, "wb") as fh:
+            pickle.dump(table, fh)
+    (folder / RESOURCE_MANIFEST).write_text(json.dumps(_stand_in(
+        "counter-fitted word embeddings", "TextAttack word_embeddings/paragramcf (Mrksic et "
+        "al. 2016, 65,713 words x 300)", words=len(vocab), dim=dim), indent=1) + "\n")  # fmt: skip
+    return len(vocab)
+
+
+def use_missing() -> str | None:
+    """Why the Universal Sentence Encoder stand-in cannot be built here (None: it can).
+    TextAttack loads USE with ``tensorflow_hub.load``: the real one needs the same packages."""
+    import importlib.util
+
+    missing = [p for p in ("tensorflow", "tensorflow_hub") if importlib.util.find_spec(p) is None]
+    if missing:
+        return f"needs {', '.join(missing)} (pip install -e '.[tf]')"
+    return None
+
+
+def build_use(folder: Path, buckets: int = 256, dim: int = 8, seed: int = 0) -> None:
+    """A TF SavedModel standing in for TF-Hub's ``universal-sentence-encoder``: called with a
+    batch of strings (what TextAttack's ``UniversalSentenceEncoder.encode`` passes), it returns
+    one unit vector per string, the mean of its lower-cased words' vectors (words hashed into
+    ``buckets`` random rows). ``tensorflow_hub.load(folder)`` loads it."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_hub  # noqa: F401  (fails here, not in a run, if it cannot import)
+
+    class Encoder(tf.Module):
+        def __init__(self, table):
+            super().__init__()
+            self.table = tf.Variable(table, trainable=False)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+        def __call__(self, inputs):
+            tokens = tf.strings.split(tf.strings.lower(inputs))
+            vectors = tf.gather(self.table, tf.strings.to_hash_bucket_fast(tokens, buckets))
+            return tf.math.l2_normalize(tf.reduce_mean(vectors, axis=1), axis=-1)
+
+    table = np.random.default_rng(seed).standard_normal((buckets, dim)).astype(np.float32)
+    shutil.rmtree(folder, ignore_errors=True)
+    tf.saved_model.save(Encoder(table), str(folder))
+    (folder / RESOURCE_MANIFEST).write_text(json.dumps(_stand_in(
+        "Universal Sentence Encoder", "TF-Hub google/universal-sentence-encoder/3 (and "
+        "-large/5)", dim=dim, buckets=buckets), indent=1) + "\n")  # fmt: skip
+
+
+def textattack_package() -> Path | None:
+    """The installed ``textattack`` package folder (found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("textattack")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def build_textattack_view(site: Path) -> Path | None:
+    """``site/textattack``: the installed package seen through symbolic links, plus a stand-in
+    of the homoglyph list TextBugger opens at ``textattack/shared/intentional_homoglyphs.txt``
+    (Unicode's ``intentional.txt``, missing from the textattack 0.3.11 wheel). TextAttack finds
+    the file next to its own modules only, so the stand-in goes into a view of the package
+    that ``PYTHONPATH=site`` puts first, not into the installed package: the modules are the
+    installed ones, byte for byte (``__file__`` keeps the view's path, so the file is looked up
+    in the view). Returns the homoglyph file, or None when textattack is not installed."""
+    import unicodedata
+
+    pkg = textattack_package()
+    if pkg is None:
+        return None
+    view = site / "textattack"
+    shutil.rmtree(view, ignore_errors=True)
+    (view / "shared").mkdir(parents=True)
+    for entry in pkg.iterdir():
+        if entry.name not in ("shared", "__pycache__"):
+            (view / entry.name).symlink_to(entry)
+    for entry in (pkg / "shared").iterdir():
+        if entry.name not in (HOMOGLYPH_FILE, "__pycache__"):
+            (view / "shared" / entry.name).symlink_to(entry)
+    lines = ["# intentional.txt stand-in (scripts/rehearse.py): Latin -> Cyrillic look-alikes"]
+    for latin, code in HOMOGLYPHS.items():
+        glyph = chr(code)
+        lines.append(f"{ord(latin):04X} ;\t{code:04X} #* ( {latin} → {glyph} ) "
+                     f"{unicodedata.name(latin)} → {unicodedata.name(glyph)}")  # fmt: skip
+    path = view / "shared" / HOMOGLYPH_FILE
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.with_name(path.name + "." + RESOURCE_MANIFEST).write_text(json.dumps(_stand_in(
+        "intentional homoglyphs", "Unicode intentional.txt (UTS #39 security data)",
+        pairs=len(HOMOGLYPHS)), indent=1) + "\n")  # fmt: skip
+    return path
+
+
+def build_attack_resources(dest: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """The stand-ins of the stock attacks' downloads under ``dest/resources`` and
+    ``dest/site``; ``({key: path}, {resource: why not built})``. The masked LM of BERT-Attack
+    and BAE is the local Hub's ``bert-base-uncased`` (``paths.masked_lm=null``)."""
+    built, not_built = {}, {}
+    res = dest / "resources"
+    build_counterfitted(res / "paragramcf")
+    built["counterfitted_embeddings"] = str(res / "paragramcf")
+    why = use_missing()
+    if why:
+        not_built["universal-sentence-encoder"] = why
+    else:
+        build_use(res / "universal-sentence-encoder")
+        built["use_model"] = str(res / "universal-sentence-encoder")
+    homoglyphs = build_textattack_view(dest / "site")
+    if homoglyphs is None:
+        not_built["intentional_homoglyphs"] = "needs textattack (pip install -e .)"
+    else:
+        built["homoglyphs"] = str(homoglyphs)
+        built["site"] = str(dest / "site")
+    return built, not_built
+
+
 # -- the whole rehearsal -----------------------------------------------------------------------
 
 
 def build(dest: Path) -> dict[str, Any]:
-    """Build the local Hub under ``dest`` (``hub/``, ``datasets/``) and return its manifest:
-    ``{"hf_home", "models": {repo: commit}, "datasets": {repo: {"config", "commit",
-    "splits": {split: [[text, label], ...]}}}, "not_built": {repo: why}}``, also written to
-    ``dest/manifest.json``. A model whose tokenizer needs a package that is not installed is
+    """Build the local Hub under ``dest`` (``hub/``, ``datasets/``) and the attack stand-ins
+    (``resources/``, ``site/``) and return the manifest: ``{"hf_home", "models": {repo:
+    commit}, "datasets": {repo: {"config", "commit", "splits": {split: [[text, label],
+    ...]}}}, "resources": {key: path}, "not_built": {name: why}}``, also written to
+    ``dest/manifest.json``. A model or resource that needs a package that is not installed is
     left out and named in ``not_built``."""
     dest = Path(dest).resolve()
     hub_dir, data_dir = dest / "hub", dest / "datasets"
@@ -448,22 +629,34 @@ def build(dest: Path) -> dict[str, Any]:
             "config": spec.config, "hub_name": spec.hub_name, "commit": commit,
             "splits": {s: [list(r) for r in rows] for s, rows in spec.splits.items()},
         }  # fmt: skip
+    manifest["resources"], missing = build_attack_resources(dest)
+    manifest["not_built"].update(missing)
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
-def environment(dest: Path) -> dict[str, str]:
-    """The environment a run on the rehearsal needs (the ``export`` lines)."""
+def environment(dest: Path, resources: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a run on the rehearsal needs (the ``export`` lines); ``resources`` is
+    the manifest's (the attack stand-ins that were built). ``PYTHONPATH`` is the folder of the
+    TextAttack view, to go before any existing entries."""
     dest = Path(dest).resolve()
-    return {
+    res = resources or {}
+    # Hydra overrides for every command on the rehearsal: the Hub datasets, not a local mirror;
+    # records and caches of random models kept apart from real ones; the attack stand-ins
+    # where their documented keys point (the masked LM is the local Hub's bert-base-uncased).
+    args = ["paths.data_dir=null", f"paths.results_dir={dest / 'results'}",
+            f"paths.cache_dir={dest / 'cache'}"]  # fmt: skip
+    args += [f"paths.{key}={res[key]}" for key in ("counterfitted_embeddings", "use_model")
+             if key in res]  # fmt: skip
+    env = {
         "HF_HOME": str(dest), "HF_HUB_CACHE": str(dest / "hub"),
         "HF_DATASETS_CACHE": str(dest / "datasets"), "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        # Hydra overrides for every command on the rehearsal: the Hub datasets, not a local
-        # mirror; records and caches of random models kept apart from real ones.
-        "RPB_REHEARSAL_ARGS": f"paths.data_dir=null paths.results_dir={dest / 'results'} "
-        f"paths.cache_dir={dest / 'cache'}",
+        "RPB_REHEARSAL_ARGS": " ".join(args),
     }  # fmt: skip
+    if "site" in res:
+        env["PYTHONPATH"] = res["site"]
+    return env
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -477,13 +670,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     dest = Path(args[0])
     manifest = build(dest)
-    print(f"# local Hub: {len(manifest['models'])} models, {len(manifest['datasets'])} datasets "
-          f"in {dest.resolve()}")  # fmt: skip
+    print(f"# local Hub: {len(manifest['models'])} models, {len(manifest['datasets'])} datasets, "
+          f"attack stand-ins in {dest.resolve()}")  # fmt: skip
     for repo, why in manifest["not_built"].items():
         print(f"# not built: {repo} {why}")
     print("unset TRANSFORMERS_CACHE  # an old-style cache variable would win over HF_HUB_CACHE")
-    for key, value in environment(dest).items():
-        print(f"export {key}={shlex.quote(value)}")
+    for key, value in environment(dest, manifest["resources"]).items():
+        if key == "PYTHONPATH":  # before what the shell has
+            print(f'export PYTHONPATH={shlex.quote(value)}"${{PYTHONPATH:+:$PYTHONPATH}}"')
+        else:
+            print(f"export {key}={shlex.quote(value)}")
     print("# then: python -m benchmark.run $RPB_REHEARSAL_ARGS model=roberta_base ...")
     return 0
 

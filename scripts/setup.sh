@@ -11,6 +11,7 @@
 #   DATA_DIR=/path        local dataset mirror (default ../shared/data when it exists)
 #   SKIP_APT=1            do not apt-get WordNet (PWWS then needs NLTK's downloader online) nor
 #                         Chromium (the site's browser test is then skipped)
+#   SKIP_TF=1             leave out the `tf` extra (TensorFlow for the stock attacks' USE)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -42,7 +43,10 @@ say "torch $installed pinned ($constraints): pip may not replace it"
 
 # 2. the project and its pinned dependencies (textattack 0.3.11 needs transformers 4.57.x and
 #    datasets 4.8.x; an unpinned resolve never finishes).
-"$PY" -m pip install -q -c "$constraints" -e ".[dev]"
+#    The `tf` extra: TensorFlow and tensorflow-hub for TextAttack's Universal Sentence Encoder
+#    (the stock attacks and their rehearsal, docs/rehearsal.md).
+extras="dev"; [ -z "${SKIP_TF:-}" ] && extras="dev,tf"
+"$PY" -m pip install -q -c "$constraints" -e ".[$extras]"
 
 # 3. WordNet for PWWS from Debian (offline source of NLTK's wordnet corpus).
 if [ -z "${SKIP_APT:-}" ] && [ ! -f /usr/share/wordnet/data.noun ] && command -v apt-get >/dev/null; then

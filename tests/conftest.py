@@ -6,13 +6,13 @@ import os
 
 # Offline and quiet before anything imports transformers, datasets, wandb or tqdm.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("USE_TF", "0")  # as benchmark/run.py: no TensorFlow through transformers
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ["WANDB_MODE"] = "disabled"
 os.environ["TQDM_DISABLE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("USE_TF", "0")  # as benchmark/__init__.py: no TensorFlow via transformers
 
 from pathlib import Path
 
@@ -80,7 +80,8 @@ def local_hub(tmp_path_factory):
     """The local Hugging Face Hub of ``scripts/rehearse.py``, built once per session.
 
     Returns ``{"dir", "manifest", "env", "module"}``: the folder, the manifest (each model's and
-    dataset's commit, each split's rows) and the environment a process on it needs. The
+    dataset's commit, each split's rows, the attack stand-ins) and the environment a process on
+    it needs (as ``scripts/rehearse.sh`` exports it). The
     test process's own environment is left alone (``transformers``, ``huggingface_hub`` and
     ``datasets`` read their cache folders at import): run what loads from it in a subprocess.
     ``module`` is ``scripts/rehearse.py`` itself.
@@ -88,7 +89,8 @@ def local_hub(tmp_path_factory):
     rehearse = _rehearse_module()
     folder = tmp_path_factory.mktemp("local_hub")
     manifest = rehearse.build(folder)
-    return {"dir": folder, "manifest": manifest, "env": rehearse.environment(folder),
+    return {"dir": folder, "manifest": manifest,
+            "env": rehearse.environment(folder, manifest["resources"]),
             "module": rehearse}  # fmt: skip
 
 

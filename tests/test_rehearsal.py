@@ -200,20 +200,25 @@ def _hub_id(option: str) -> str:
 
 
 def test_rehearse_sh_prints_the_exports_and_builds_the_same_hub(tmp_path, local_hub):
-    """``eval "$(scripts/rehearse.sh DIR)"`` sets the environment; the same code builds the
-    same commits."""
+    """``eval "$(scripts/rehearse.sh DIR)"`` sets the environment (the attack stand-ins' keys,
+    the TextAttack view before what PYTHONPATH held); the same code builds the same commits."""
     dest = tmp_path / "hub"
-    script = (f'eval "$(bash {ROOT}/scripts/rehearse.sh {dest})" && '
-              'echo "$HF_HOME|$HF_HUB_OFFLINE|$HF_DATASETS_CACHE|$RPB_REHEARSAL_ARGS"')  # fmt: skip
-    env = {**_env(local_hub), "PYTHON": sys.executable}
+    script = (f'eval "$(bash {ROOT}/scripts/rehearse.sh {dest})" && echo "$HF_HOME|'
+              '$HF_HUB_OFFLINE|$HF_DATASETS_CACHE|$RPB_REHEARSAL_ARGS|$PYTHONPATH"')  # fmt: skip
+    env = {**_env(local_hub), "PYTHON": sys.executable, "PYTHONPATH": "/before"}
     proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    home, offline, data, args = proc.stdout.strip().splitlines()[-1].split("|")
+    home, offline, data, args, path = proc.stdout.strip().splitlines()[-1].split("|")
     assert (home, offline, data) == (str(dest), "1", str(dest / "datasets"))
-    assert args.split() == ["paths.data_dir=null", f"paths.results_dir={dest / 'results'}",
-                            f"paths.cache_dir={dest / 'cache'}"]  # fmt: skip
     manifest = json.loads((dest / "manifest.json").read_text())
+    res = manifest["resources"]
+    assert res["counterfitted_embeddings"] == str(dest / "resources" / "paragramcf")
+    assert args.split() == ["paths.data_dir=null", f"paths.results_dir={dest / 'results'}",
+                            f"paths.cache_dir={dest / 'cache'}",
+                            *(f"paths.{k}={res[k]}" for k in ("counterfitted_embeddings",
+                                                                "use_model") if k in res)]  # fmt: skip
+    assert path == f"{dest / 'site'}:/before"
     assert manifest["models"] == local_hub["manifest"]["models"]
     assert {k: v["commit"] for k, v in manifest["datasets"].items()} == {
         k: v["commit"] for k, v in local_hub["manifest"]["datasets"].items()

@@ -7,6 +7,10 @@ what its attack needs before any expensive work and stops with one line naming t
 and the key to set. Downloads happen only where ``paths.attack_downloads=true`` (online
 machines), and then the normal way (TextAttack / TF-Hub / HF caches).
 
+What a job read is described in its record (:func:`describe_resources`): per resource the
+place, a content fingerprint and the resource's own metadata where it carries any
+(:data:`RESOURCE_MANIFEST`), so a record says when a resource declared itself a stand-in.
+
 Nothing here sets ``TA_CACHE_DIR``: importing TextAttack with that variable set rewrites
 ``HF_HOME`` and ``XDG_CACHE_HOME`` for the whole process. The counter-fitted embeddings are
 loaded from ``paths.counterfitted_embeddings`` directly instead.
@@ -33,6 +37,11 @@ log = logging.getLogger(__name__)
 PARAGRAMCF_FILES = ("paragram.npy", "wordlist.pickle", "nn.npy", "mse_dist.p", "cos_sim.p")
 HOMOGLYPH_FILE = "shared/intentional_homoglyphs.txt"  # inside the textattack package
 DEFAULT_MASKED_LM = "bert-base-uncased"
+DEFAULT_USE = "https://tfhub.dev/google/universal-sentence-encoder/3"  # TextAttack's USE
+# A resource's own metadata: ``resource.json`` inside a folder resource (a Hub snapshot too),
+# ``<file name>.resource.json`` beside a file resource. ``"stand_in": true`` in it marks a
+# stand-in (the rehearsal's, docs/rehearsal.md); the downloads carry none.
+RESOURCE_MANIFEST = "resource.json"
 
 
 @dataclass(frozen=True)
@@ -265,3 +274,92 @@ def load_counterfitted_embedding(folder: Path):
     utils.GLOBAL_OBJECTS[key] = embedding
     log.info("counter-fitted embeddings from %s (%d words)", folder, len(index2word))
     return embedding
+
+
+def resource_manifest(path: Path) -> dict[str, Any] | None:
+    """The metadata a resource carries about itself (:data:`RESOURCE_MANIFEST`), or None."""
+    path = Path(path)
+    if path.is_dir():
+        file = path / RESOURCE_MANIFEST
+    else:
+        file = path.with_name(f"{path.name}.{RESOURCE_MANIFEST}")
+    if not file.is_file():
+        return None
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{file} is not a JSON object ({exc})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{file} is not a JSON object")
+    return data
+
+
+def _local(path: Path) -> dict[str, Any]:
+    """A local file or folder as the record names it: path, content fingerprint, metadata."""
+    from benchmark.records.identity import file_fingerprint, folder_fingerprint
+
+    sha = folder_fingerprint(path) if path.is_dir() else file_fingerprint(path)
+    out: dict[str, Any] = {"path": str(path), "sha256": sha}
+    manifest = resource_manifest(path)
+    if manifest is not None:
+        out["manifest"] = manifest
+    return out
+
+
+def _hub_model(repo: str) -> dict[str, Any]:
+    """A Hub model as the record names it: its resolved commit (from the local cache) and
+    the metadata its snapshot carries, if any."""
+    from benchmark.records.identity import hub_cache_dir, model_source
+
+    out = dict(model_source(repo) or {})
+    if out.get("commit"):
+        snap = hub_cache_dir() / f"models--{repo.replace('/', '--')}" / "snapshots" / out["commit"]
+        manifest = resource_manifest(snap) if snap.is_dir() else None
+        if manifest is not None:
+            out["manifest"] = manifest
+    return out
+
+
+def describe_resource(kind: str, res: AttackResources) -> dict[str, Any]:
+    """What resource ``kind`` (a key of :data:`CHECKS`) of this job is: the folder or file
+    read (the configured one, else the library's own location), a content fingerprint and
+    the resource's metadata; a Hub model by its commit; a download by what is fetched."""
+    from benchmark.records.identity import model_source
+
+    if kind == "counterfitted_embeddings":
+        folder = embeddings_folder(res)
+        return _local(folder) if folder else {"path": None, "note": "TextAttack's download"}
+    if kind == "use":
+        if not res.use_model:
+            return {"id": DEFAULT_USE, "note": "TF-Hub (its download or cache)"}
+        return _local(Path(res.use_model))
+    if kind == "masked_lm":
+        source = res.masked_lm or DEFAULT_MASKED_LM
+        return _local(Path(source)) if _exists(source) else _hub_model(source)
+    if kind == "homoglyphs":
+        return _local(homoglyph_file())
+    if kind == "counterfitted_neighbors":
+        value = res.counterfitted_neighbors
+        return _local(Path(value)) if _exists(value) else {"path": value}
+    if kind == "sentence_encoder":
+        value = str(res.sentence_encoder)
+        if not value.startswith("pkg:") and _exists(value):
+            return _local(Path(value))
+        out = dict(model_source(value) or {})
+        folder = resolve_encoder_path(value)
+        manifest = resource_manifest(folder) if folder else None
+        return {**out, "manifest": manifest} if manifest is not None else out
+    raise ValueError(f"unknown attack resource kind {kind!r}; valid: {', '.join(CHECKS)}")
+
+
+def describe_resources(kinds: list[str], res: AttackResources) -> dict[str, Any]:
+    """:func:`describe_resource` for each of ``kinds``."""
+    return {kind: describe_resource(kind, res) for kind in kinds}
+
+
+def resources_kind(described: dict[str, Any]) -> str:
+    """``stand-in`` when any described resource says in its own metadata that it is one,
+    else ``unmarked`` (none says so: downloads and copies of them carry no such metadata)."""
+    marked = any((entry or {}).get("manifest", {}).get("stand_in") is True
+                 for entry in described.values())  # fmt: skip
+    return "stand-in" if marked else "unmarked"

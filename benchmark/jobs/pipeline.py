@@ -420,6 +420,7 @@ def _attack(job: Job, model, tok, evals, record: RunRecord, eval_index: list[int
     ``eval_index`` when the job evaluates a sample of it). Evaluation texts that also occur in
     the training split are left out of the sample (``attack_excluded`` in the record)."""
     from benchmark.attacks.adapter import PaddedModelWrapper, build_attack, run_attack
+    from benchmark.attacks.external import resources_kind
 
     if job.attack.recipe == "transfer":
         _transfer(job, model, tok, record)
@@ -439,6 +440,8 @@ def _attack(job: Job, model, tok, evals, record: RunRecord, eval_index: list[int
     attack = build_attack(job.attack, wrapper, resources)
     record.cfg["attack_build"] = attack.build_info  # resolved choices (not part of the run id)
     record.sources["attack_resources"] = resource_fingerprints(job.attack, resources)
+    if record.sources["attack_resources"]:
+        record.sources["resources"] = resources_kind(record.sources["attack_resources"])
     summary, rows = run_attack(
         attack, sample, job.attack.seed, partial_log_path(job), show_bars(job.progress),
         workers=job.attack.workers, indices=[eval_index[i] for i in idx],
@@ -495,30 +498,17 @@ def partial_log_path(job: Job) -> Path:
 
 
 def resource_fingerprints(spec, resources) -> dict[str, Any]:
-    """What the attack's external resources were: per kind its path and a content fingerprint
-    (files and folders; ``pkg:`` sources by their package folder), or its Hub id."""
+    """What the attack's external resources were: per kind the folder or file read (the
+    library's own location where no key names one), its content fingerprint and the metadata
+    it carries; a Hub masked LM by its commit (``external.describe_resources``)."""
+    from benchmark.attacks.external import describe_resources
     from benchmark.attacks.recipes import recipe_def
-    from benchmark.records.identity import file_fingerprint, folder_fingerprint, model_source
 
     steps = spec.steps()  # a cascade: every kind any of its recipes needs, once
     kinds = list(dict.fromkeys(k for step in steps
                                for k in recipe_def(step.recipe).external(dict(step.options),
                                                                          resources)))  # fmt: skip
-    field_of = {"counterfitted_neighbors": "counterfitted_neighbors",
-                "counterfitted_embeddings": "counterfitted_embeddings", "use": "use_model",
-                "masked_lm": "masked_lm", "sentence_encoder": "sentence_encoder"}  # fmt: skip
-    out: dict[str, Any] = {}
-    for kind in kinds:
-        value = getattr(resources, field_of.get(kind, ""), None)
-        if value is None:
-            out[kind] = {"path": None, "note": "library default location"}
-        elif str(value).startswith("pkg:") or not Path(str(value)).exists():
-            out[kind] = model_source(str(value))
-        elif Path(str(value)).is_dir():
-            out[kind] = {"path": str(value), "sha256": folder_fingerprint(Path(str(value)))}
-        else:
-            out[kind] = {"path": str(value), "sha256": file_fingerprint(Path(str(value)))}
-    return out
+    return describe_resources(kinds, resources)
 
 
 def _attack_resources(job: Job):
