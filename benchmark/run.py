@@ -17,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmark.errors import UserError
+from benchmark.errors import JobTerminated, UserError, note_signal
 from benchmark.jobs.registry import GROUPS, check_option
 
 log = logging.getLogger("benchmark.run")
@@ -193,7 +193,6 @@ def run_task(cfg) -> dict[str, Any] | None:
     from hydra.types import RunMode
 
     from benchmark.jobs.build import (
-        JobTerminated,
         build_job,
         check_writable,
         existing_record,
@@ -206,6 +205,10 @@ def run_task(cfg) -> dict[str, Any] | None:
 
     multirun = HydraConfig.get().mode == RunMode.MULTIRUN
     install_sigterm_handler()  # also where main() did not run: submitit and joblib workers
+    launcher = str((HydraConfig.get().get("launcher") or {}).get("_target_", ""))
+    sweep_pid = int(os.environ.get(SWEEP_PID_ENV) or 0)
+    if "joblib" in launcher and sweep_pid and os.getpid() != sweep_pid:
+        end_with_parent(sweep_pid)  # a worker of a joblib sweep ends with the sweep
     process_git_state()  # a worker's first job: the checkout its imports came from
     try:
         ident = job_identity(cfg, HydraConfig.get().runtime.choices)
@@ -246,23 +249,61 @@ def run_task(cfg) -> dict[str, Any] | None:
 USER_ERRORS: list[str] = []  # one line per job of a multirun that stopped on a user error
 
 
-def _on_sigterm(_signum, _frame) -> None:
-    from benchmark.jobs.build import JobTerminated, note_signal
+TERM_REASON = ["SIGTERM received (e.g. a Slurm time limit)"]  # what a failed record says
 
+
+def _on_sigterm(_signum, _frame) -> None:
     note_signal("SIGTERM")
-    raise JobTerminated("SIGTERM received (e.g. a Slurm time limit)")
+    raise JobTerminated(TERM_REASON[-1])
+
+
+_WATCHED: list[int] = []
+
+
+SWEEP_PID_ENV = "RPB_SWEEP_PID"  # set by main(); a launcher's workers inherit it
+
+
+def end_with_parent(parent: int, poll_s: float = 1.0, grace_s: float = 30.0) -> None:
+    """In a joblib worker: end this process when the sweep's process ``parent`` ends.
+
+    A loky worker outlives a parent killed with SIGKILL (it runs its job to the end, hours
+    perhaps, then idles until loky's timeout). A daemon thread checks every ``poll_s`` that
+    ``parent`` is still this process's parent (the sweep's pid comes from the environment main()
+    set, so a worker whose parent died before its first job notices too); when it is not, the
+    worker sends itself SIGTERM, so a running job fails the usual way (its record says why, an
+    ``ok`` record stays as it was, a partial attack log is kept for the resume), and
+    ``os._exit`` follows ``grace_s`` later if the process has not ended by then. Polling, not
+    ``prctl(PR_SET_PDEATHSIG)``: that signal fires when the parent's *thread* that started the
+    worker ends, which for loky is not the sweep's end."""
+    import threading
+    import time
+
+    if _WATCHED:
+        return
+    _WATCHED.append(parent)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        TERM_REASON.append(f"SIGTERM: the sweep's process (pid {parent}) ended, and its joblib "
+                           "worker with it")  # fmt: skip
+        log.error("error: the sweep's process (pid %d) ended; ending its worker (pid %d)",
+                  parent, os.getpid())  # fmt: skip
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="end-with-parent", daemon=True).start()
 
 
 def _on_sigint(_signum, _frame) -> None:
-    from benchmark.jobs.build import note_signal
-
     note_signal("SIGINT")
     raise KeyboardInterrupt
 
 
 def install_sigterm_handler() -> None:
     """Turn SIGTERM into ``JobTerminated`` in this process, so the job's record says it was
-    terminated, and remember SIGINT and SIGTERM (``jobs.build.SIGNALS_SEEN``) so that a job
+    terminated, and remember SIGINT and SIGTERM (``errors.SIGNALS_SEEN``) so that a job
     whose signal exception Python dropped still fails instead of writing ``ok``. Called by
     ``main()`` and again by every job (a submitit or joblib worker runs the job without
     ``main()``); only the main thread may set a handler."""
@@ -315,6 +356,7 @@ def main() -> None:
         from benchmark.export import main as export_main
 
         sys.exit(export_main(sys.argv[2:]))
+    os.environ[SWEEP_PID_ENV] = str(os.getpid())  # a joblib worker ends with this process
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger()

@@ -8,6 +8,7 @@ them (SIGINT, SIGTERM, SIGKILL), then check the records and logs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -867,3 +868,90 @@ def test_records_carry_the_checkout_the_process_started_from(dirs, tmp_path, mon
             for p in (dirs["results"] / "runs" / "gitstate").glob("*.json")]  # fmt: skip
     assert len(recs) == 2
     assert [(r["git_sha"], r["git_dirty"]) for r in recs] == [(start_sha, False)] * 2
+
+
+# ------------------------------------------------------------- a joblib sweep whose parent dies
+
+
+# A stand-in for a joblib sweep: a parent process that starts one worker and waits. The worker
+# does what a joblib worker's job does first (the SIGTERM handler, the watch on the sweep's
+# process), then waits in Python as a job would, and says how it ended.
+SWEEP_STANDIN = """
+import os, subprocess, sys, time
+worker = subprocess.Popen([sys.executable, "-c", sys.argv[1], sys.argv[2]],
+                          env={**os.environ, "RPB_SWEEP_PID": str(os.getpid())})
+print(worker.pid, flush=True)
+time.sleep(600)
+"""
+WORKER_STANDIN = """
+import os, sys, time
+from pathlib import Path
+from benchmark import run
+run.install_sigterm_handler()
+run.end_with_parent(int(os.environ["RPB_SWEEP_PID"]))
+out = Path(sys.argv[1])
+out.write_text("running")
+try:
+    time.sleep(600)
+except BaseException as exc:
+    out.write_text(f"{type(exc).__name__}: {exc}")
+    raise
+"""
+
+
+def test_a_joblib_worker_ends_with_its_sweeps_process(tmp_path):
+    """The sweep's process is killed (SIGKILL); its worker notices within seconds, and its job
+    ends as on SIGTERM, with the reason a failed record would carry."""
+    import psutil
+
+    said = tmp_path / "worker.txt"
+    parent = subprocess.Popen([sys.executable, "-c", SWEEP_STANDIN, WORKER_STANDIN, str(said)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    worker = psutil.Process(int(parent.stdout.readline()))
+    try:
+        start = time.time()
+        while not said.exists() and time.time() - start < 300:
+            time.sleep(0.05)
+        assert said.read_text() == "running"
+        parent.kill()
+        parent.wait(timeout=60)
+        _, alive = psutil.wait_procs([worker], timeout=30)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            worker.kill()
+    assert alive == []
+    assert said.read_text() == (f"JobTerminated: SIGTERM: the sweep's process (pid {parent.pid}) "
+                                "ended, and its joblib worker with it")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_joblib_workers_end_with_a_killed_sweep(dirs):
+    """A joblib sweep (2 workers) whose own process is killed (SIGKILL: nothing of it runs
+    again) while both workers are in a job: the workers, and the helper processes they keep
+    alive, end within seconds; a job that had started writes a failed record saying why."""
+    import psutil
+
+    runs = dirs["results"] / "runs" / "orphans"
+    proc = spawn(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                  *slow_attack(dirs, "orphans"), "sparsity=0.1,0.2,0.3,0.4"])  # fmt: skip
+    workers = []
+    try:
+        start = time.time()
+        while time.time() - start < 900 and proc.poll() is None:
+            if len(list(runs.glob(".*.lock"))) >= 2:  # each worker holds its job's lock
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        workers = psutil.Process(proc.pid).children(recursive=True)
+        assert len(workers) >= 2
+        proc.kill()
+        proc.wait(timeout=60)
+        _, alive = psutil.wait_procs(workers, timeout=45)
+    finally:
+        for p in [proc, *workers]:
+            with contextlib.suppress(Exception):
+                p.kill()
+    assert alive == [], [(p.pid, " ".join(p.cmdline())[:80]) for p in alive]
+    for path in runs.glob("*.json"):  # a job stopped mid-way says why
+        rec = json.loads(path.read_text())
+        assert rec["status"] == "ok" or "the sweep's process" in rec["error"], rec["error"]

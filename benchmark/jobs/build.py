@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.data.loading import DatasetSpec
-from benchmark.errors import UserError
+from benchmark.errors import SIGNALS_SEEN, JobTerminated, UserError, note_signal  # noqa: F401
 from benchmark.jobs.pipeline import Job, execute, new_record
 from benchmark.jobs.validate import validate
 from benchmark.models.loading import ModelSpec, resolve_device
@@ -383,22 +383,6 @@ def error_text(exc: BaseException) -> str:
     """``<type>: <first line of the message>`` as stored in a failed record."""
     msg = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {msg}"
-
-
-class JobTerminated(BaseException):
-    """SIGTERM (what Slurm sends at a time-out) turned into an exception, so the job's record
-    says so. A BaseException: ``except Exception`` blocks in libraries do not swallow it."""
-
-
-SIGNALS_SEEN: list[str] = []
-"""Signals (SIGINT, SIGTERM) this process received during the running job. Python can lose the
-exception a signal handler raises (one raised while a ``__del__`` or a weakref callback runs is
-printed as "Exception ignored" and dropped), after which the job would run on and write ``ok``;
-the job checks this list before it does."""
-
-
-def note_signal(name: str) -> None:
-    SIGNALS_SEEN.append(name)
 
 
 def _check_not_interrupted() -> None:
