@@ -551,6 +551,15 @@ def test_stale_records_are_listed(tmp_path):
     )
     gone = {**rec, "cfg": {**rec["cfg"], "choices": {"pruner": "no_such_pruner"}}}
     assert stale_reasons(gone) == ["pruner 'no_such_pruner' no longer exists"]
+    # a key the experiment preset sets on every attack (its hang guard) is not "lost" from
+    # attack=none, whose file never had it; under another experiment it is
+    none = {"_target_": "benchmark.attacks.adapter.AttackSpec", "recipe": "none",
+            "num_examples": 0, "seed": 0, "max_seconds_per_example": None}  # fmt: skip
+    guarded = {"run_id": "b", "status": "ok", "exp_name": "embedded_agnews",
+               "cfg": {"choices": {"attack": "none"}, "attack": none}}  # fmt: skip
+    assert stale_reasons(guarded) == []
+    assert stale_reasons({**guarded, "exp_name": "my_exp"}) == [
+        "attack 'none' lost keys ['max_seconds_per_example']"]
     (tmp_path / "runs" / "x").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "a.json").write_text(json.dumps(old))
     assert [p.name for p, _ in stale_records(tmp_path)] == ["a.json"]

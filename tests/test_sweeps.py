@@ -143,7 +143,7 @@ def test_slurm_launcher_config_composes() -> None:
 
 
 def test_reproduce_plans_the_specs_sweeps():
-    from benchmark.reporting.reproduce import plan
+    from benchmark.reporting.reproduce import UsageError, plan
     from benchmark.reporting.tables import load_spec
 
     sweeps, agg = plan("akr_table1", "embedded", ["paths.results_dir=/tmp/r"])
@@ -155,8 +155,31 @@ def test_reproduce_plans_the_specs_sweeps():
     sweeps, agg = plan("embedded_training_reduced", None, [])
     assert sweeps == [["-m", "experiment=embedded_training_reduced"]]
     assert agg == ["--summary", "embedded_training_reduced"]
-    with pytest.raises(SystemExit, match="no table or experiment"):
+    with pytest.raises(UsageError, match="no table or experiment"):
         plan("akr_tabel1", None, [])
+
+
+def test_reproduce_takes_a_users_spec_and_names_its_typo_in_one_line(tmp_path, capsys):
+    """A path to the user's own spec plans its sweeps and hands the path to the aggregator; a
+    typo in it (or a name that is no table) is one line on stderr and exit status 2, and no
+    sweep runs."""
+    from benchmark.reporting import reproduce
+
+    text = (ROOT / "conf" / "table" / "smoke.yaml").read_text()
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(text)
+    sweeps, agg = reproduce.plan(str(mine), None, [])
+    assert len(sweeps) == 2 and agg[:2] == ["--table", str(mine)]
+    mine.write_text(text.replace("row_keys:", "row_kees:"))
+    for name in (str(mine), "akr_tabel1"):
+        assert reproduce.main([name, "--plan"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err
+    # the real script, without --plan: one line, exit 2, nothing run (no sweep line logged)
+    out = subprocess.run(["bash", "scripts/reproduce.sh", str(mine)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr and "+ python" not in out.stderr
+    assert "unknown key 'row_kees' (did you mean 'row_keys'?)" in out.stderr
 
 
 def test_reproduce_beyond_runs_structured_and_pairs_with_the_seeds(monkeypatch):

@@ -29,6 +29,20 @@ def _option(group: str, name: str) -> dict[str, Any] | None:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
+@functools.lru_cache(maxsize=64)
+def _preset_keys(exp_name: str, group: str) -> frozenset[str]:
+    """Keys an experiment preset of this name sets in ``group`` for every option of it (e.g.
+    ``attack.max_seconds_per_example`` from its protocol): present in the record though no
+    option file names them, so not "lost"."""
+    from omegaconf import OmegaConf
+
+    path = CONF_DIR / "experiment" / f"{exp_name}.yaml"
+    if not exp_name or not path.is_file():
+        return frozenset()
+    section = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get(group)
+    return frozenset(section) if isinstance(section, dict) else frozenset()
+
+
 def stale_reasons(record: dict[str, Any]) -> list[str]:
     """Why ``record`` no longer matches the current configs (empty list: it matches)."""
     cfg = record.get("cfg") or {}
@@ -47,7 +61,8 @@ def stale_reasons(record: dict[str, Any]) -> list[str]:
             reasons.append(f"{group} {name!r} version {stored.get('version')} -> "
                            f"{current.get('version')}")  # fmt: skip
         added = sorted(set(current) - set(stored) - {"defaults"})
-        removed = sorted(set(stored) - set(current))
+        removed = sorted(set(stored) - set(current)
+                         - _preset_keys(str(record.get("exp_name") or ""), group))
         if added:
             reasons.append(f"{group} {name!r} has new keys {added}")
         if removed and group not in ("model", "dataset"):  # specs fill in their defaults

@@ -1,13 +1,16 @@
 """``scripts/reproduce.sh NAME [ARGS]``: run the sweeps behind a table, then rebuild it.
 
-``NAME`` is a table spec (``conf/table/NAME.yaml``, whose ``sweeps`` list the sweeps in order)
-or an experiment preset without a table (``conf/experiment/NAME.yaml``: its own sweep, then a
-compact ``--summary NAME``). ``VARIANT=embedded`` adds the spec's ``variant_args`` to every
-sweep and rebuilds the variant's table. ``ARGS`` go to every sweep (e.g.
+``NAME`` is a table spec (``conf/table/NAME.yaml`` or a path to a user's own ``.yaml``, whose
+``sweeps`` list the sweeps in order) or an experiment preset without a table
+(``conf/experiment/NAME.yaml``: its own sweep, then a compact ``--summary NAME``).
+``VARIANT=embedded`` adds the spec's ``variant_args`` to every sweep and rebuilds the variant's
+table. ``ARGS`` go to every sweep (e.g.
 ``hydra/launcher=joblib hydra.launcher.n_jobs=2``, ``paths.results_dir=/tmp/r``).
 
 Resumable: finished jobs are skipped (their records exist). A failed sweep does not stop the
-others or the aggregation; the exit status is then non-zero.
+others or the aggregation; the exit status is then non-zero. A name that is neither, a spec
+with a typo or a variant the spec lacks is one line on stderr and exit status 2, before any
+sweep runs.
 
 ``scripts/reproduce.sh NAME --plan [ARGS]`` prints the jobs, how many have records, what this
 machine lacks and the estimated cost, and runs and writes nothing (:mod:`benchmark.jobs.plan`).
@@ -39,32 +42,40 @@ EXTRA_AGGREGATES: dict[str, list[str]] = {
 }
 
 
+class UsageError(Exception):
+    """A bad NAME or VARIANT: one line, exit status 2."""
+
+
 def plan(name: str, variant: str | None, args: list[str]) -> tuple[list[list[str]], list[str]]:
     """(sweep argument lists, aggregate arguments) for ``name``."""
-    from benchmark.reporting.tables import load_spec, table_names
+    from benchmark.reporting.tables import SpecError, load_spec, table_names
 
     results = [a.split("=", 1)[1] for a in args if a.startswith("paths.results_dir=")]
     agg_tail = ["--results-dir", results[-1]] if results else []
-    if name in table_names():
-        spec = load_spec(name)
+    if name in table_names() or name.endswith((".yaml", ".yml")):
+        try:
+            spec = load_spec(name)
+        except SpecError as exc:
+            raise UsageError(str(exc)) from None
         if variant and variant not in spec.variant_args:
             valid = ", ".join(spec.variant_args) or "none"
-            raise SystemExit(f"error: table {name!r} has no variant {variant!r} (valid: {valid})")
+            raise UsageError(f"table {name!r} has no variant {variant!r} (valid: {valid})")
         extra = shlex.split(spec.variant_args.get(variant, "")) if variant else []
         sweeps = [["-m", *shlex.split(s), *extra, *args] for s in spec.sweeps]
-        agg = ["--table", name, *(["--variant", variant] if variant else [])]
+        table = str(Path(name).resolve()) if name.endswith((".yaml", ".yml")) else name
+        agg = ["--table", table, *(["--variant", variant] if variant else [])]
         for summary in spec.summaries:
             agg += ["--summary", summary]
         return sweeps, [*agg, *agg_tail]
     if (ROOT / "conf" / "experiment" / f"{name}.yaml").is_file():
         if variant:
-            raise SystemExit(f"error: experiment {name!r} has no variants")
+            raise UsageError(f"experiment {name!r} has no variants")
         sweeps = [["-m", f"experiment={name}", *args]]
         sweeps += [["-m", f"experiment={name}", *shlex.split(extra), *args]
                    for extra in EXTRA_SWEEPS.get(name, [])]  # fmt: skip
         return sweeps, ["--summary", name, *agg_tail]
     valid = ", ".join(table_names())
-    raise SystemExit(f"error: no table or experiment {name!r}; tables: {valid}")
+    raise UsageError(f"no table or experiment {name!r}; tables: {valid}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,13 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         log.info("%s", __doc__)
         return 0 if argv else 2
-    if "--plan" in argv[1:]:  # print what would run, run and write nothing
-        rest = [a for a in argv[1:] if a != "--plan"]
-        sweeps, _ = plan(argv[0], os.environ.get("VARIANT") or None, rest)
+    dry = "--plan" in argv[1:]  # print what would run, run and write nothing
+    rest = [a for a in argv[1:] if a != "--plan"]
+    try:
+        sweeps, agg = plan(argv[0], os.environ.get("VARIANT") or None, rest)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if dry:
         from benchmark.jobs.plan import run_plan
 
         return run_plan(sweeps)
-    sweeps, agg = plan(argv[0], os.environ.get("VARIANT") or None, argv[1:])
     status = 0
     for sweep in sweeps:
         log.info("+ python -m benchmark.run %s", " ".join(shlex.quote(a) for a in sweep))
