@@ -12,7 +12,14 @@ offline: nothing is trained, downloaded or written. The plan says per sweep
   data, embeddings, encoders), a GPU the config names;
 - the estimated cost on this device, from the rates measured in existing records of the same
   model, dataset, pruner and attack on the same kind of device (dense fine-tune, pruning,
-  clean evaluation, seconds per attacked example); a job without such a record says
+  clean evaluation, seconds per attacked example). A model without such records takes the
+  rates of another model that has them on the same dataset, pruner and attack, scaled by a
+  short calibration run: the forward time of a random-weight model of each architecture
+  (its ``config.json``, from the local cache or the Hub; a few kilobytes, no weights) on a
+  batch at the dataset's ``max_length``, this device, this process's threads. The plan says
+  which jobs are scaled and by what ratio; a forward-time ratio under-estimates a solver
+  whose cost grows faster than the forward pass with the width (AKR's OBS: about the width
+  cubed per layer, the forward pass its square). A job for which neither exists says
   ``no measured rate``.
 
 It ends with ``jobs: N total, M with records`` and exits 0 whenever it printed the plan.
@@ -42,6 +49,7 @@ class PlannedJob:
 
     overrides: list[str]
     run_id: str | None = None
+    scaled: str | None = None  # "<reference model> x<ratio>": rates taken from another model
     done: bool = False
     error: str | None = None
     missing: list[str] = field(default_factory=list)
@@ -107,6 +115,17 @@ class Rates:
     clean: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
     attack: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
     split: dict[tuple, list[float]] = field(default_factory=lambda: defaultdict(list))
+    model_cfgs: dict[tuple, dict[str, Any]] = field(default_factory=dict)  # (model, dataset)
+
+    def models(self, dataset: str) -> list[tuple[str, dict[str, Any]]]:
+        """(model, its model config) of the records on ``dataset``, most records first."""
+        counts = Counter()
+        for table in (self.dense, self.prune, self.clean, self.attack):
+            for key, values in table.items():
+                if key[1] == dataset:
+                    counts[key[0]] += len(values)
+        return [(m, self.model_cfgs[(m, dataset)]) for m, _ in counts.most_common()
+                if (m, dataset) in self.model_cfgs]  # fmt: skip
 
     @classmethod
     def from_records(cls, results_dir: Path, device_kind: str) -> Rates:
@@ -125,6 +144,8 @@ class Rates:
                 continue
             md = _kind_key(rec)
             cfg = rec.get("cfg") or {}
+            if isinstance(cfg.get("model"), dict):
+                out.model_cfgs.setdefault(md, cfg["model"])
             if rec.get("n_eval") and not (cfg.get("eval_sample") or cfg.get("max_eval_examples")):
                 out.split[md].append(float(rec["n_eval"]))  # the whole evaluation split
             dense = rec.get("dense_info") or {}
@@ -155,13 +176,41 @@ def _median(values: Iterable[float]) -> float | None:
 
 
 def estimate(job: PlannedJob, resolved: dict[str, Any], names: dict[str, str], rates: Rates,
-             dense_seen: set) -> None:  # fmt: skip
-    """Fill ``job.seconds`` and ``job.parts`` from measured rates (None: no measured rate)."""
-    md = (names["model"], names["dataset"])
-    parts: dict[str, float | None] = {}
-    dense_id = (md, json.dumps(resolved.get("dense"), sort_keys=True, default=str))
-    if dense_id not in dense_seen and not dense_cached(resolved):  # the first job trains it
+             dense_seen: set, calibration: Calibration | None = None) -> None:  # fmt: skip
+    """Fill ``job.seconds`` and ``job.parts`` from measured rates (None: no measured rate);
+    where this model has none, from another model's on the same dataset, scaled by the
+    ``calibration``'s forward-time ratio (``job.scaled`` names it)."""
+    dense_id = ((names["model"], names["dataset"]),
+                json.dumps(resolved.get("dense"), sort_keys=True, default=str))  # fmt: skip
+    trains = dense_id not in dense_seen and not dense_cached(resolved)  # the first job trains it
+    if trains:
         dense_seen.add(dense_id)
+    _estimate(job, resolved, names, rates, trains, names["model"], 1.0)
+    if job.seconds is not None or calibration is None:
+        return
+    mine = calibration.seconds(names["model"], resolved["model"], resolved["dataset"])
+    if not mine:
+        return
+    for other, model_cfg in rates.models(names["dataset"]):
+        theirs = None if other == names["model"] else calibration.seconds(
+            other, model_cfg, resolved["dataset"])  # fmt: skip
+        if not theirs:
+            continue
+        trial = PlannedJob(job.overrides)
+        _estimate(trial, resolved, names, rates, trains, other, mine / theirs)
+        if trial.seconds is not None:
+            job.seconds, job.parts = trial.seconds, trial.parts
+            job.scaled = f"{other} x{mine / theirs:.2g}"
+            return
+
+
+def _estimate(job: PlannedJob, resolved: dict[str, Any], names: dict[str, str], rates: Rates,
+              trains: bool, model: str, ratio: float) -> None:  # fmt: skip
+    """:func:`estimate` from the rates of ``model`` (this job's or another's) times ``ratio``;
+    ``trains``: this job fine-tunes its dense model."""
+    md = (model, names["dataset"])
+    parts: dict[str, float | None] = {}
+    if trains:
         parts["dense fine-tune"] = _median(rates.dense.get(md, []))
     if names["pruner"] != "none":
         key = (*md, names["pruner"], round(float(resolved.get("sparsity", 0.0)), 3))
@@ -178,8 +227,68 @@ def estimate(job: PlannedJob, resolved: dict[str, Any], names: dict[str, str], r
         per_ex = _median(rates.attack.get((*md, names["attack"]), []))
         n = int(attack.get("num_examples") or 0) or (_median(rates.split.get(md, [])) or 0)
         parts[f"attack ({n:g} examples)"] = per_ex * n if per_ex is not None else None
-    job.parts = {k: v for k, v in parts.items() if v is not None}
+    job.parts = {k: v * ratio for k, v in parts.items() if v is not None}
     job.seconds = None if any(v is None for v in parts.values()) else sum(job.parts.values())
+
+
+class Calibration:
+    """Seconds per sequence of a forward pass of a random-weight model of each architecture
+    at a dataset's ``max_length`` on this device (batch of 8, median of 3 after a warm-up),
+    measured once per (model, length): the scale between two models' measured rates. ``None``
+    where the architecture's config cannot be read (not cached and the Hub unreachable)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, float | None] = {}
+
+    def seconds(self, name: str, model_cfg: dict[str, Any], dataset_cfg: dict[str, Any]):
+        length = int(dataset_cfg.get("max_length") or 128)
+        key = (name, length)
+        if key not in self._cache:
+            self._cache[key] = forward_seconds(model_cfg, int(dataset_cfg.get("num_labels") or 2),
+                                               length)  # fmt: skip
+        return self._cache[key]
+
+
+def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
+                    batch: int = 8) -> float | None:  # fmt: skip
+    """One calibration run: seconds per sequence of a forward pass of a random-weight model of
+    ``model_cfg``'s architecture (``None`` when its config cannot be read)."""
+    import statistics
+    import time
+
+    import torch
+
+    from benchmark.models.loading import build_tiny, is_tiny, resolve_source, tiny_kind
+
+    source = str(model_cfg.get("finetuned") or model_cfg.get("pretrained") or "")
+    try:
+        if is_tiny(source):
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="plan_tiny_") as tmp:
+                model, _ = build_tiny(tiny_kind(source), num_labels, Path(tmp))
+        else:
+            from transformers import AutoConfig, AutoModelForSequenceClassification
+
+            config = AutoConfig.from_pretrained(resolve_source(source),
+                                                revision=model_cfg.get("revision"),
+                                                num_labels=num_labels)  # fmt: skip
+            model = AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError, UserError):
+        return None
+    model.eval()
+    limit = getattr(model.config, "max_position_embeddings", length) or length
+    n = min(length, limit - 2 if limit > 2 else limit)
+    ids = torch.randint(5, max(6, model.config.vocab_size), (batch, n))
+    mask = torch.ones_like(ids)
+    times = []
+    with torch.inference_mode():
+        for i in range(4):
+            start = time.perf_counter()
+            model(input_ids=ids, attention_mask=mask)
+            if i:  # the first is a warm-up
+                times.append(time.perf_counter() - start)
+    return statistics.median(times) / batch
 
 
 def dense_cached(resolved: dict[str, Any]) -> bool:
@@ -238,6 +347,7 @@ def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[
     device_kind = _device_kind()
     out = []
     rates = None
+    calibration = Calibration()
     dense_seen: set = set()
     for sweep in sweeps:
         jobs = []
@@ -262,7 +372,7 @@ def make_plan(sweeps: list[list[str]], results_dir: Path | None = None) -> list[
                 job.done = False
             if not job.done:
                 job.missing = needs(ident, resolved)
-                estimate(job, resolved, ident.names, rates, dense_seen)
+                estimate(job, resolved, ident.names, rates, dense_seen, calibration)
             jobs.append(job)
         out.append((sweep, jobs))
     return out
@@ -304,6 +414,10 @@ def render(plan: list[tuple], device_kind: str) -> str:
             kinds = ", ".join(sorted(no_rate)[:3]) + (", ..." if len(no_rate) > 3 else "")
             parts = [f"estimated {_hours(sum(est))} on this device ({device_kind}) for "
                      f"{len(est)} jobs"] if est else []  # fmt: skip
+            scaled = Counter(j.scaled for j in todo if j.scaled)
+            if scaled:
+                how = ", ".join(f"{n} from {s}" for s, n in sorted(scaled.items()))
+                parts.append(f"scaled by a forward-time calibration run: {how}")
             if no_rate:
                 parts.append(f"no measured rate for {sum(no_rate.values())} ({kinds})")
             lines.append("  " + "; ".join(parts))
