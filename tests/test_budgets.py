@@ -124,3 +124,18 @@ def test_randmask_reduced_early_stopping_cannot_end_a_stage_early():
     earliest_stop = reduced.eval_every * (1 + reduced.patience)  # best at the first evaluation
     assert earliest_stop > 50 and earliest_stop >= reduced.stage_max_steps / 2
     assert reduced.candidate_max_steps >= reduced.eval_every * reduced.eval_last
+
+
+@pytest.mark.parametrize("pruner", ["rticket", "rticket_no_adv", "rticket_no_mask_learning"])
+def test_robustt_score_lr_is_the_official_one_per_dataset(pruner):
+    """RobustT's stage-2 script searches AG News at lr 0.05 and IMDB/SST-2 at 0.1
+    (stage2-search-ticket.sh:29, :11, :47): the resolved config says so, as
+    ``--cfg job --resolve --package pruner`` shows it; a user's value wins."""
+    lr = {d: _compose(f"pruner={pruner}", f"dataset={d}").pruner.mask_lr
+          for d in ("agnews", "imdb", "sst2")}  # fmt: skip
+    assert lr == {"agnews": 0.05, "imdb": 0.1, "sst2": 0.1}
+    preset = _compose("experiment=robustt_table1", f"pruner={pruner}", "dataset=agnews")
+    assert preset.pruner.mask_lr == 0.05  # a preset's own protocol table keeps the root's
+    assert (
+        _compose(f"pruner={pruner}", "dataset=agnews", "pruner.mask_lr=0.2").pruner.mask_lr == 0.2
+    )
