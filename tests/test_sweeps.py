@@ -212,3 +212,27 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert (tmp_path / "r" / "tables" / "smoke.md").is_file()
     assert len(list((tmp_path / "r" / "runs" / "smoke").glob("*.json"))) == 5
+
+
+PER_ATTACK_PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")
+                            if "runtime.choices.attack" in p.read_text())  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", PER_ATTACK_PRESETS)
+def test_presets_with_per_attack_tables_take_every_attack(preset):
+    """A preset whose protocol is keyed by the attack (sample size, hang guard) composes with
+    every attack option, those without a row included (cascade, pwws, the stock recipes):
+    a sample size (0: the whole split) and a finite guard, not an interpolation traceback."""
+    from benchmark.jobs import plan as planner
+
+    planner._register_resolvers()
+    attacks = sorted(p.stem for p in (ROOT / "conf" / "attack").glob("*.yaml"))
+    assert {"cascade", "pwws", "deepwordbug"} <= set(attacks)
+    for attack in attacks:
+        if attack == "transfer":  # needs its source log (tested with transfer jobs)
+            continue
+        spec = planner.identify([f"experiment={preset}", f"attack={attack}"]).resolved["attack"]
+        if attack == "none":
+            assert spec["num_examples"] == 0
+            continue
+        assert spec["num_examples"] >= 0 and spec["max_seconds_per_example"] > 0, attack
