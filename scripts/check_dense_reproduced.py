@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.reporting.aggregate import attack_log_path, read_attack_log  # noqa: E402
+from benchmark.reporting.records import attack_log_path, read_attack_log  # noqa: E402
 from benchmark.training.loop import encode  # noqa: E402
 
 log = logging.getLogger("check_dense_reproduced")

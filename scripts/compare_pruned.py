@@ -33,9 +33,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmark.reporting.aggregate import load_records, read_attack_log  # noqa: E402
 from benchmark.reporting.compare import compare_pair  # noqa: E402
 from benchmark.reporting.effects import clean_pairs  # noqa: E402
+from benchmark.reporting.records import load_records, read_attack_log  # noqa: E402
 
 log = logging.getLogger("compare_pruned")
 

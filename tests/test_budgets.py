@@ -96,7 +96,8 @@ def test_reduced_preset_selects_the_reduced_budget():
 def test_leaderboard_keeps_budgets_apart(tmp_path):
     import json
 
-    from benchmark.reporting.aggregate import leaderboard, load_records
+    from benchmark.reporting.leaderboard import leaderboard
+    from benchmark.reporting.records import load_records
 
     base = {"status": "ok", "model": "m", "dataset": "d", "pruner": "seven", "attack": "a",
             "sparsity_target": 0.5, "seed": 0, "clean_acc": 0.5}  # fmt: skip

@@ -282,11 +282,12 @@ def test_killed_cascade_job_resumes_to_the_same_record(dense_and_pruned, job_dir
 
 
 def test_cascade_is_a_column_with_intervals_and_paired_tests(dense_and_pruned, job_dir):
-    from benchmark.reporting import aggregate
     from benchmark.reporting.compare import compare_table
+    from benchmark.reporting.records import load_records
+    from benchmark.reporting.summary import summary_table
 
-    df = aggregate.load_records(job_dir / "results")
-    table = aggregate.summary_table(df, ["smoke"], n_boot=200)
+    df = load_records(job_dir / "results")
+    table = summary_table(df, ["smoke"], n_boot=200)
     assert "cascade Aua/Suc %" in table.columns
     assert all("[" in cell for cell in table["cascade Aua/Suc %"])  # Aua with its interval
     notes = "\n".join(table.attrs["notes"])

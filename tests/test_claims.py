@@ -12,12 +12,13 @@ from omegaconf import OmegaConf
 from test_stats import write_run
 
 from benchmark.reporting import aggregate, claims
+from benchmark.reporting.records import ROOT, load_records
 
 N = 40
 
 
 def _defaults(pruner: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(aggregate.ROOT / f"conf/pruner/{pruner}.yaml"))
+    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
 
 
 ONE = " (one seed, conditional only)"
@@ -49,7 +50,7 @@ def test_above_holds_fails_and_pends(tmp_path: Path) -> None:
     spec = claims.load_spec(_spec(tmp_path, {
         "id": "A", "text": "t", "kind": "above", "row": "akr", "reference": "sparsegpt",
         "sparsities": [0.5, 0.7, 0.875]}))  # fmt: skip
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert list(table["cell"]) == ["holds" + ONE, "fails: opposite, significant" + ONE, "not run"]
     assert table.loc[0, "delta_aua"] == pytest.approx(20 / N)
     assert verdicts.loc[0, "verdict"] == "does not replicate"
@@ -61,7 +62,7 @@ def test_above_holds_fails_and_pends(tmp_path: Path) -> None:
     assert table.loc[0, "cell_conditional"] == "holds"
     # without the failing cell the claim is pending (one seed holds), not replicated
     (tmp_path / "runs/e/a7.json").unlink()
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert verdicts.loc[0, "verdict"] == "pending"
 
 
@@ -77,7 +78,7 @@ def test_holm_over_the_registered_family_and_variants_are_not_the_protocol(tmp_p
     spec = claims.load_spec(_spec(tmp_path, {**above, "id": "A", "reference": "sparsegpt"},
                                   {**above, "id": "B", "reference": "magnitude"},
                                   family=("A", "B")))  # fmt: skip
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert list(table["n_pairs"]) == [N, N]
     assert table.loc[0, "delta_aua"] == pytest.approx(6 / N)  # the default-config AKR row
     assert table.loc[0, "p_value_conditional"] == pytest.approx(2 / 64)
@@ -85,7 +86,7 @@ def test_holm_over_the_registered_family_and_variants_are_not_the_protocol(tmp_p
     assert table.loc[1, "cell"] == "degenerate" and pd.isna(table.loc[1, "p_holm_conditional"])
     assert list(verdicts["verdict"]) == ["does not replicate", "undecidable"]
     spec["family"] = ["A"]
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert table.loc[0, "cell"] == "holds" + ONE and verdicts.loc[0, "verdict"] == "pending"
 
 
@@ -98,7 +99,7 @@ def test_degenerate_reference_is_undecidable_and_retains(tmp_path: Path) -> None
         "sparsities": [0.875], "decisive": [0.875]}, {
         "id": "R", "text": "t", "kind": "retains", "row": "akr", "reference": "none",
         "sparsities": [0.5]}))  # fmt: skip
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert list(table["cell"]) == ["degenerate", "holds" + ONE]  # the dense row at 0.0: ref
     assert list(verdicts["verdict"]) == ["undecidable", "pending"]
 
@@ -111,11 +112,11 @@ def test_gap_grows_needs_disjoint_intervals(tmp_path: Path) -> None:
     gap = {"id": "G", "text": "t", "kind": "gap_grows", "row": "akr",
            "reference": "sparsegpt", "sparsities": [0.5, 0.875]}  # fmt: skip
     spec = claims.load_spec(_spec(tmp_path, gap, family=()))
-    _, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    _, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert verdicts.loc[0, "verdict"] == "pending"  # holds on one seed: no seed-level interval
     assert verdicts.loc[0, "cells"] == "deepwordbug: holds" + ONE
     _run(tmp_path, "a8", "akr", 0.875, 12)  # a gap of 7 / 40: larger, but intervals overlap
-    _, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    _, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert verdicts.loc[0, "verdict"] == "does not replicate"
     assert "intervals overlap" in verdicts.loc[0, "cells"]
 
@@ -152,7 +153,7 @@ def test_three_seeds_hold_only_on_both_intervals(tmp_path: Path) -> None:
     spec = claims.load_spec(_spec(tmp_path, {**claim, "sparsities": [0.5]},
                                   {**claim, "id": "B", "sparsities": [0.7]},
                                   family=("A",), n=n))  # fmt: skip
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     a, b = table.iloc[0], table.iloc[1]
     assert a["seed_deltas"] == "0:+0.250000;1:+0.275000;2:+0.300000"
     assert a["cell"] == "holds" and verdicts.loc[0, "verdict"] == "replicates"
@@ -180,7 +181,7 @@ def test_a_wider_interval_never_rescues_a_failed_cell(tmp_path: Path) -> None:
     spec = claims.load_spec(_spec(tmp_path, {
         "id": "R", "text": "t", "kind": "retains", "row": "akr", "reference": "none",
         "sparsities": [0.5]}, family=(), n=n))  # fmt: skip
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=2000)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=2000)
     r = table.iloc[0]
     q2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # t quantile, 2 df
     sd = math.sqrt(((-1 + 7) ** 2 + (-12 + 7) ** 2 + (-8 + 7) ** 2) / 2) / n
@@ -206,7 +207,7 @@ def test_two_sided_claim_on_named_settings_in_its_own_family(tmp_path: Path) -> 
     above = {"id": "A", "text": "t", "kind": "above", "row": "akr", "reference": "sparsegpt",
              "sparsities": [0.5]}  # fmt: skip
     spec = claims.load_spec(_spec(tmp_path, above, c6, family=(["A"], ["C6"])))
-    table, verdicts = claims.judge(aggregate.load_records(tmp_path), spec, n_boot=300)
+    table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     a, c50, c875 = table.iloc[0], table.iloc[1], table.iloc[2]
     assert a["delta_aua"] == pytest.approx(30 / N)  # the task-calibrated AKR row
     assert a["p_holm_conditional"] == pytest.approx(a["p_value_conditional"])  # m = 1

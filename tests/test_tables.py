@@ -16,8 +16,11 @@ import pytest
 import yaml
 
 from benchmark.reporting import aggregate
+from benchmark.reporting.mirror import log_table_to_wandb
 from benchmark.reporting.plots import plot_sparsity_curves, sparsity_figure
+from benchmark.reporting.records import load_records
 from benchmark.reporting.stats import wilson_interval
+from benchmark.reporting.summary import summary_table
 from benchmark.reporting.tables import (
     apply_variant,
     build_table,
@@ -406,8 +409,8 @@ def test_cli_writes_tables_plots_and_leaderboard(tmp_path: Path) -> None:
 
 def test_wandb_table_only_when_online() -> None:
     recs = pd.DataFrame({"logger_mode": [None, "offline"], "logger_project": ["p", "p"]})
-    assert aggregate.log_table_to_wandb(pd.DataFrame(), "t", recs, "auto") is False
-    assert aggregate.log_table_to_wandb(pd.DataFrame(), "t", recs, "off") is False
+    assert log_table_to_wandb(pd.DataFrame(), "t", recs, "auto") is False
+    assert log_table_to_wandb(pd.DataFrame(), "t", recs, "off") is False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -492,7 +495,7 @@ def test_summary_table_rows_columns_and_missing_cells() -> None:
         rec("post", "none", 0.0, "pwws", 0.25), rec("other", "wanda", 0.5, "pwws", 0.9),
         {**rec("post", "wanda", 0.5, "pwws", 0.9), "status": "failed"},
     ])  # fmt: skip
-    table = aggregate.summary_table(df, ["post", "train"])
+    table = summary_table(df, ["post", "train"])
     assert list(table["pruner"]) == ["none", "magnitude", "akr", "seven"]
     assert list(table.columns[-2:]) == ["deepwordbug Aua/Suc %", "pwws Aua/Suc %"]
     mag = table.iloc[1]
@@ -502,7 +505,7 @@ def test_summary_table_rows_columns_and_missing_cells() -> None:
     assert mag["seeds"] == 2 and mag["deepwordbug Aua/Suc %"] == f"35 [{lo:.0f}, {hi:.0f}] / 50.0"
     assert table.iloc[2]["deepwordbug Aua/Suc %"] == "not run"
     assert table.iloc[3]["budget"] == "reduced" and table.iloc[3]["pwws Aua/Suc %"] == "not run"
-    assert "budget" not in aggregate.summary_table(df, ["post"]).columns  # one budget only
+    assert "budget" not in summary_table(df, ["post"]).columns  # one budget only
 
 
 def test_degenerate_row_is_marked_and_duplicates_count_once() -> None:
@@ -586,7 +589,7 @@ def test_a_method_at_named_pruner_settings_takes_only_its_records(tmp_path: Path
         write_run(tmp_path, "embedded_agnews", run_id, "akr", 0.5, 0, list(range(survive)),
                   attack="deepwordbug", extra_cfg={**akr, "calibration": cal},
                   model="minilm_l6", dataset="agnews", dense="finetune")  # fmt: skip
-    recs = aggregate.load_records(tmp_path)
+    recs = load_records(tmp_path)
     assert sorted(method_of(r, spec) for r in recs.to_dict("records")) == ["akr", "akr_sst2"]
     table = build_table(recs, spec)
     rows = {r["Method"]: r for r in table.to_dict("records") if r["Sparsity"] == "50%"}

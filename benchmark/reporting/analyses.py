@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.records.logs import read_rows
+from benchmark.reporting.records import identity_differences, identity_without_attack
 from benchmark.reporting.stats import wilson_interval
 
 
@@ -170,18 +171,18 @@ def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:
     configuration (two configurations of one pruner and sparsity, e.g. unstructured and 2:4,
     never share an entry); the label is the display name, with the differing keys when one
     (pruner, sparsity, n) has several configurations."""
-    from benchmark.reporting.aggregate import _differs, _without_attack
     from benchmark.reporting.plots import display_names
 
     name = display_names()
-    sel = sel.assign(_cfg=[_without_attack(i) for i in sel.get("_identity", [""] * len(sel))])
+    idents = sel.get("_identity", [""] * len(sel))
+    sel = sel.assign(_cfg=[identity_without_attack(i) for i in idents])
     logs: dict[tuple, dict[str, list]] = {}
     order = ["pruner", "sparsity_target", "n_total", "_cfg", "attack"]
     for (pruner, sparsity, n), group in sel.sort_values(order).groupby(
         ["pruner", "sparsity_target", "n_total"], sort=False
     ):
         cfgs = list(dict.fromkeys(group["_cfg"]))
-        differs = _differs([c or "{}" for c in cfgs]) if len(cfgs) > 1 else {}
+        differs = identity_differences([c or "{}" for c in cfgs]) if len(cfgs) > 1 else {}
         for _, rec in group.iterrows():
             text = differs.get(rec["_cfg"] or "{}", "")
             label = name("method", pruner) + (f" ({text})" if text else "")

@@ -47,7 +47,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.cells import is_degenerate, record_interval, seed_delta_text, seed_points
 from benchmark.reporting.provenance import TIMING, caption_notes, threat_hashes, timing_dependent
+from benchmark.reporting.records import dedupe, is_default_pruner, pruner_is
 from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import holm_adjust
 
@@ -116,17 +118,12 @@ def side_label(claim: dict, side: str) -> str:
 
 def _matches(identity: str, pruner: str, settings: dict | None) -> bool:
     """A record of ``pruner`` at its option's defaults, with ``settings`` set instead."""
-    from benchmark.reporting.compare import _pruner_is
-
-    return _pruner_is(identity, pruner, tuple((settings or {}).items()))
+    return pruner_is(identity, pruner, tuple((settings or {}).items()))
 
 
 def protocol_records(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     """The ok records of the spec's experiment and attack sample size, whose pruner is at its
     option's defaults or at the settings a claim names (``row_settings``/``reference_settings``)."""
-    from benchmark.reporting.aggregate import dedupe
-    from benchmark.reporting.compare import _is_default_pruner
-
     if df.empty:
         return df
     ok = df[(df["status"] == "ok") & (df["exp_name"] == spec["experiment"])]
@@ -136,7 +133,7 @@ def protocol_records(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     keep = []
     for ident in ok["_identity"]:
         attack = json.loads(ident).get("attack") or {}
-        config = _is_default_pruner(ident) or any(_matches(ident, p, s) for p, s in variants)
+        config = is_default_pruner(ident) or any(_matches(ident, p, s) for p, s in variants)
         keep.append(attack.get("num_examples") == spec["num_examples"] and config)
     return dedupe(ok[keep])
 
@@ -148,8 +145,6 @@ def _variants(spec: dict[str, Any]) -> list[tuple[str, dict]]:
 
 
 def _degenerate(recs: pd.DataFrame) -> bool:
-    from benchmark.reporting.aggregate import is_degenerate, record_interval
-
     return any(
         is_degenerate(recs.iloc[[i]], record_interval(rec, "clean_acc"))
         for i, rec in enumerate(recs.to_dict("records"))
@@ -161,7 +156,7 @@ def _cell(recs: pd.DataFrame, claim: dict, sparsity: float, attack: str,
     """The paired comparison of one cell, or why there is none (``status``; empty when the
     cell has a test and is not degenerate). ``variants``: the (pruner, settings) that claims
     of the spec name; a side without settings never takes their records."""
-    from benchmark.reporting.compare import compare_pair, seed_delta_text
+    from benchmark.reporting.compare import compare_pair
 
     def pick(side: str, dense_ok: bool) -> pd.DataFrame:
         """Records at the cell's sparsity; the reference may be the dense model (0.0)."""
@@ -347,7 +342,7 @@ def display_tables(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(verdicts, cells) as shown: deltas and intervals in signed points, p-values rounded,
     a cell's timing note appended. The Markdown table and the static site show these."""
-    from benchmark.reporting.compare import _seed_points, delta_cells, p_cells
+    from benchmark.reporting.compare import delta_cells, p_cells
 
     seed_ci = [
         "-" if pd.isna(lo) else f"{100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
@@ -362,7 +357,7 @@ def display_tables(
         "sparsity": table["sparsity"], "attack": table["attack"],
         "seeds": table["seeds"].fillna(0).astype(int),
         "n pairs": table["n_pairs"].fillna(0).astype(int),
-        "per-seed Δ": [_seed_points(t) for t in table["seed_deltas"]],
+        "per-seed Δ": [seed_points(t) for t in table["seed_deltas"]],
         "Δ Aua [t 95% CI]": seed_ci,
         "p (t)": p_cells(table["p_value"], 3),
         "p (t, Holm)": p_cells(table["p_holm"], 3),

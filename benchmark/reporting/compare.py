@@ -35,12 +35,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.cells import seed_delta_text, seed_points
 from benchmark.reporting.provenance import (
     TIMING,
     caption_notes,
     threat_hash,
     threat_hashes,
     timing_dependent,
+)
+from benchmark.reporting.records import (
+    dedupe,
+    identity_differences,
+    is_default_pruner,
+    log_values,
+    pruner_is,
+    read_attack_log,
 )
 from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import (
@@ -73,14 +82,10 @@ def parse_reference(text: str) -> tuple[str, float | None]:
 
 def survival(rows: list[dict[str, Any]], seed: Any) -> dict[tuple, float]:
     """``{(example_index, seed): 1.0 if the example survived (result failed) else 0.0}``."""
-    from benchmark.reporting.aggregate import log_values
-
     return {(ex, seed): v for ex, v in log_values(rows, "aua")}
 
 
 def _logs_by_seed(recs: pd.DataFrame) -> dict[Any, list[dict[str, Any]] | None]:
-    from benchmark.reporting.aggregate import read_attack_log
-
     out = {}
     for rec in recs.sort_values("seed").to_dict("records"):
         out.setdefault(rec["seed"], read_attack_log(rec.get("_log")))
@@ -136,16 +141,6 @@ def compare_pair(
     return out
 
 
-def seed_delta_text(deltas: Any, points: bool = False) -> str:
-    """``{seed: delta}`` as ``0:+0.009174;1:+0.016055`` (fractions, for a CSV) or, with
-    ``points``, ``+0.92/+1.61`` (percentage points, for Markdown); empty for none."""
-    if not isinstance(deltas, dict) or not deltas:
-        return ""
-    if points:
-        return "/".join(f"{100 * v:+.2f}" for v in deltas.values())
-    return ";".join(f"{s}:{v:+.6f}" for s, v in deltas.items())
-
-
 PROTOCOL_KEYS = ("attack", "model", "dataset", "dense", "data_source", "eval_batch_size",
                  "max_eval_examples")  # fmt: skip
 
@@ -159,26 +154,6 @@ def _same_protocol(row_identity: str, ref_identity: str) -> bool:
     return all(a.get(k) == b.get(k) for k in PROTOCOL_KEYS)
 
 
-def _is_default_pruner(identity: str) -> bool:
-    """Whether a configuration's pruner section equals its option's defaults
-    (``conf/pruner/<name>.yaml``: every key the option sets, interpolations aside)."""
-    import json
-
-    from benchmark.records.staleness import _option
-
-    ident = json.loads(identity)
-    name = (ident.get("_record") or {}).get("pruner")
-    stored = ident.get("pruner")
-    option = _option("pruner", str(name)) if name else None
-    if not isinstance(stored, dict) or option is None:
-        return False
-    return all(
-        stored.get(k) == v
-        for k, v in option.items()
-        if k != "defaults" and not (isinstance(v, str) and v.startswith("${"))
-    )
-
-
 def _pick_reference(ref: pd.DataFrame) -> pd.DataFrame:
     """Among several reference configurations on one protocol, the one with the pruner
     option's default settings (e.g. AKR unstructured in float64, not its 2:4 or float32 rows);
@@ -186,7 +161,7 @@ def _pick_reference(ref: pd.DataFrame) -> pd.DataFrame:
     idents = ref["_identity"].unique()
     if len(idents) < 2:
         return ref
-    default = [i for i in idents if _is_default_pruner(i)]
+    default = [i for i in idents if is_default_pruner(i)]
     return ref[ref["_identity"] == default[0]] if len(default) == 1 else ref
 
 
@@ -222,24 +197,6 @@ def declared_cells(family: dict[str, Any]) -> list[tuple]:
                 for attack in block["attacks"]:
                     out.append((str(pruner), changed, round(float(s), 6), str(attack)))
     return out
-
-
-def _pruner_is(identity: str, pruner: str, changed: tuple) -> bool:
-    """Whether a configuration is ``pruner`` at its option's defaults with ``changed`` set
-    (every key the option sets, interpolations aside, as :func:`_is_default_pruner`)."""
-    import json
-
-    from benchmark.records.staleness import _option
-
-    ident = json.loads(identity)
-    stored = ident.get("pruner")
-    option = _option("pruner", pruner)
-    if (ident.get("_record") or {}).get("pruner") != pruner or not isinstance(stored, dict):
-        return False
-    want = {k: v for k, v in (option or {}).items()
-            if k != "defaults" and not (isinstance(v, str) and v.startswith("${"))}  # fmt: skip
-    want.update(dict(changed))
-    return all(stored.get(k) == v for k, v in want.items())
 
 
 def _num_examples(identity: str) -> Any:
@@ -278,7 +235,7 @@ def apply_families(table: pd.DataFrame, identities: list[str | None],
                     r["pruner"] == pruner
                     and round(float(r["sparsity"]), 6) == s
                     and r["attack"] == attack
-                    and _pruner_is(ident, pruner, changed)
+                    and pruner_is(ident, pruner, changed)
                 ):
                     name = fam
                     break
@@ -305,15 +262,13 @@ def compare_table(
 ) -> pd.DataFrame:
     """One row per (pruner, sparsity, attack) configuration of ``exp`` against ``reference``.
 
-    ``df`` comes from ``aggregate.load_records``; duplicates count once. The reference is
+    ``df`` comes from ``records.load_records``; duplicates count once. The reference is
     looked up among the records of ``reference_exp`` (default: ``exp`` itself), so that a
     preset of new methods can be paired with the seeds' rows of another experiment; pairs are
     only formed on the same protocol (attack and sample, model, data, dense recipe). Where the
     reference has several configurations on that protocol, its option's default one is used.
     ``families`` (:func:`load_families`) declares the Holm families (:func:`apply_families`).
     """
-    from benchmark.reporting.aggregate import _differs, dedupe
-
     if families is not None:
         declared = (families.get("experiment"), families.get("reference"),
                     families.get("reference_exp") or families.get("experiment"))  # fmt: skip
@@ -339,7 +294,7 @@ def compare_table(
     keys = ["pruner", "sparsity_target", "attack"]
     for (pruner, sparsity, attack), group in others.groupby(keys, sort=True):
         idents = sorted(group["_identity"].unique())
-        differs = _differs(idents) if len(idents) > 1 else {idents[0]: ""}
+        differs = identity_differences(idents) if len(idents) > 1 else {idents[0]: ""}
         cand = refs[refs["attack"] == attack]
         same = cand[(cand["sparsity_target"].astype(float) - float(sparsity)).abs() < 1e-9]
         if len(same):
@@ -480,7 +435,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         "p": p_cells(table["p_value"]),
         "test": table["test"],
         "p (Holm)": p_cells(table["p_adjusted"]),
-        "per-seed Δ": [_seed_points(t) for t in table["seed_deltas"]],
+        "per-seed Δ": [seed_points(t) for t in table["seed_deltas"]],
         "Δ over seeds [t 95% CI]": seed_cells(table),
         "p (t)": p_cells(table["seed_p"]),
         "p (t, Holm)": p_cells(table["seed_p_adjusted"]),
@@ -489,13 +444,6 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
     if (table["differs"] != "").any():
         show.insert(3, "differs", table["differs"])
     return show
-
-
-def _seed_points(text: Any) -> str:
-    """``0:+0.009174;1:+0.016055`` -> ``+0.92/+1.61`` (points); ``-`` for one seed or none."""
-    if not isinstance(text, str) or ";" not in text:
-        return "-"
-    return "/".join(f"{100 * float(x.split(':')[1]):+.2f}" for x in text.split(";"))
 
 
 def seed_cells(table: pd.DataFrame) -> list[str]:

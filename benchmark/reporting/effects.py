@@ -31,9 +31,10 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.reporting.aggregate import read_attack_log, record_interval
+from benchmark.reporting.cells import record_interval
 from benchmark.reporting.compare import compare_pair
 from benchmark.reporting.provenance import TIMING, caption_notes, threat_hash, timing_dependent
+from benchmark.reporting.records import read_attack_log
 from benchmark.reporting.spec_files import read_spec
 from benchmark.reporting.stats import mcnemar_exact
 

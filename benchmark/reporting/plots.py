@@ -3,7 +3,7 @@
 One PNG per (dataset, attack) with two panels: Clean% (accuracy on the attacked sample,
 ``attack_clean_acc``; the whole split's ``clean_acc`` where a record lacks it) and Aua%.
 x = target sparsity; a point is the mean over seeds, its error bar the 95% interval of the
-cell (``aggregate.cell_stats``: Wilson for one seed, cluster bootstrap over examples for
+cell (``cells.cell_stats``: Wilson for one seed, cluster bootstrap over examples for
 several). A dense row (sparsity 0 only) is a dashed horizontal reference line with its interval
 shaded. y is fixed to [0, 100] so figures compare at a glance. Legends, x tick labels and
 titles use the table's display names (``TableSpec.label`` / ``TableSpec.record_label``, the
@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from benchmark.reporting.cells import cell_stats
+from benchmark.reporting.records import dedupe
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,6 @@ def _pyplot():
 
 def _prepare(records: pd.DataFrame) -> pd.DataFrame | None:
     """Records with ``attack_clean_acc`` filled in, one per job; ``None``: nothing to plot."""
-    from benchmark.reporting.aggregate import dedupe
-
     need = {"method", "dataset", "attack", "sparsity_target", "aua"}
     if records.empty or not need <= set(records.columns):
         return None
@@ -129,8 +130,6 @@ def sparsity_figure(group: pd.DataFrame, title: str = "", spec: Any = None):
 
 def _points(group: pd.DataFrame, col: str) -> pd.DataFrame:
     """Mean and 95% interval (percent) per (method, sparsity)."""
-    from benchmark.reporting.aggregate import cell_stats
-
     rows = []
     for (method, sparsity), recs in group.dropna(subset=[col]).groupby(
         ["method", "sparsity_target"], sort=True

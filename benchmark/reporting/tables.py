@@ -53,7 +53,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmark.reporting.cells import cell_stats, is_degenerate
 from benchmark.reporting.provenance import TIMING
+from benchmark.reporting.records import dedupe, is_default_pruner, pruner_is
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE_DIR = ROOT / "conf" / "table"
@@ -157,7 +159,7 @@ class SpecError(ValueError):
 
 
 # Record columns a ``methods`` selector may test besides the record's own fields: the ones the
-# loader adds (benchmark.reporting.aggregate.load_records), ``missing`` (why a method has
+# loader adds (benchmark.reporting.records.load_records), ``missing`` (why a method has
 # no records: an ``n/a`` cell) and ``settings`` (pruner keys the method sets: its records only).
 SELECTOR_EXTRA = ("dense", "budget", "logger_mode", "model_label", "missing", "settings")
 
@@ -325,14 +327,12 @@ def _has_settings(selector: Mapping[str, Any], spec: TableSpec) -> bool:
 def _settings_match(identity: str, selector: Mapping[str, Any], spec: TableSpec) -> bool:
     """A method with ``settings`` (e.g. ``{calibration: sst2}``) takes only the records of its
     pruner at those settings; a method of the same pruner without settings takes the others."""
-    from benchmark.reporting.compare import _pruner_is
-
     pruner = str(selector["pruner"])
     if selector.get("settings"):
-        return _pruner_is(identity, pruner, tuple(selector["settings"].items()))
+        return pruner_is(identity, pruner, tuple(selector["settings"].items()))
     siblings = [m["settings"] for m in spec.methods.values()
                 if m.get("settings") and m.get("pruner") == pruner]  # fmt: skip
-    return not any(_pruner_is(identity, pruner, tuple(s.items())) for s in siblings)
+    return not any(pruner_is(identity, pruner, tuple(s.items())) for s in siblings)
 
 
 def method_selector(spec: TableSpec, method: str) -> dict[str, Any]:
@@ -367,9 +367,7 @@ def _fmt_paper(x: float, decimals: int) -> str:
 
 
 def _cell_stats(cell: pd.DataFrame, metric: Metric) -> dict[str, Any]:
-    """Mean, std, n and interval of a cell's ok records (``aggregate.cell_stats``)."""
-    from benchmark.reporting.aggregate import cell_stats
-
+    """Mean, std, n and interval of a cell's ok records (``cells.cell_stats``)."""
     ok = cell[cell["status"] == "ok"] if "status" in cell else cell
     st = cell_stats(ok, metric.column) if len(ok) else {"n": 0}
     return st
@@ -458,15 +456,13 @@ def one_configuration(ok: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """
     if "_identity" not in ok or len(ok) < 2:
         return ok, 1
-    from benchmark.reporting.compare import _is_default_pruner
-
     ok = ok.assign(_model=[_model_key(i) for i in ok["_identity"]],
                    _attack=[_attack_key(i) for i in ok["_identity"]])  # fmt: skip
     n_configs = ok["_model"].nunique()
     if n_configs > 1:
 
         def rank(group: pd.DataFrame) -> tuple:
-            default = _is_default_pruner(group["_identity"].iloc[0])
+            default = is_default_pruner(group["_identity"].iloc[0])
             size = float(group["n_total"].max()) if "n_total" in group else 0.0
             return (default, 0.0 if pd.isna(size) else size, len(group))
 
@@ -541,8 +537,6 @@ def _metric_cells(
     ``numeric`` (when given) receives the numbers behind them: ``<head> mean|std|ci_low|
     ci_high|n|ci|paper`` in the paper's units, and ``degenerate`` (OR over the row's cells).
     """
-    from benchmark.reporting.aggregate import is_degenerate
-
     out: dict[str, str] = {}
     method = ctx.get("method")
     missing = method_selector(spec, method).get("missing") if method else None
@@ -572,8 +566,6 @@ def _metric_cells(
     if numeric is not None and not missing and len(cell):
         ok = cell[cell["status"] == "ok"] if "status" in cell else cell
         if len(ok) and "clean_acc" in ok:
-            from benchmark.reporting.aggregate import cell_stats
-
             clean = cell_stats(ok, "clean_acc")
             if is_degenerate(ok, (clean["ci_low"], clean["ci_high"])):
                 numeric["degenerate"] = True
@@ -599,9 +591,9 @@ def build_tables(
     """The paper's table from records: the display table (string cells) and its numbers.
 
     Args:
-        df: records (``aggregate.load_records``): columns exp_name, model, dataset, attack,
+        df: records (``records.load_records``): columns exp_name, model, dataset, attack,
             pruner, dense, sparsity_target, seed, status, error and the metric columns. A job
-            stored twice counts once (``aggregate.dedupe``).
+            stored twice counts once (``records.dedupe``).
         spec: the table spec.
         reference: published numbers; ``None`` loads ``benchmark/reference/paper_results.csv``.
 
@@ -612,8 +604,6 @@ def build_tables(
         ``ours`` reads ``mean±std [95% interval] (notes)`` in the paper's units. ``numbers``:
         the same rows with ``<head> mean|std|ci_low|ci_high|n|ci|paper`` as separate columns.
     """
-    from benchmark.reporting.aggregate import dedupe
-
     ref = load_reference() if reference is None else reference
     if not df.empty and spec.experiments and "exp_name" in df:
         df = df[df["exp_name"].isin(spec.experiments)]  # before dedupe: keep this table's copy

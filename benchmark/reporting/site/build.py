@@ -33,15 +33,11 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from benchmark.reporting.aggregate import (
-    dedupe,
-    format_cell,
-    leaderboard,
-    load_records,
-    read_attack_log,
-)
+from benchmark.reporting.cells import format_cell
+from benchmark.reporting.leaderboard import leaderboard
 from benchmark.reporting.plots import file_slug, plot_sparsity_curves
 from benchmark.reporting.provenance import TIMING, threat_block
+from benchmark.reporting.records import dedupe, load_records, read_attack_log
 from benchmark.reporting.site.examples import example_rows, result_counts
 
 log = logging.getLogger(__name__)
