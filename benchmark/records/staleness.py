@@ -20,7 +20,7 @@ GROUPS = ("model", "dataset", "dense", "pruner", "attack")
 
 
 @functools.lru_cache(maxsize=256)
-def _option(group: str, name: str) -> dict[str, Any] | None:
+def option_file(group: str, name: str) -> dict[str, Any] | None:
     from omegaconf import OmegaConf
 
     path = CONF_DIR / group / f"{name}.yaml"
@@ -53,7 +53,7 @@ def stale_reasons(record: dict[str, Any]) -> list[str]:
         stored = cfg.get(group)
         if not name or not isinstance(stored, dict):
             continue
-        current = _option(group, str(name))
+        current = option_file(group, str(name))
         if current is None:
             reasons.append(f"{group} {name!r} no longer exists")
             continue
@@ -61,8 +61,9 @@ def stale_reasons(record: dict[str, Any]) -> list[str]:
             reasons.append(f"{group} {name!r} version {stored.get('version')} -> "
                            f"{current.get('version')}")  # fmt: skip
         added = sorted(set(current) - set(stored) - {"defaults"})
-        removed = sorted(set(stored) - set(current)
-                         - _preset_keys(str(record.get("exp_name") or ""), group))
+        removed = sorted(
+            set(stored) - set(current) - _preset_keys(str(record.get("exp_name") or ""), group)
+        )
         if added:
             reasons.append(f"{group} {name!r} has new keys {added}")
         if removed and group not in ("model", "dataset"):  # specs fill in their defaults

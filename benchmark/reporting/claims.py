@@ -97,12 +97,12 @@ def families(spec: dict[str, Any]) -> list[list[str]]:
 def _check_settings(claim: dict, side: str) -> None:
     """``<side>_settings``: pruner keys set instead of the option's defaults; each must be a
     key of ``conf/pruner/<pruner>.yaml`` (a typo would silently match nothing)."""
-    from benchmark.records.staleness import _option
+    from benchmark.records.staleness import option_file
 
     settings = claim.get(f"{side}_settings")
     if not settings:
         return
-    option = _option("pruner", str(claim[side])) or {}
+    option = option_file("pruner", str(claim[side])) or {}
     unknown = sorted(set(settings) - set(option))
     if unknown:
         raise ValueError(f"claim {claim['id']}: {side}_settings {unknown} are not keys of "

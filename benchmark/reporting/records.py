@@ -101,12 +101,12 @@ def identity_without_attack(identity: str | None) -> str:
 def is_default_pruner(identity: str) -> bool:
     """Whether a configuration's pruner section equals its option's defaults
     (``conf/pruner/<name>.yaml``: every key the option sets, interpolations aside)."""
-    from benchmark.records.staleness import _option
+    from benchmark.records.staleness import option_file
 
     ident = json.loads(identity)
     name = (ident.get("_record") or {}).get("pruner")
     stored = ident.get("pruner")
-    option = _option("pruner", str(name)) if name else None
+    option = option_file("pruner", str(name)) if name else None
     if not isinstance(stored, dict) or option is None:
         return False
     return all(
@@ -119,11 +119,11 @@ def is_default_pruner(identity: str) -> bool:
 def pruner_is(identity: str, pruner: str, changed: tuple) -> bool:
     """Whether a configuration is ``pruner`` at its option's defaults with ``changed`` set
     (every key the option sets, interpolations aside, as :func:`is_default_pruner`)."""
-    from benchmark.records.staleness import _option
+    from benchmark.records.staleness import option_file
 
     ident = json.loads(identity)
     stored = ident.get("pruner")
-    option = _option("pruner", pruner)
+    option = option_file("pruner", pruner)
     if (ident.get("_record") or {}).get("pruner") != pruner or not isinstance(stored, dict):
         return False
     want = {k: v for k, v in (option or {}).items()

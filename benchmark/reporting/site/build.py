@@ -4,7 +4,7 @@ Every page is a plain HTML file with its stylesheet and script beside it (``asse
 server, no CDN, nothing fetched at view time, so the folder opens from disk and from any static
 host. The numbers are the reporting code's, not recomputed here:
 
-- ``index.html``: the leaderboard (:func:`benchmark.reporting.aggregate.leaderboard`), one
+- ``index.html``: the leaderboard (:func:`benchmark.reporting.leaderboard.leaderboard`), one
   table per (model, dataset, attack), sortable by any column and filterable by text, model,
   dataset, attack and the degenerate flag;
 - ``claims.html``: every pre-registered claims spec (``conf/claims/``) whose experiment has
