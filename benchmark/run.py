@@ -70,9 +70,8 @@ def check_overrides(argv: list[str]) -> None:
     sweep = bool({"-m", "--multirun"} & set(argv))
     for arg in _overrides(argv):
         key, _, value = arg.lstrip("+~").partition("=")
-        if not sweep and "," in value and not SWEEP_SYNTAX.search(value) and not (
-            value.startswith(("'", '"'))
-        ):
+        quoted = value.startswith(("'", '"'))
+        if not sweep and "," in value and not SWEEP_SYNTAX.search(value) and not quoted:
             raise UserError(f"{arg} is a sweep: use -m for a sweep (or {key}=[a,b] for a list)")
     for arg in _overrides(argv):
         key, _, value = arg.lstrip("+~").partition("=")
