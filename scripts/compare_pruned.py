@@ -1,7 +1,7 @@
 """Compare two pruned models of one dense model: weights, masks, cost, clean and Aua.
 
     python scripts/compare_pruned.py --exp embedded_post_training --a RUN_ID --b RUN_ID \
-        [--results-dir results] [--cache-dir .cache] [--markdown FILE] [--no-weights]
+        [--results-dir results] [--cache-dir .cache] [--markdown FILE] [--no-weights] [--layers]
 
 ``--a`` and ``--b`` are run ids of two ok records of the same dense model and attack protocol
 (e.g. AKR with ``obs_dtype=float64`` and ``float32``). Their pruned weights are found in the
@@ -11,7 +11,8 @@ script prints, and writes as Markdown with ``--markdown``:
 
 - the share of identical mask entries (zero / non-zero) over the prunable linears, overall and
   for the worst layer, and the largest absolute weight difference (not with ``--no-weights``,
-  which reads only the records and attack logs: no pruned cache needed);
+  which reads only the records and attack logs: no pruned cache needed); with ``--layers``,
+  per layer in the model's order, and the first layer where the two differ;
 - the pruning wall seconds of both jobs and their ratio (the jobs ran at different times: on a
   shared CPU the ratio carries the load of the moment, which the text says);
 - clean accuracy of both on the attack log's examples with the paired McNemar test (when the
@@ -77,6 +78,41 @@ def weight_stats(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict
             "worst_layer_agreement": worst[0], "max_abs_weight_diff": max_diff}  # fmt: skip
 
 
+def layer_rows(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[dict]:
+    """Per 2-D encoder linear weight, in the model's order: differing mask entries, rows with a
+    differing entry, and the largest weight difference. For a greedy layer-wise method (AKR,
+    SparseGPT) the first layer with a differing row is where the two runs parted: the layers
+    before it agree, and every later layer sees other inputs."""
+    out = []
+    for name, wa in a.items():
+        if wa.ndim != 2 or "encoder" not in name or not name.endswith("weight"):
+            continue
+        wb = b[name]
+        diff = (wa != 0) != (wb != 0)
+        out.append({"layer": name, "entries": int(diff.sum()), "rows": int(diff.any(1).sum()),
+                    "of_rows": wa.shape[0],
+                    "max_dw": float((wa.double() - wb.double()).abs().max())})  # fmt: skip
+    return out
+
+
+def layer_table(rows: list[dict]) -> str:
+    """Markdown: the layers up to the first differing one, then every later layer."""
+    first = next((i for i, r in enumerate(rows) if r["entries"]), None)
+    lines = ["| layer | differing mask entries | rows with one | max abs weight difference |",
+             "|---|---:|---:|---:|"]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['layer']} | {r['entries']:,} | {r['rows']} / {r['of_rows']} | "
+                     f"{r['max_dw']:.3g} |")  # fmt: skip
+    if first is None:
+        lines.append("\nEvery mask is identical.")
+    else:
+        before = max((r["max_dw"] for r in rows[:first]), default=0.0)
+        lines.append(f"\nFirst differing layer: {rows[first]['layer']} ({rows[first]['rows']} "
+                     f"row(s)); the {first} layers before it have identical masks, their weights "
+                     f"differ by at most {before:.3g}.")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--exp", required=True)
@@ -85,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-dir", type=Path, default=ROOT / "results")
     ap.add_argument("--cache-dir", type=Path, default=ROOT / ".cache")
     ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument(
+        "--layers",
+        action="store_true",
+        help="add the per-layer mask differences and the first differing layer",
+    )
     ap.add_argument(
         "--no-weights",
         action="store_true",
@@ -107,11 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     full = {
         s: json.loads((folder / f"{r}.json").read_text()) for s, r in (("a", args.a), ("b", args.b))
     }
-    w = None
+    w, layers = None, ""
     if not args.no_weights:
         wa = torch.load(find_cache(args.cache_dir, full["a"]) / "weights.pt", map_location="cpu")
         wb = torch.load(find_cache(args.cache_dir, full["b"]) / "weights.pt", map_location="cpu")
         w = weight_stats(wa, wb)
+        layers = layer_table(layer_rows(wa, wb)) if args.layers else ""
     logs = read_attack_log(ra.get("_log")), read_attack_log(rb.get("_log"))
     clean = clean_pairs(*logs) if all(logs) else None
     aua = compare_pair(recs["a"], recs["b"])
@@ -147,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             f"McNemar p = {aua['p_value']:.3g} |"
         )
     text = "\n".join(lines) + "\n"
+    if w is not None and layers:
+        text += "\n" + layers
     log.info("%s", text)
     if args.markdown:
         args.markdown.write_text(text, encoding="utf-8")

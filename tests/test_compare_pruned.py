@@ -51,3 +51,22 @@ def test_no_weights_compares_committed_records_without_a_pruned_cache(tmp_path) 
     assert "identical mask entries" not in text
     with pytest.raises(SystemExit, match="no pruned-cache entry"):
         cp.main(argv)
+
+
+def test_layer_rows_find_where_two_greedy_runs_parted() -> None:
+    """Per layer in the model's order; the first layer with a differing row is named, with the
+    largest weight difference of the identical layers before it."""
+    ones = torch.ones(3, 2)
+    a = {"bert.encoder.layer.0.q.weight": ones.clone(),
+         "bert.encoder.layer.1.q.weight": ones.clone(),
+         "bert.encoder.layer.2.q.weight": ones.clone()}  # fmt: skip
+    b = {k: v.clone() for k, v in a.items()}
+    b["bert.encoder.layer.0.q.weight"][0, 0] += 2**-20  # same mask, a rounding-sized change
+    b["bert.encoder.layer.1.q.weight"][2] = 0.0  # one row: two entries pruned only in b
+    b["bert.encoder.layer.2.q.weight"][:, 1] = 0.0  # every row differs after it
+    rows = cp.layer_rows(a, b)
+    assert [(r["entries"], r["rows"]) for r in rows] == [(0, 0), (2, 1), (3, 3)]
+    text = cp.layer_table(rows)
+    assert "First differing layer: bert.encoder.layer.1.q.weight (1 row(s))" in text
+    assert "the 1 layers before it have identical masks" in text and "at most 9.54e-07" in text
+    assert "Every mask is identical" in cp.layer_table(cp.layer_rows(a, a))
