@@ -9,7 +9,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -112,43 +111,28 @@ def test_aggregate_writes_the_site(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # In a real browser: Debian's chromium driven by Playwright through its executable path
-
-CHROMIUM = os.environ.get("RPB_CHROMIUM") or shutil.which("chromium")
+# (benchmark.reporting.site.browser, which scripts/site_screenshot.py uses too)
 
 
 @pytest.fixture(scope="module")
 def browser():
     """A headless Chromium page factory; skipped when chromium or Playwright is missing."""
-    if not CHROMIUM:
-        pytest.skip("no chromium executable (apt-get install chromium, as scripts/setup.sh does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip(
-            "playwright is not installed (pip install playwright, as scripts/setup.sh does)"
-        )
-    with sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(
-            tempfile.mkdtemp(prefix="rpb-chromium-"), executable_path=CHROMIUM, headless=True,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"],
-            viewport={"width": 1400, "height": 900},
-        )  # fmt: skip
+    from benchmark.reporting.site.browser import headless_chromium, missing
+
+    if missing():
+        pytest.skip(missing())
+    with headless_chromium(1400, 900) as context:
         yield context
-        context.close()
 
 
 def _open(browser, path: Path):
     """(page, problems): console errors and warnings, page errors, failed and non-file
     requests while ``path`` loads."""
+    from benchmark.reporting.site.browser import watch
+
     page = browser.new_page()
     page.set_default_timeout(180_000)  # a shared, loaded CI machine: slow, not broken
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
-            if m.type in ("error", "warning") else None)  # fmt: skip
-    page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-    page.on("requestfailed", lambda r: problems.append(f"failed: {r.url}"))
-    page.on("request", lambda r: None if r.url.startswith(("file:", "data:"))
-            else problems.append(f"network request: {r.url}"))  # fmt: skip
+    problems = watch(page)
     page.goto(path.as_uri())
     page.wait_for_load_state("load")
     return page, problems
@@ -218,3 +202,55 @@ def test_example_page_shows_the_marked_words_and_filters_by_result(site, browser
     assert shown and set(shown) == {"failed"} and len(shown) < rows.count()
     assert f"{len(shown)} of {rows.count()} rows shown" in section.inner_text()
     assert problems == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The site of every committed record
+
+
+@pytest.fixture(scope="module")
+def full_site(tmp_path_factory):
+    """``aggregate --site`` on a copy of every committed record (the leaderboard, the claims and
+    comparisons with their 10,000-resample bootstraps: what a reader of the project builds)."""
+    tmp = tmp_path_factory.mktemp("full")
+    shutil.copytree(ROOT / "results" / "runs", tmp / "results" / "runs")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmark.aggregate", "--results-dir", str(tmp / "results"),
+         "--site", str(tmp / "site")], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=1800,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return tmp
+
+
+@pytest.mark.slow
+def test_the_site_of_every_committed_record_lists_every_leaderboard(full_site, browser):
+    import pandas as pd
+
+    from benchmark.reporting.records import load_records
+
+    # every (model, dataset, attack) that some finished record has, read from the records
+    df = load_records(full_site / "results")
+    ok = df[df["status"] == "ok"]
+    model = ok["model_label"].fillna(ok["model"])
+    want = sorted(set(zip(model, ok["dataset"], ok["attack"], strict=True)))
+    assert len(want) > 1
+    board = pd.read_csv(full_site / "results" / "leaderboard.csv")
+    page, problems = _open(browser, full_site / "site" / "index.html")
+    sections = page.locator("section.group")
+    shown = [(s.get_attribute("data-model"), s.get_attribute("data-dataset"),
+              s.get_attribute("data-attack")) for s in sections.all()]  # fmt: skip
+    assert sorted(shown) == want and len(set(shown)) == len(shown)
+    for s, (m, d, a) in zip(sections.all(), shown, strict=True):
+        rows = s.locator("tbody tr")
+        n = int(((board["model"] == m) & (board["dataset"] == d) & (board["attack"] == a)).sum())
+        assert rows.count() == n > 0, (m, d, a)
+        assert s.locator("h2").inner_text() == f"{m} · {d} · {a}"
+    assert page.locator("#board tbody tr").count() == len(board)
+    assert f"{len(board)} of {len(board)} rows shown" in page.inner_text(".filters .shown")
+    assert problems == []
+    for name in ("claims.html", "compare.html", "plots.html"):
+        other, trouble = _open(browser, full_site / "site" / name)
+        assert trouble == [], (name, trouble)
+        other.close()

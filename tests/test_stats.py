@@ -9,10 +9,12 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from benchmark.reporting import aggregate, compare
+from benchmark.reporting import stats as stats_module
 from benchmark.reporting.cells import cell_stats
 from benchmark.reporting.leaderboard import leaderboard, to_markdown
 from benchmark.reporting.records import ROOT, dedupe, load_records, majority_rate, model_label
@@ -161,6 +163,43 @@ def test_repeated_seeds_on_same_sentences_do_not_narrow_the_interval() -> None:
     hundred = cluster_bootstrap(range(100), [0] * 100, values * 2, n_boot=4000, seed=7)
     assert _width(hundred) < 0.8 * _width(one)
     assert one[1] < 0.4 < one[2]
+
+
+def _bootstrap_drawn_anew(clusters, values, n_boot, seed):
+    """The one-seed percentile bootstrap written out: multinomial draws of ``default_rng(seed)``
+    in chunks of 500, drawn here (no cache)."""
+    codes = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    sums = np.zeros(len(codes))
+    np.add.at(sums, [codes[c] for c in clusters], values)
+    counts = np.bincount([codes[c] for c in clusters]).astype(float)
+    rng = np.random.default_rng(seed)
+    stats = []
+    for start in range(0, n_boot, 500):
+        k = min(500, n_boot - start)
+        w = rng.multinomial(len(codes), np.full(len(codes), 1 / len(codes)), size=k)
+        stats.extend((w @ sums) / (w @ counts))
+    return tuple(float(q) for q in np.nanquantile(stats, [0.025, 0.975]))
+
+
+def test_shared_resamples_give_the_numbers_of_a_fresh_draw(monkeypatch) -> None:
+    # the resample counts are drawn once per (clusters, n_boot, seed) and reused: every later
+    # bootstrap on as many clusters must still be the one a fresh draw gives, cached or not
+    rng = random.Random(3)
+    values = [float(rng.random() < 0.3) for _ in range(300)]
+    cached = stats_module.RESAMPLE_CACHE_ENTRIES
+    assert cached >= 300 * 1200  # the first pass really uses the cache
+    for n_boot, seed in ((1200, 0), (1200, 4), (777, 0)):
+        want = _bootstrap_drawn_anew(range(300), values, n_boot, seed)
+        for limit in (cached, 0):  # cached, then drawn each call
+            monkeypatch.setattr(stats_module, "RESAMPLE_CACHE_ENTRIES", limit)
+            first = cluster_bootstrap(range(300), [0] * 300, values, n_boot=n_boot, seed=seed)
+            again = cluster_bootstrap(range(300), [0] * 300, values[::-1], n_boot=n_boot,
+                                      seed=seed)  # fmt: skip
+            assert first[1:] == pytest.approx(want, abs=1e-12)
+            assert again[0] == pytest.approx(first[0])  # same share, other order: new numbers
+            assert again[1:] == pytest.approx(
+                _bootstrap_drawn_anew(range(300), values[::-1], n_boot, seed), abs=1e-12
+            )
 
 
 def test_paired_bootstrap_contains_estimate_and_is_reproducible() -> None:

@@ -145,9 +145,12 @@ def _variants(spec: dict[str, Any]) -> list[tuple[str, dict]]:
 
 
 def _degenerate(recs: pd.DataFrame) -> bool:
+    # the fields record_interval reads for clean accuracy, not every column (record_hashes)
+    cols = [c for c in ("clean_acc", "clean_acc_ci_low", "clean_acc_ci_high", "n_eval")
+            if c in recs]  # fmt: skip
     return any(
         is_degenerate(recs.iloc[[i]], record_interval(rec, "clean_acc"))
-        for i, rec in enumerate(recs.to_dict("records"))
+        for i, rec in enumerate(recs[cols].to_dict("records"))
     )
 
 

@@ -87,7 +87,8 @@ def survival(rows: list[dict[str, Any]], seed: Any) -> dict[tuple, float]:
 
 def _logs_by_seed(recs: pd.DataFrame) -> dict[Any, list[dict[str, Any]] | None]:
     out = {}
-    for rec in recs.sort_values("seed").to_dict("records"):
+    cols = [c for c in ("seed", "_log") if c in recs]  # the two it reads: see record_hashes
+    for rec in recs[cols].sort_values("seed").to_dict("records"):
         out.setdefault(rec["seed"], read_attack_log(rec.get("_log")))
     return out
 

@@ -8,6 +8,7 @@ paired deltas, random-effects t-interval and t-test).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -226,6 +227,43 @@ def _seed_mean(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.nanmean(np.where(counts > 0, per_seed, np.nan), axis=-1)
 
 
+RESAMPLE_CHUNK = 500  # resamples drawn at once
+RESAMPLE_CACHE_ENTRIES = 1 << 24  # draws kept at most (uint16: 32 MB) per cached stack
+
+
+@functools.lru_cache(maxsize=4)
+def _resample_stack(n_cl: int, n_boot: int, seed: int) -> np.ndarray:
+    """Every resample's draw counts per cluster (``n_boot x n_cl``, read-only uint16).
+
+    They depend on nothing but the number of clusters, ``n_boot`` and the seed, so the
+    statistics of a report (every cell and every paired comparison on one sample of 872
+    sentences) share one stack instead of drawing it anew: drawing is nearly all of a
+    bootstrap's time."""
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_boot, n_cl), dtype=np.uint16)
+    for start in range(0, n_boot, RESAMPLE_CHUNK):
+        k = min(RESAMPLE_CHUNK, n_boot - start)
+        out[start : start + k] = rng.multinomial(n_cl, np.full(n_cl, 1.0 / n_cl), size=k)
+    out.flags.writeable = False
+    return out
+
+
+def _resamples(n_cl: int, n_boot: int, seed: int):
+    """``(first index, draw counts as float64)`` per chunk of the bootstrap's resamples: the
+    multinomial draws of ``default_rng(seed)`` in chunks of :data:`RESAMPLE_CHUNK`, the same
+    numbers whether they come from the cache (:func:`_resample_stack`, when the stack is small
+    enough to keep) or are drawn here."""
+    if n_cl * n_boot <= RESAMPLE_CACHE_ENTRIES and n_cl < 1 << 16:
+        stack = _resample_stack(n_cl, n_boot, seed)
+        for start in range(0, n_boot, RESAMPLE_CHUNK):
+            yield start, stack[start : start + RESAMPLE_CHUNK].astype(np.float64)
+        return
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_boot, RESAMPLE_CHUNK):
+        k = min(RESAMPLE_CHUNK, n_boot - start)
+        yield start, rng.multinomial(n_cl, np.full(n_cl, 1.0 / n_cl), size=k).astype(np.float64)
+
+
 def cluster_bootstrap(
     clusters: Sequence, seeds: Sequence, values: Sequence[float], n_boot: int = 10_000,
     seed: int = 0, level: float = 0.95,
@@ -241,13 +279,9 @@ def cluster_bootstrap(
         return float("nan"), float("nan"), float("nan")
     sums, counts = _per_seed_matrix(clusters, seeds, values)
     point = float(_seed_mean(sums.sum(0), counts.sum(0)))
-    n_cl = sums.shape[0]
-    rng = np.random.default_rng(seed)
     stats = np.empty(n_boot)
-    for start in range(0, n_boot, 500):
-        k = min(500, n_boot - start)
-        w = rng.multinomial(n_cl, np.full(n_cl, 1.0 / n_cl), size=k).astype(np.float64)
-        stats[start : start + k] = _seed_mean(w @ sums, w @ counts)
+    for start, w in _resamples(sums.shape[0], n_boot, seed):
+        stats[start : start + len(w)] = _seed_mean(w @ sums, w @ counts)
     alpha = (1 - level) / 2
     low, high = np.nanquantile(stats, [alpha, 1 - alpha])
     return point, float(low), float(high)
