@@ -559,7 +559,8 @@ def test_stale_records_are_listed(tmp_path):
                "cfg": {"choices": {"attack": "none"}, "attack": none}}  # fmt: skip
     assert stale_reasons(guarded) == []
     assert stale_reasons({**guarded, "exp_name": "my_exp"}) == [
-        "attack 'none' lost keys ['max_seconds_per_example']"]
+        "attack 'none' lost keys ['max_seconds_per_example']"
+    ]
     (tmp_path / "runs" / "x").mkdir(parents=True)
     (tmp_path / "runs" / "x" / "a.json").write_text(json.dumps(old))
     assert [p.name for p, _ in stale_records(tmp_path)] == ["a.json"]

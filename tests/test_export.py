@@ -237,9 +237,7 @@ def test_a_structured_rerun_loads_its_pruned_weights_from_the_cache(runs, tmp_pa
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     key = rec["prune_info"]["key"]
-    assert (
-        f"pruned weights from cache {tmp_path}/cache/pruned/{key}" in proc.stdout + proc.stderr
-    )
+    assert f"pruned weights from cache {tmp_path}/cache/pruned/{key}" in proc.stdout + proc.stderr
     path = tmp_path / "results" / "runs" / "smoke" / f"{rec['run_id']}.json"
     again = json.loads(path.read_text())
     assert (

@@ -103,7 +103,9 @@ def test_git_dirty_counts_code_not_regenerated_tables_or_docs():
     assert code_dirty("M  conf/pruner/akr.yaml\n")
     assert code_dirty("R  old.py -> benchmark/new.py\n")
     # tests, table writers and claims specs cannot change a record; the stats a job runs can
-    assert not code_dirty(" M tests/conftest.py\n M benchmark/reporting/tables.py\n"
-                          " M conf/claims/embedded_imdb.yaml\n M scripts/sync_docs.py\n")
+    assert not code_dirty(
+        " M tests/conftest.py\n M benchmark/reporting/tables.py\n"
+        " M conf/claims/embedded_imdb.yaml\n M scripts/sync_docs.py\n"
+    )
     assert code_dirty(" M benchmark/reporting/stats.py\n")
     assert code_dirty(" M conf/experiment/embedded_imdb.yaml\n")
