@@ -476,3 +476,40 @@ def test_without_bars_progress_is_a_periodic_log_line(tiny_wrapper, res, example
     assert [x.split(" examples")[0] for x in lines] == ["attack: 1/3", "attack: 2/3",
                                                        "attack: 3/3"]  # fmt: skip
     assert "\r" not in caplog.text
+
+
+def test_word_memo_splits_as_textattack_does():
+    """The memoised word splitter returns TextAttack's lists (homoglyphs, inner apostrophes and
+    hyphens, quotes, CJK, long texts, ignored words) as fresh lists a caller may change."""
+    from textattack.shared.utils import strings
+
+    from benchmark.attacks.components import MEMO_MAX_CHARS, memoised_words_from_text
+
+    memo = memoised_words_from_text(strings.words_from_text)
+    texts = ["don't", "'quoted'", "well-known", "e-mail@x.com", "ɑЬϲ", "a  b\tc", "", "!!!",
+             "电影很好看", "word " * (MEMO_MAX_CHARS // 2), "Hello, World"]  # fmt: skip
+    for text in texts + texts:  # the second pass is served by the memo where it applies
+        assert memo(text) == strings.words_from_text(text)
+    assert memo("the cat", ["the"]) == strings.words_from_text("the cat", ["the"]) == ["cat"]
+    first = memo("Hello, World")
+    first.append("changed")
+    assert memo("Hello, World") == ["Hello", "World"]
+    assert memo.memo.cache_info().hits > 0
+
+
+def test_word_memo_leaves_the_attack_unchanged(tiny_wrapper, res, examples):
+    """An attack logs the same rows with TextAttack's own splitter and with the memo that
+    build_attack installs."""
+    from textattack.shared import attacked_text
+
+    spec = AttackSpec(recipe="textfooler_offline")
+    attack = build_attack(spec, tiny_wrapper, res)  # installs the memo
+    memo = attacked_text.words_from_text
+    assert hasattr(memo, "memo")
+    _, with_memo = run_attack(attack, examples, seed=5, progress=False)
+    attacked_text.words_from_text = memo.original
+    try:
+        _, without = run_attack(attack, examples, seed=5, progress=False)
+    finally:
+        attacked_text.words_from_text = memo
+    assert _strip_time(with_memo) == _strip_time(without)
