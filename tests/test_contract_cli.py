@@ -594,6 +594,34 @@ def test_max_length_beyond_the_models_positions_is_one_line(dirs, caplog, capsys
     assert rc == 0, text
 
 
+@pytest.mark.parametrize("model,kind", [("tiny_distilbert", "distilbert"),
+                                        ("tiny_deberta", "deberta-v2")])  # fmt: skip
+def test_structured_on_another_layout_stops_before_the_dense_model(model, kind, dirs, caplog,
+                                                                   capsys):  # fmt: skip
+    """pruner=structured addresses BERT's block modules: on DistilBERT or DeBERTa it stops with
+    its one line in the config check, before the dense model is fine-tuned, with no record."""
+    rc, text = call([*base_args(dirs, "structured"), f"model={model}", "pruner=structured"],
+                    caplog, capsys)  # fmt: skip
+    assert rc == 2, text
+    assert (f"pruner=structured removes heads and neurons of the BERT layout only; model type "
+            f"{kind!r} is not supported") in text, text  # fmt: skip
+    assert "Traceback" not in text and "stage dense model" not in text
+    assert not list((dirs["cache"] / "dense").glob(f"{model}-*"))  # nothing fine-tuned
+    assert not list((dirs["results"] / "runs" / "structured").glob("*.json"))
+
+
+def test_tiny_model_types_are_the_built_models_types(tmp_path):
+    """The config check names a tiny model's type without building it; it must be the type the
+    built model has."""
+    from benchmark.jobs.validate import TINY_MODEL_TYPES
+    from benchmark.models.loading import TINY_KINDS, build_tiny
+
+    assert set(TINY_MODEL_TYPES) == set(TINY_KINDS)
+    for kind in TINY_KINDS:
+        model, _ = build_tiny(kind, 2, tmp_path / kind)
+        assert model.config.model_type == TINY_MODEL_TYPES[kind], kind
+
+
 def test_a_cached_model_is_not_used_for_another_task_shape(dirs, caplog, capsys):
     """The 2-class tiny task, then num_labels=3: the dense cache key holds num_labels and the
     training-split check runs before any cache is read, so the second job fails in one line

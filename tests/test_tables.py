@@ -596,3 +596,24 @@ def test_a_method_at_named_pruner_settings_takes_only_its_records(tmp_path: Path
     col = next(c for c in table.columns if c.startswith("AG News DeepWordBug Aua% ours"))
     assert rows["AKR"][col].startswith("30.0")
     assert rows["AKR (SST-2 calibration)"][col].startswith("10.0")
+
+
+def test_a_cell_without_a_value_says_why() -> None:
+    """Suc% and #Query are defined over the attacked examples the model got right: a model that
+    got all of them wrong has records without them, and the cell says why, not a bare dash."""
+    spec = load_spec("akr_table1")
+    recs = synthetic_records(spec, seeds=1)
+    akr50 = (recs["pruner"] == "akr") & (recs["sparsity_target"] == 0.5)
+    cell = akr50 & (recs["dataset"] == "sst2")
+    assert cell.sum() == 1
+    recs.loc[cell, ["n_failed", "n_success", "aua", "attack_clean_acc"]] = 0
+    recs.loc[cell, "n_skipped"] = recs.loc[cell, "n_total"]
+    recs.loc[cell, ["asr", "avg_queries"]] = float("nan")
+    recs.loc[akr50 & (recs["dataset"] == "imdb"), "asr"] = float("nan")  # for no shown reason
+    table = build_table(recs, spec)
+    akr = table[(table["Method"] == "AKR") & (table["Sparsity"] == "50%")].iloc[0]
+    why = "every attacked example was already misclassified"
+    assert akr["SST-2 Suc% ours"] == f"not measured: {why}"
+    assert akr["SST-2 Aua% ours"].startswith("0.0 [")
+    assert akr["IMDB Suc% ours"] == "not measured: no asr in the records"
+    assert akr["AG News Suc% ours"][0].isdigit()

@@ -298,19 +298,16 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
 def position_limit(model: dict[str, Any]) -> int | None:
     """The longest input the model option's encoder takes (None when its config cannot be
     read here; loading it then says why). Read from the config alone: no weights load."""
-    from benchmark.models.loading import is_tiny, resolve_source
+    from benchmark.jobs.validate import model_config
+    from benchmark.models.loading import is_tiny
 
     source = model.get("finetuned") or model.get("pretrained")
     if not source:
         return None
     if is_tiny(str(source)):
         return 128  # benchmark.models.loading._tiny_config: 128 positions for every family
-    try:
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(resolve_source(str(source)),
-                                            revision=model.get("revision"))  # fmt: skip
-    except Exception:
+    config = model_config(model)
+    if config is None:
         return None
     limit = getattr(config, "max_position_embeddings", None)
     if limit is None:

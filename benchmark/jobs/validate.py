@@ -275,6 +275,62 @@ def check_structure(resolved: Mapping[str, Any]) -> None:
         raise UserError(f"pruner.structure={structure}: {exc}") from None
 
 
+# The model type of each in-process tiny family (``tiny:<kind>``, benchmark/models/loading.py),
+# as its transformers config names it (tests/test_contract_cli.py checks it against the built
+# models).
+TINY_MODEL_TYPES = {"bert": "bert", "distilbert": "distilbert", "roberta": "roberta",
+                    "deberta": "deberta-v2"}  # fmt: skip
+
+
+def model_config(model: Mapping[str, Any]) -> Any | None:
+    """The model option's ``transformers`` config, read from its ``config.json`` alone (no
+    weights load), or None when it cannot be read here: a tiny in-process model, or a source
+    not reachable now (loading the model then says why)."""
+    from benchmark.models.loading import is_tiny, resolve_source
+
+    source = model.get("finetuned") or model.get("pretrained")
+    if not source or is_tiny(str(source)):
+        return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(resolve_source(str(source)),
+                                          revision=model.get("revision"))  # fmt: skip
+    except Exception:
+        return None
+
+
+def model_type(model: Mapping[str, Any]) -> str | None:
+    """The model option's ``model_type`` (``bert``, ``distilbert``, ...) from its config alone,
+    or None when it cannot be read here."""
+    from benchmark.models.loading import is_tiny, tiny_kind
+
+    source = str(model.get("finetuned") or model.get("pretrained") or "")
+    if is_tiny(source):
+        return TINY_MODEL_TYPES.get(tiny_kind(source))
+    config = model_config(model)
+    return getattr(config, "model_type", None) if config is not None else None
+
+
+def check_pruner_model(resolved: Mapping[str, Any]) -> None:
+    """A pruner that works on some model families only (its class has ``check_model_type``)
+    refuses the others here, before the dense model is loaded or fine-tuned, with the line its
+    own ``prune`` would give."""
+    target = (resolved.get("pruner") or {}).get("_target_")
+    if not isinstance(target, str):
+        return
+    module, _, name = target.rpartition(".")
+    try:
+        check = getattr(getattr(importlib.import_module(module), name), "check_model_type", None)
+    except (ImportError, AttributeError):
+        return  # check_group names the bad _target_
+    if check is None:
+        return
+    kind = model_type(resolved.get("model") or {})
+    if kind is not None:
+        check(kind)
+
+
 def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:
     """The whole contract on a resolved config (a plain dict)."""
     check_top_level(resolved)
@@ -287,6 +343,7 @@ def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:
     for group in ("model", "dataset", "dense", "pruner", "attack", "logger"):
         if isinstance(resolved.get(group), Mapping):
             check_group(group, str(names.get(group, group)), resolved[group])
+    check_pruner_model(resolved)
     attack = resolved.get("attack") or {}
     if isinstance(attack, Mapping) and attack.get("recipes") and attack.get("recipe") != "cascade":
         raise UserError(f"attack.recipes is for attack=cascade only (attack "

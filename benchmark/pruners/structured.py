@@ -517,18 +517,27 @@ class StructuredPruner:
         self.version = version
         self.info: dict = {}
 
-    def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
-        """Prune heads and neurons of ``model`` in place; return all-True masks of the result."""
-        start = time.perf_counter()
-        sparsity = check_sparsity(sparsity)
-        kind = getattr(getattr(model, "config", None), "model_type", "bert")
-        if kind not in ("bert", "roberta", "xlm-roberta", "electra"):
+    # The families whose blocks have BERT's attention and FFN modules (``attention.self``,
+    # ``intermediate.dense``), which the search, tuning and removal address.
+    MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
+
+    @classmethod
+    def check_model_type(cls, kind: str) -> None:
+        """Refuse a model family without BERT's block layout (one line). The config check
+        (:func:`benchmark.jobs.validate.check_pruner_model`) calls it before any work."""
+        if kind not in cls.MODEL_TYPES:
             from benchmark.errors import UserError
 
             raise UserError(
                 f"pruner=structured removes heads and neurons of the BERT layout only; "
                 f"model type {kind!r} is not supported"
             )
+
+    def prune(self, model: nn.Module, data: PruneData, sparsity: float) -> Masks:
+        """Prune heads and neurons of ``model`` in place; return all-True masks of the result."""
+        start = time.perf_counter()
+        sparsity = check_sparsity(sparsity)
+        self.check_model_type(getattr(getattr(model, "config", None), "model_type", "bert"))
         constraint = 1.0 - sparsity
         blocks = encoder_blocks(model)
         attn0 = blocks[0].module.attention.self

@@ -373,6 +373,20 @@ def _cell_stats(cell: pd.DataFrame, metric: Metric) -> dict[str, Any]:
     return st
 
 
+def _why_unmeasured(ok: pd.DataFrame, metric: Metric) -> str:
+    """Why a cell's ok records hold no value of ``metric`` (the cell says so, not a bare dash).
+
+    Suc% and #Query are defined over the attacked examples the model classified correctly: when
+    it got every one wrong, the attack had nothing to search."""
+    if "attack" in ok and (ok["attack"] == "none").all():
+        return "no attack ran"
+    if metric.column in ("asr", "avg_queries") and {"n_total", "n_skipped"} <= set(ok):
+        total, skipped = ok["n_total"].fillna(0), ok["n_skipped"].fillna(0)
+        if (total > 0).all() and (skipped == total).all():
+            return "every attacked example was already misclassified"
+    return f"no {metric.column} in the records"
+
+
 def _ours(
     cell: pd.DataFrame, metric: Metric, spec: TableSpec, threat: str | None = None,
     shown: list[pd.DataFrame] | None = None,
@@ -398,7 +412,7 @@ def _ours(
     st = _cell_stats(ok, metric) if metric.column in ok else {"n": 0}
     if not st.get("n"):
         if len(ok):
-            return "not measured", None, st
+            return f"not measured: {_why_unmeasured(ok, metric)}", None, st
         if len(failed):
             errors = failed["error"].dropna().astype(str) if "error" in failed else []
             msg = errors.iloc[0] if len(errors) else "unknown error"
@@ -844,6 +858,7 @@ def render_markdown(table: pd.DataFrame, spec: TableSpec, plots: list[str] | Non
         "model's Aua says nothing about robustness. "
         f"`{MISSING_PAPER}` = not published; `not run` = no record; "
         "`failed: ...` = every record of the cell failed; `n/a` = not in this benchmark; "
+        "`not measured: <why>` = the cell's records hold no value of this metric; "
         "`1 of k configs` = the cell's records are of k configurations (e.g. two method "
         "versions, or attacks on 100 and on all sentences); it shows one, never their average: "
         "the option's current defaults, then the largest attacked sample. Attacks of one "
