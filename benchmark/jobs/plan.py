@@ -235,24 +235,35 @@ class Calibration:
     """Seconds per sequence of a forward pass of a random-weight model of each architecture
     at a dataset's ``max_length`` on this device (batch of 8, median of 3 after a warm-up),
     measured once per (model, length): the scale between two models' measured rates. ``None``
-    where the architecture's config cannot be read (not cached and the Hub unreachable)."""
+    where the architecture's config cannot be read (not cached and the Hub unreachable); a
+    source whose config could not be read is not asked for again."""
 
     def __init__(self) -> None:
         self._cache: dict[tuple, float | None] = {}
+        self._unreadable: set[str] = set()
 
     def seconds(self, name: str, model_cfg: dict[str, Any], dataset_cfg: dict[str, Any]):
         length = int(dataset_cfg.get("max_length") or 128)
         key = (name, length)
-        if key not in self._cache:
+        source = _source(model_cfg)
+        if key not in self._cache and source not in self._unreadable:
             self._cache[key] = forward_seconds(model_cfg, int(dataset_cfg.get("num_labels") or 2),
                                                length)  # fmt: skip
-        return self._cache[key]
+            if self._cache[key] is None:
+                self._unreadable.add(source)
+        return self._cache.get(key)
+
+
+def _source(model_cfg: dict[str, Any]) -> str:
+    return str(model_cfg.get("finetuned") or model_cfg.get("pretrained") or "")
 
 
 def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
                     batch: int = 8) -> float | None:  # fmt: skip
     """One calibration run: seconds per sequence of a forward pass of a random-weight model of
-    ``model_cfg``'s architecture (``None`` when its config cannot be read)."""
+    ``model_cfg``'s architecture (``None`` when its config cannot be read). The config comes
+    from the local cache first; only where it is not there is the Hub asked (its retry
+    warnings silenced: the plan says ``no measured rate`` instead)."""
     import statistics
     import time
 
@@ -260,7 +271,7 @@ def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
 
     from benchmark.models.loading import build_tiny, is_tiny, resolve_source, tiny_kind
 
-    source = str(model_cfg.get("finetuned") or model_cfg.get("pretrained") or "")
+    source = _source(model_cfg)
     try:
         if is_tiny(source):
             import tempfile
@@ -268,11 +279,11 @@ def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
             with tempfile.TemporaryDirectory(prefix="plan_tiny_") as tmp:
                 model, _ = build_tiny(tiny_kind(source), num_labels, Path(tmp))
         else:
-            from transformers import AutoConfig, AutoModelForSequenceClassification
+            from transformers import AutoModelForSequenceClassification
 
-            config = AutoConfig.from_pretrained(resolve_source(source),
-                                                revision=model_cfg.get("revision"),
-                                                num_labels=num_labels)  # fmt: skip
+            config = _read_config(resolve_source(source), model_cfg.get("revision"), num_labels)
+            if config is None:
+                return None
             model = AutoModelForSequenceClassification.from_config(config)
     except (OSError, ValueError, UserError):
         return None
@@ -289,6 +300,30 @@ def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
             if i:  # the first is a warm-up
                 times.append(time.perf_counter() - start)
     return statistics.median(times) / batch
+
+
+def _read_config(path: str, revision: str | None, num_labels: int):
+    """The model's config from the local cache, else from the Hub; None when neither has it."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path, revision=revision, num_labels=num_labels,
+                                          local_files_only=True)  # fmt: skip
+    except (OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return None
+    quiet = [logging.getLogger(n) for n in ("huggingface_hub", "transformers")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
+    try:
+        return AutoConfig.from_pretrained(path, revision=revision, num_labels=num_labels)
+    except (OSError, ValueError):
+        return None
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
 
 
 def dense_cached(resolved: dict[str, Any]) -> bool:
