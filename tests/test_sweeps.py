@@ -159,7 +159,7 @@ def test_reproduce_plans_the_specs_sweeps():
         plan("akr_tabel1", None, [])
 
 
-def test_reproduce_takes_a_users_spec_and_names_its_typo_in_one_line(tmp_path, capsys):
+def test_reproduce_takes_a_users_spec_and_names_its_typo_in_one_line(tmp_path, caplog):
     """A path to the user's own spec plans its sweeps and hands the path to the aggregator; a
     typo in it (or a name that is no table) is one line on stderr and exit status 2, and no
     sweep runs."""
@@ -172,9 +172,10 @@ def test_reproduce_takes_a_users_spec_and_names_its_typo_in_one_line(tmp_path, c
     assert len(sweeps) == 2 and agg[:2] == ["--table", str(mine)]
     mine.write_text(text.replace("row_keys:", "row_kees:"))
     for name in (str(mine), "akr_tabel1"):
+        caplog.clear()
         assert reproduce.main([name, "--plan"]) == 2
-        err = capsys.readouterr().err.strip()
-        assert err.startswith("error: ") and "\n" not in err
+        [line] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert line.startswith("error: ") and "\n" not in line
     # the real script, without --plan: one line, exit 2, nothing run (no sweep line logged)
     out = subprocess.run(["bash", "scripts/reproduce.sh", str(mine)], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)  # fmt: skip

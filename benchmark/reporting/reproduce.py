@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweeps, agg = plan(argv[0], os.environ.get("VARIANT") or None, rest)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("error: %s", exc)
         return 2
     if dry:
         from benchmark.jobs.plan import run_plan
