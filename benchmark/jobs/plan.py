@@ -261,15 +261,15 @@ def _source(model_cfg: dict[str, Any]) -> str:
 def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
                     batch: int = 8) -> float | None:  # fmt: skip
     """One calibration run: seconds per sequence of a forward pass of a random-weight model of
-    ``model_cfg``'s architecture (``None`` when its config cannot be read). The config comes
-    from the local cache first; only where it is not there is the Hub asked (its retry
-    warnings silenced: the plan says ``no measured rate`` instead)."""
+    ``model_cfg``'s architecture (``None`` when its config cannot be read: the plan then says
+    ``no measured rate``); the config as :func:`benchmark.jobs.validate.model_config` reads
+    it."""
     import statistics
     import time
 
     import torch
 
-    from benchmark.models.loading import build_tiny, is_tiny, resolve_source, tiny_kind
+    from benchmark.models.loading import build_tiny, is_tiny, tiny_kind
 
     source = _source(model_cfg)
     try:
@@ -281,9 +281,12 @@ def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
         else:
             from transformers import AutoModelForSequenceClassification
 
-            config = _read_config(resolve_source(source), model_cfg.get("revision"), num_labels)
+            from benchmark.jobs.validate import model_config
+
+            config = model_config(model_cfg)
             if config is None:
                 return None
+            config.num_labels = num_labels
             model = AutoModelForSequenceClassification.from_config(config)
     except (OSError, ValueError, UserError):
         return None
@@ -300,30 +303,6 @@ def forward_seconds(model_cfg: dict[str, Any], num_labels: int, length: int,
             if i:  # the first is a warm-up
                 times.append(time.perf_counter() - start)
     return statistics.median(times) / batch
-
-
-def _read_config(path: str, revision: str | None, num_labels: int):
-    """The model's config from the local cache, else from the Hub; None when neither has it."""
-    from transformers import AutoConfig
-
-    try:
-        return AutoConfig.from_pretrained(path, revision=revision, num_labels=num_labels,
-                                          local_files_only=True)  # fmt: skip
-    except (OSError, ValueError):
-        pass
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return None
-    quiet = [logging.getLogger(n) for n in ("huggingface_hub", "transformers")]
-    levels = [q.level for q in quiet]
-    for q in quiet:
-        q.setLevel(logging.CRITICAL)
-    try:
-        return AutoConfig.from_pretrained(path, revision=revision, num_labels=num_labels)
-    except (OSError, ValueError):
-        return None
-    finally:
-        for q, level in zip(quiet, levels, strict=True):
-            q.setLevel(level)
 
 
 def dense_cached(resolved: dict[str, Any]) -> bool:

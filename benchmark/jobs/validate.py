@@ -285,19 +285,39 @@ TINY_MODEL_TYPES = {"bert": "bert", "distilbert": "distilbert", "roberta": "robe
 def model_config(model: Mapping[str, Any]) -> Any | None:
     """The model option's ``transformers`` config, read from its ``config.json`` alone (no
     weights load), or None when it cannot be read here: a tiny in-process model, or a source
-    not reachable now (loading the model then says why)."""
+    not reachable now (loading the model then says why). The local cache is read first; only
+    where the config is not there is the Hub asked (not with ``HF_HUB_OFFLINE=1``), its retry
+    warnings silenced."""
+    import logging
+    import os
+
     from benchmark.models.loading import is_tiny, resolve_source
 
     source = model.get("finetuned") or model.get("pretrained")
     if not source or is_tiny(str(source)):
         return None
-    try:
-        from transformers import AutoConfig
+    from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(resolve_source(str(source)),
-                                          revision=model.get("revision"))  # fmt: skip
-    except Exception:
-        return None
+    def read(**kw):
+        try:
+            return AutoConfig.from_pretrained(resolve_source(str(source)),
+                                              revision=model.get("revision"), **kw)  # fmt: skip
+        except Exception:
+            return None
+
+    config = read(local_files_only=True)
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    if config is not None or offline:
+        return config
+    quiet = [logging.getLogger(n) for n in ("huggingface_hub", "transformers")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.CRITICAL)
+    try:
+        return read()
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
 
 
 def model_type(model: Mapping[str, Any]) -> str | None:

@@ -29,17 +29,11 @@ def option_file(group: str, name: str) -> dict[str, Any] | None:
     return OmegaConf.to_container(OmegaConf.load(path), resolve=False)
 
 
-@functools.lru_cache(maxsize=64)
 def _preset_keys(exp_name: str, group: str) -> frozenset[str]:
     """Keys an experiment preset of this name sets in ``group`` for every option of it (e.g.
     ``attack.max_seconds_per_example`` from its protocol): present in the record though no
     option file names them, so not "lost"."""
-    from omegaconf import OmegaConf
-
-    path = CONF_DIR / "experiment" / f"{exp_name}.yaml"
-    if not exp_name or not path.is_file():
-        return frozenset()
-    section = OmegaConf.to_container(OmegaConf.load(path), resolve=False).get(group)
+    section = (option_file("experiment", exp_name) or {}).get(group) if exp_name else None
     return frozenset(section) if isinstance(section, dict) else frozenset()
 
 
