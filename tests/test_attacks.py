@@ -513,3 +513,55 @@ def test_word_memo_leaves_the_attack_unchanged(tiny_wrapper, res, examples):
     finally:
         attacked_text.words_from_text = memo
     assert _strip_time(with_memo) == _strip_time(without)
+
+
+def test_trimmed_edit_distance_is_the_edit_distance():
+    """Stripping the common prefix and suffix never changes a Levenshtein distance: random
+    strings over a small alphabet (many shared affixes, repeats at the cut) and word edits
+    of a long text, against editdistance on the whole strings."""
+    import random
+
+    import editdistance
+
+    from benchmark.attacks.components import common_affix_lengths, trimmed_edit_distance
+
+    rng = random.Random(0)
+    for _ in range(3000):
+        a = "".join(rng.choice("ab ") for _ in range(rng.randint(0, 12)))
+        b = "".join(rng.choice("ab ") for _ in range(rng.randint(0, 12)))
+        if rng.random() < 0.5:  # a shared prefix and suffix around the difference
+            pre, suf = "".join(rng.choice("ab") for _ in range(5)), "ab" * rng.randint(0, 3)
+            a, b = pre + a + suf, pre + b + suf
+        assert trimmed_edit_distance(a, b, editdistance.eval) == editdistance.eval(a, b), (a, b)
+    words = [rng.choice(["film", "movie", "good", "bad", "the", "a", "was"]) for _ in range(900)]
+    text = " ".join(words)
+    for _ in range(50):
+        edited = list(words)
+        for i in rng.sample(range(len(words)), rng.randint(1, 4)):
+            w = edited[i]
+            j = rng.randrange(len(w))
+            edited[i] = w[:j] + rng.choice("xq") + w[j + 1 :]  # a DeepWordBug-like character swap
+        other = " ".join(edited)
+        assert trimmed_edit_distance(text, other, editdistance.eval) == editdistance.eval(
+            text, other
+        )
+    assert common_affix_lengths("abcab", "abcab") == (5, 0)
+    assert common_affix_lengths("aXa", "aYa") == (1, 1)
+    assert common_affix_lengths("aa", "aaa") == (2, 0)
+
+
+def test_levenshtein_trim_leaves_the_attack_unchanged(tiny_wrapper, res, examples):
+    """DeepWordBug logs the same rows with TextAttack's own edit-distance check and with the
+    trimmed one that build_attack installs."""
+    from textattack.constraints.overlap.levenshtein_edit_distance import LevenshteinEditDistance
+
+    attack = build_attack(AttackSpec(recipe="deepwordbug"), tiny_wrapper, res)  # installs it
+    trimmed = LevenshteinEditDistance._check_constraint
+    assert getattr(trimmed, "trimmed", False)
+    _, with_trim = run_attack(attack, examples, seed=5, progress=False)
+    LevenshteinEditDistance._check_constraint = trimmed.original
+    try:
+        _, without = run_attack(attack, examples, seed=5, progress=False)
+    finally:
+        LevenshteinEditDistance._check_constraint = trimmed
+    assert _strip_time(with_trim) == _strip_time(without)

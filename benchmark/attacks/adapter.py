@@ -283,10 +283,11 @@ def build_attack(spec: AttackSpec, wrapper, resources: AttackResources | None = 
     of ``spec.batch_size`` (TextAttack's default is 32). A cascade gives a
     :class:`benchmark.attacks.cascade.CascadeAttack` of its recipes, built the same way.
     """
-    from benchmark.attacks.components import install_word_memo
+    from benchmark.attacks.components import install_levenshtein_trim, install_word_memo
     from benchmark.attacks.recipes import recipe_def
 
     install_word_memo()  # same results, less repeated word splitting on long texts
+    install_levenshtein_trim()  # same distances, computed on the changed span only
     if spec.recipe == "cascade":
         from benchmark.attacks.cascade import build_cascade
 
