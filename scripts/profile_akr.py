@@ -154,8 +154,12 @@ def main() -> None:
     ap.add_argument("--sparsity", type=float, default=0.5)
     ap.add_argument("--obs-rows", type=int, default=0, help="0: all rows")
     ap.add_argument("--obs-impl", choices=["akr", "fast", "compiled"], default="akr")
-    ap.add_argument("--config", choices=["job", "class"], default="job",
-                    help="job: conf/pruner/akr.yaml (version 2); class: AKRPruner's defaults")
+    ap.add_argument(
+        "--config",
+        choices=["job", "class"],
+        default="job",
+        help="job: conf/pruner/akr.yaml (version 2); class: AKRPruner's defaults",
+    )
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave)")
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--out", type=Path, default=None)
@@ -208,8 +212,11 @@ def main() -> None:
             else f"`akr.obs_prune` ({pruner.obs_impl}"
         )
         + f", {pruner.info.get('obs_dtype')}); pruner config: "
-        + ("`AKRPruner` class defaults (version 1" if args.config == "class"
-           else f"`conf/pruner/akr.yaml` (version {pruner.version}")
+        + (
+            "`AKRPruner` class defaults (version 1"
+            if args.config == "class"
+            else f"`conf/pruner/akr.yaml` (version {pruner.version}"
+        )
         + f", calib_padding {pruner.calib_padding}); {n_tok} real calibration tokens, "
         f"{pruner.info.get('n_positions')} positions in the statistics per layer. "
         f"1-minute load average {load0[0]:.2f} before, {load1[0]:.2f} after (2 cores shared "

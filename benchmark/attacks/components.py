@@ -231,7 +231,8 @@ def trimmed_edit_distance(a: str, b: str, distance) -> int:
 
 
 def install_levenshtein_trim() -> None:
-    """Route TextAttack's ``LevenshteinEditDistance`` (DeepWordBug's constraint) through :func:`trimmed_edit_distance` (once per process).
+    """Route TextAttack's ``LevenshteinEditDistance`` (DeepWordBug's constraint) through
+    :func:`trimmed_edit_distance` (once per process).
 
     The constraint compares the WHOLE candidate text with the original for every candidate
     (``levenshtein_edit_distance.py``, ``editdistance.eval(reference_text.text,

@@ -85,7 +85,7 @@ def job_identity(cfg, choices: dict[str, Any]) -> Identity:
         "data_source": data_source(resolved["dataset"], paths.get("data_dir")),
         "sources": model_sources(resolved["model"]),
     }  # fmt: skip
-    base = _base_pruner_config(resolved.get("pruner") or {})
+    base = _base_pruner_config(resolved.get("pruner") or {}, resolved.get("protocol"))
     if base is not None:  # a wrapper's base (OWL, DSnoT) is part of what it computes
         identity["pruner_base"] = base
     identity.update(attack_identity(resolved.get("attack") or {}))
@@ -148,9 +148,13 @@ def weights_label(option: str, resolved: dict[str, Any]) -> str:
     return f"{option}:{model.get('finetuned') or model.get('pretrained')}"
 
 
-def _base_pruner_config(pruner: dict[str, Any]) -> dict[str, Any] | None:
+def _base_pruner_config(
+    pruner: dict[str, Any], protocol: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The resolved config of a wrapper pruner's base (``base: <conf/pruner name>`` plus
-    ``base_overrides``), so that a change of the base's config re-keys the wrapper's jobs."""
+    ``base_overrides``), so that a change of the base's config re-keys the wrapper's jobs.
+    The base file is resolved beside the job's ``protocol``, as ``pruner=<base>`` would be in
+    the same preset (e.g. ``akr``'s ``obs_impl`` reads ``protocol.akr_obs_impl``)."""
     from omegaconf import OmegaConf
 
     from benchmark.jobs.registry import CONF_DIR
@@ -161,7 +165,19 @@ def _base_pruner_config(pruner: dict[str, Any]) -> dict[str, Any] | None:
     cfg = OmegaConf.merge(
         OmegaConf.load(CONF_DIR / "pruner" / f"{name}.yaml"), pruner.get("base_overrides") or {}
     )
-    return {"name": name, **OmegaConf.to_container(cfg, resolve=True)}
+    root = OmegaConf.create({"protocol": protocol or {}, "pruner": cfg})
+    return {"name": name, **OmegaConf.to_container(root.pruner, resolve=True)}
+
+
+def _base_from_protocol(resolved: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a wrapper's base that the preset's ``protocol`` set (they differ from the
+    base file resolved alone): handed to the wrapper as ``base_overrides``, so that the base
+    that runs is the one in the run identity (``pruner_base``)."""
+    base = identity.get("pruner_base")
+    if not base:
+        return {}
+    alone = _base_pruner_config(resolved["pruner"]) or {}
+    return {k: v for k, v in base.items() if k != "name" and alone.get(k) != v}
 
 
 def existing_record(ident: Identity, force: bool) -> dict[str, Any] | None:
@@ -260,7 +276,11 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
     objs = {}
     for group in ("pruner", "dense", "attack"):
         # the resolved values, without the keys the class never sees (pruner.calibration)
-        node = method_config(group, OmegaConf.create(resolved[group]))
+        values = resolved[group]
+        extra = _base_from_protocol(resolved, identity) if group == "pruner" else {}
+        if extra:  # not in the run identity as such: pruner_base already holds these values
+            values = {**values, "base_overrides": {**(values.get("base_overrides") or {}), **extra}}
+        node = method_config(group, OmegaConf.create(values))
         try:
             objs[group] = instantiate(node)
         except Exception as exc:  # unknown or mistyped hyper-parameter in a method config

@@ -44,7 +44,9 @@ Differences from the paper and the official code (also in docs/methods/post_trai
   by default (OBC uses float32, which broke down on MiniLM). Inputs that are always zero follow
   OBC (H_jj = 1, W_j = 0).
 - Speed comes from processing chunks of rows in parallel and from reusing the factorisation:
-  the default ``obs_impl="lowrank"`` keeps each row's downdates as ``H^-1 - U U^T`` (one shared
+  ``obs_impl="lowrank"`` (this class's default, the reference; ``pruner=akr`` defaults to its
+  compiled form ``compiled``, see ``conf/pruner/akr.yaml``) keeps each row's downdates as
+  ``H^-1 - U U^T`` (one shared
   H^-1, a low-rank factor per row), an exact reformulation of OBC's loop (same greedy choices
   in exact arithmetic; tested against a brute-force reference and against ``full`` in
   float64) that reads O(d_in * t) per step instead of O(d_in^2): 4.4x faster than ``full``
@@ -289,6 +291,16 @@ def _nm_closed(pruned: torch.Tensor, nm: tuple[int, int], d: int) -> torch.Tenso
 
 
 @torch.no_grad()
+def obs_kernel(obs_impl: str, device: torch.device) -> str:
+    """The solver that runs ``obs_impl`` on ``device``: ``compiled`` is numba code for the CPU,
+    so on another device (a GPU) the same exact greedy OBS runs as the ``batched`` row batches
+    there; every other solver runs as named. The record's ``prune_info.method.obs_kernel`` says
+    which ran (the device, like the thread count, is not part of the run identity)."""
+    if obs_impl == "compiled" and torch.device(device).type != "cpu":
+        return "batched"
+    return obs_impl
+
+
 def obs_prune(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -644,6 +656,7 @@ class AKRPruner(CalibrationPruner):
             "ridge_tol": self.ridge_tol,
             "batch_size": self.batch_size,
             "obs_impl": self.obs_impl,
+            "obs_kernel": obs_kernel(self.obs_impl, next(model.parameters()).device),
             "obs_dtype": str(self.obs_dtype).replace("torch.", ""),
             "refit_head": self.refit_head,
             "calib_padding": self.calib_padding,
@@ -683,7 +696,8 @@ class AKRPruner(CalibrationPruner):
                 coll.add_batch(xs.pop(), ys.pop())
         new_w, new_b, keep, info = coll.solve(
             weight, lin.bias, sparsity, self.nm, self.ridge_ratios, self.ridge_tol,
-            self.obs_impl, self.obs_dtype, self.chunk_bytes, **self._solver_options(),
+            obs_kernel(self.obs_impl, weight.device), self.obs_dtype, self.chunk_bytes,
+            **self._solver_options(),
             workers=self.obs_workers,
         )  # fmt: skip
         write_linear(lin, new_w, new_b)

@@ -19,6 +19,7 @@ import copy
 import functools
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +99,53 @@ def identity_without_attack(identity: str | None) -> str:
     return json.dumps(d, sort_keys=True)
 
 
+PROTOCOL_DEFAULT = re.compile(r"^\$\{oc\.select:protocol\.([\w.]+),([^${}]*)\}$")
+"""An option value a preset may set through its protocol: ``${oc.select:protocol.KEY,FALLBACK}``."""
+
+
+@functools.cache
+def protocol_values(key: str) -> tuple:
+    """Every value a preset (``conf/experiment/*.yaml``) or the root config sets for
+    ``protocol.<key>``."""
+    from omegaconf import OmegaConf
+
+    from benchmark.jobs.registry import CONF_DIR
+
+    found: list = []
+    for path in [CONF_DIR / "run.yaml", *sorted((CONF_DIR / "experiment").glob("*.yaml"))]:
+        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        node: Any = (data or {}).get("protocol")
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, dict) and node not in found:
+            found.append(node)
+    return tuple(found)
+
+
+def option_defaults(option: dict[str, Any]) -> dict[str, tuple]:
+    """The values at which each key of a group option counts as its default:
+    the literal it sets, or for ``${oc.select:protocol.KEY,FALLBACK}`` the fallback and every
+    value a preset pins through its protocol (e.g. AKR's ``obs_impl``: ``compiled``, and
+    ``lowrank`` where a preset keeps its committed rows' solver). Other interpolations are
+    left aside."""
+    import yaml
+
+    out: dict[str, tuple] = {}
+    for key, value in option.items():
+        if key == "defaults":
+            continue
+        if isinstance(value, str) and value.startswith("${"):
+            m = PROTOCOL_DEFAULT.match(value)
+            if m:
+                out[key] = (yaml.safe_load(m.group(2)), *protocol_values(m.group(1)))
+            continue
+        out[key] = (value,)
+    return out
+
+
 def is_default_pruner(identity: str) -> bool:
     """Whether a configuration's pruner section equals its option's defaults
-    (``conf/pruner/<name>.yaml``: every key the option sets, interpolations aside)."""
+    (``conf/pruner/<name>.yaml``: every key the option sets, see :func:`option_defaults`)."""
     from benchmark.records.staleness import option_file
 
     ident = json.loads(identity)
@@ -109,16 +154,12 @@ def is_default_pruner(identity: str) -> bool:
     option = option_file("pruner", str(name)) if name else None
     if not isinstance(stored, dict) or option is None:
         return False
-    return all(
-        stored.get(k) == v
-        for k, v in option.items()
-        if k != "defaults" and not (isinstance(v, str) and v.startswith("${"))
-    )
+    return all(stored.get(k) in ok for k, ok in option_defaults(option).items())
 
 
 def pruner_is(identity: str, pruner: str, changed: tuple) -> bool:
     """Whether a configuration is ``pruner`` at its option's defaults with ``changed`` set
-    (every key the option sets, interpolations aside, as :func:`is_default_pruner`)."""
+    (every key the option sets, as :func:`is_default_pruner`)."""
     from benchmark.records.staleness import option_file
 
     ident = json.loads(identity)
@@ -126,10 +167,9 @@ def pruner_is(identity: str, pruner: str, changed: tuple) -> bool:
     option = option_file("pruner", pruner)
     if (ident.get("_record") or {}).get("pruner") != pruner or not isinstance(stored, dict):
         return False
-    want = {k: v for k, v in (option or {}).items()
-            if k != "defaults" and not (isinstance(v, str) and v.startswith("${"))}  # fmt: skip
-    want.update(dict(changed))
-    return all(stored.get(k) == v for k, v in want.items())
+    want = option_defaults(option or {})
+    want.update({k: (v,) for k, v in dict(changed).items()})
+    return all(stored.get(k) in ok for k, ok in want.items())
 
 
 @functools.cache
