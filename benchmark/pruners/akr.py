@@ -290,7 +290,6 @@ def _nm_closed(pruned: torch.Tensor, nm: tuple[int, int], d: int) -> torch.Tenso
     return closed
 
 
-@torch.no_grad()
 def obs_kernel(obs_impl: str, device: torch.device) -> str:
     """The solver that runs ``obs_impl`` on ``device``: ``compiled`` is numba code for the CPU,
     so on another device (a GPU) the same exact greedy OBS runs as the ``batched`` row batches
@@ -301,6 +300,7 @@ def obs_kernel(obs_impl: str, device: torch.device) -> str:
     return obs_impl
 
 
+@torch.no_grad()
 def obs_prune(
     weight: torch.Tensor,
     hessian: torch.Tensor,
