@@ -8,17 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from omegaconf import OmegaConf
-from test_stats import write_run
+from test_stats import pruner_option, write_run
 
 from benchmark.reporting import aggregate, claims
-from benchmark.reporting.records import ROOT, load_records
+from benchmark.reporting.records import load_records
 
 N = 40
-
-
-def _defaults(pruner: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
 
 
 ONE = " (one seed, conditional only)"
@@ -26,7 +21,7 @@ ONE = " (one seed, conditional only)"
 
 def _run(tmp: Path, run_id: str, pruner: str, sparsity: float, survive: int | list[int],
          seed: int = 0, n: int = N, **kw) -> None:  # fmt: skip
-    cfg = {**_defaults(pruner), **kw.pop("cfg", {})}
+    cfg = {**pruner_option(pruner), **kw.pop("cfg", {})}
     keep = list(range(survive)) if isinstance(survive, int) else survive
     write_run(tmp, "e", run_id, pruner, sparsity, seed, keep, n=n, attack="deepwordbug",
               extra_cfg=cfg, **kw)  # fmt: skip

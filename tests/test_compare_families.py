@@ -9,20 +9,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from omegaconf import OmegaConf
-from test_stats import write_run
+from test_stats import pruner_option, write_run
 
 from benchmark.reporting import aggregate, compare
-from benchmark.reporting.records import ROOT, load_records
-
-
-def _defaults(pruner: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
+from benchmark.reporting.records import load_records
 
 
 def _run(tmp: Path, run_id: str, pruner: str, survive: int, **cfg) -> None:
     write_run(tmp, "e", run_id, pruner, 0.5, 0, list(range(survive)),
-              extra_cfg={**_defaults(pruner), **cfg})  # fmt: skip
+              extra_cfg={**pruner_option(pruner), **cfg})  # fmt: skip
 
 
 def _spec(tmp: Path) -> dict:
@@ -40,7 +35,7 @@ def _spec(tmp: Path) -> dict:
 
 
 def test_family_m_is_what_was_declared_not_what_exists(tmp_path: Path) -> None:
-    write_run(tmp_path, "e", "dense", "none", 0.0, 0, [], extra_cfg=_defaults("none"))
+    write_run(tmp_path, "e", "dense", "none", 0.0, 0, [], extra_cfg=pruner_option("none"))
     # magnitude: 9 of 20 survive against none -> McNemar(9, 0) = 2 / 512
     _run(tmp_path, "m", "magnitude", 9)
     fam = _spec(tmp_path)
@@ -96,7 +91,7 @@ def test_committed_specs_load_and_cli_uses_them(tmp_path: Path) -> None:
     assert grid["name"] == "grid" and len(compare.declared_cells(grid)) == 18
     write_run(tmp_path, "embedded_post_training", "d", "none", 0.0, 0, [1])
     write_run(tmp_path, "embedded_post_training", "a", "akr", 0.5, 0, [1, 2],
-              extra_cfg=_defaults("akr"))  # fmt: skip
+              extra_cfg=pruner_option("akr"))  # fmt: skip
     code = aggregate.main(["--results-dir", str(tmp_path), "--compare", "embedded_post_training",
                            "--wandb", "off"])  # fmt: skip
     assert code == 0

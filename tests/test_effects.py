@@ -7,24 +7,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from omegaconf import OmegaConf
-from test_stats import write_run
+from test_stats import pruner_option, write_run
 
 from benchmark.reporting import aggregate, effects
-from benchmark.reporting.records import ROOT, load_records
+from benchmark.reporting.records import load_records
 
 N = 40
-
-
-def _defaults(pruner: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
 
 
 def _run(tmp: Path, run_id: str, survive: int, wrong: int = 0, pruner: str = "akr",
          sparsity: float = 0.5, cfg: dict | None = None, **kw) -> None:  # fmt: skip
     """A record whose log has ``survive`` survivors and ``wrong`` misclassified examples (the
     last ones; they are skipped by the attack)."""
-    full = {**_defaults(pruner), **(cfg or {})}
+    full = {**pruner_option(pruner), **(cfg or {})}
     write_run(tmp, "e", run_id, pruner, sparsity, 0, None, n=N, attack="deepwordbug",
               extra_cfg=full, n_failed=survive, n_skipped=wrong, n_success=N - survive - wrong,
               aua=survive / N, attack_clean_acc=(N - wrong) / N, **kw)  # fmt: skip

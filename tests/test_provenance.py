@@ -8,11 +8,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from test_stats import write_run
+from test_stats import pruner_option, write_run
 
 from benchmark.reporting import claims, compare, effects
 from benchmark.reporting.leaderboard import leaderboard, to_markdown
-from benchmark.reporting.records import ROOT, load_records
+from benchmark.reporting.records import load_records
 from benchmark.reporting.summary import summary_table, write_summary
 from benchmark.reporting.tables import build_tables, load_spec, render_latex, render_markdown
 
@@ -72,17 +72,11 @@ def test_timing_dependent_in_summary_leaderboard_and_compare(tmp_path: Path) -> 
     assert "timing-dependent" in cmp.set_index("pruner").loc["magnitude", "note"]
 
 
-def _defaults(pruner: str) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml"))
-
-
 def test_log_problem_is_named_in_summary_compare_and_claims_captions(tmp_path: Path) -> None:
     write_run(tmp_path, "e", "d", "none", 0.0, 0, list(range(8)), n=20,
-              extra_cfg=_defaults("none"))  # fmt: skip
+              extra_cfg=pruner_option("none"))  # fmt: skip
     write_run(tmp_path, "e", "m", "magnitude", 0.5, 0, list(range(5)), n=20,
-              extra_cfg=_defaults("magnitude"))  # fmt: skip
+              extra_cfg=pruner_option("magnitude"))  # fmt: skip
     log = tmp_path / "runs" / "e" / "m.attack.jsonl"
     log.write_text("\n".join(log.read_text().splitlines()[:-1]) + "\n")  # one line short
     df = load_records(tmp_path)

@@ -225,6 +225,17 @@ def _log_rows(survive: list[int], n: int) -> list[dict]:
             for i in range(n)]  # fmt: skip
 
 
+def pruner_option(pruner: str) -> dict:
+    """``conf/pruner/<pruner>.yaml`` resolved as ``pruner=<pruner>`` alone resolves it (what a
+    record stores: e.g. AKR's ``obs_impl`` interpolation gives its fallback ``compiled``)."""
+    from omegaconf import OmegaConf
+
+    root = OmegaConf.create(
+        {"seed": 0, "pruner": OmegaConf.load(ROOT / f"conf/pruner/{pruner}.yaml")}
+    )
+    return OmegaConf.to_container(root.pruner, resolve=True)
+
+
 def write_run(results: Path, exp: str, run_id: str, pruner: str, sparsity: float, seed: int,
               survive: list[int] | None, n: int = 20, attack: str = "pwws",
               extra_cfg: dict | None = None, log: bool = True, **fields) -> None:  # fmt: skip
@@ -484,9 +495,8 @@ def test_compare_against_another_experiments_default_reference(tmp_path: Path) -
     """A new method's preset is paired with the reference of another experiment; where that
     reference has several configurations on the protocol (AKR unstructured and 2:4), the
     option's default one is used, and the other experiment's rows are not compared."""
-    from omegaconf import OmegaConf
 
-    akr = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pruner/akr.yaml"))
+    akr = pruner_option("akr")
     write_run(tmp_path, "post", "a", "akr", 0.5, 0, list(range(6)), extra_cfg=akr)
     write_run(tmp_path, "post", "b", "akr", 0.5, 0, list(range(12)),
               extra_cfg={**akr, "structure": "2:4"})  # fmt: skip

@@ -538,12 +538,12 @@ def test_a_cell_never_averages_configurations() -> None:
     `1 of 2 configs`; their average would be a number no run produced."""
     import json
 
-    from omegaconf import OmegaConf
+    from test_stats import pruner_option
 
     spec = load_spec("akr_table1")
     recs = synthetic_records(spec, seeds=1)
     recs = recs[recs["status"] == "ok"].reset_index(drop=True)
-    akr = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pruner/akr.yaml"))
+    akr = pruner_option("akr")
 
     def ident(pruner_cfg: dict, n: int, pruner: str) -> str:
         return json.dumps({"pruner": pruner_cfg, "attack": {"num_examples": n},
@@ -578,13 +578,12 @@ def test_a_cell_never_averages_configurations() -> None:
 def test_a_method_at_named_pruner_settings_takes_only_its_records(tmp_path: Path) -> None:
     """embedded_three_datasets: `akr_sst2` (pruner.calibration=sst2) and `akr` (the defaults)
     are two rows of one pruner; each takes only its own records, never one for the other."""
-    from omegaconf import OmegaConf
-    from test_stats import write_run
+    from test_stats import pruner_option, write_run
 
     from benchmark.reporting.tables import method_of
 
     spec = load_spec("embedded_three_datasets", variant="embedded")
-    akr = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/pruner/akr.yaml"))
+    akr = pruner_option("akr")
     for run_id, cal, survive in (("task", "task", 6), ("sst2", "sst2", 2)):
         write_run(tmp_path, "embedded_agnews", run_id, "akr", 0.5, 0, list(range(survive)),
                   attack="deepwordbug", extra_cfg={**akr, "calibration": cal},

@@ -82,9 +82,12 @@ def row_matches(row: dict[str, Any], pcfg: dict[str, Any], ignore: set[str]) -> 
     """Whether a record's ``cfg.pruner`` belongs to the spec row."""
     if "match" in row:
         return all(pcfg.get(k) == v for k, v in row["match"].items())
-    want = {**pruner_defaults(row["pruner"]), **(row.get("set") or {})}
+    from benchmark.reporting.records import option_defaults
+
+    want = option_defaults(pruner_defaults(row["pruner"]))  # a preset-pinned value counts too
+    want.update({k: (v,) for k, v in (row.get("set") or {}).items()})
     keys = (set(want) | set(pcfg)) - ignore - {"_target_", "defaults", "name"}
-    return all(pcfg.get(k) == want.get(k) for k in keys)
+    return all(pcfg.get(k) in want.get(k, (None,)) for k in keys)
 
 
 def clean_pairs(rows_a: list[dict], rows_b: list[dict]) -> dict[str, Any]:
