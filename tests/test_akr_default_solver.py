@@ -108,3 +108,14 @@ def test_reports_take_the_default_and_pinned_solvers_as_default_rows():
     assert pruner_is(sst2, "akr", (("calibration", "sst2"),)) and not is_default_pruner(sst2)
     assert not pruner_is(identity(obs_impl="blocked", calibration="sst2"), "akr",
                          (("calibration", "sst2"),))  # fmt: skip
+
+
+def test_effects_rows_take_the_pinned_solver_as_default():
+    from benchmark.reporting.effects import row_matches
+
+    pcfg = _job("pruner=akr").resolved["pruner"]
+    row = {"pruner": "akr"}
+    for impl, expected in (("compiled", True), ("lowrank", True), ("blocked", False)):
+        assert row_matches(row, {**pcfg, "obs_impl": impl}, {"obs_workers"}) is expected, impl
+    assert row_matches({"pruner": "akr", "set": {"obs_impl": "blocked"}},
+                       {**pcfg, "obs_impl": "blocked"}, {"obs_workers"})  # fmt: skip
