@@ -287,7 +287,7 @@ def prune_part(args, tok, deadline: float) -> dict:
             "fast",
         ),
         (
-            "akr lowrank float64 (default)",
+            "akr lowrank float64 (the class default, the reference)",
             lambda: AKRPruner(nsamples=nsamples, chunk_mb=chunk_mb),
             None,
         ),

@@ -42,7 +42,7 @@ def test_device_check_smoke(tmp_path):
         "wanda",
         "akr lowrank float32",
         "akr blocked float64 (_obs_fast)",
-        "akr lowrank float64 (default)",
+        "akr lowrank float64 (the class default, the reference)",
     }
     for row in methods.values():
         assert isinstance(row["wall_s"], float) and row["wall_s"] > 0, row
