@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -47,6 +48,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 os.environ.setdefault("USE_TF", "0")
 
 from benchmark.pruners import _obs_fast, akr  # noqa: E402
+
+log = logging.getLogger("akr_masks_check")
 
 ROWS: list[dict] = []
 """One entry per solved layer, in the job's order."""
@@ -88,8 +91,8 @@ def checked_solver(real):
             "differing": differing, "tie_gaps": gaps, "max_w_diff": wdiff,
             "reference_cpu_s": round(time.process_time() - t0, 2),
         })  # fmt: skip
-        print(f"masks check: layer {len(ROWS) - 1} ({d_out}x{d}): {int(same.sum())}/"
-              f"{rows.numel()} rows identical, max |w diff| {wdiff:.2e}", flush=True)  # fmt: skip
+        log.info("masks check: layer %d (%dx%d): %d/%d rows identical, max |w diff| %.2e",
+                 len(ROWS) - 1, d_out, d, int(same.sum()), rows.numel(), wdiff)  # fmt: skip
         return pruned, keep, used
 
     return solver
@@ -167,6 +170,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("overrides", nargs="+", help="the job's overrides (after --)")
     args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     STRIDE = max(1, args.stride)
     if not any(o.startswith("pruner.obs_impl=compiled") for o in args.overrides):
         ap.error("the job must run the compiled solver: add pruner.obs_impl=compiled")
@@ -191,7 +195,7 @@ def main() -> None:
     cached = compare_cached(args.scratch, args.cached) if args.cached else ""
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(args, args.overrides, layer_names(info), wall, cached))
-    print(args.out.read_text())
+    log.info("%s", args.out.read_text())
 
 
 STRIDE = 8

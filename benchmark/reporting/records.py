@@ -107,14 +107,13 @@ PROTOCOL_DEFAULT = re.compile(r"^\$\{oc\.select:protocol\.([\w.]+),([^${}]*)\}$"
 def protocol_values(key: str) -> tuple:
     """Every value a preset (``conf/experiment/*.yaml``) or the root config sets for
     ``protocol.<key>``."""
-    from omegaconf import OmegaConf
-
     from benchmark.jobs.registry import CONF_DIR
+    from benchmark.records.staleness import option_file
 
     found: list = []
-    for path in [CONF_DIR / "run.yaml", *sorted((CONF_DIR / "experiment").glob("*.yaml"))]:
-        data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-        node: Any = (data or {}).get("protocol")
+    presets = [("experiment", p.stem) for p in sorted((CONF_DIR / "experiment").glob("*.yaml"))]
+    for group, name in [(".", "run"), *presets]:
+        node: Any = (option_file(group, name) or {}).get("protocol")
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node is not None and not isinstance(node, dict) and node not in found:
