@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import sys
 import time
@@ -49,6 +50,8 @@ from benchmark.pruners import _layerwise, _obs_fast, akr  # noqa: E402
 from benchmark.pruners.base import PruneData  # noqa: E402
 
 TOTALS: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+# positions run per phase and per layer the pass stopped after (for the passes' time model)
+PASS_POSITIONS: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 EXTRAPOLATED: dict[str, float] = defaultdict(float)  # extra CPU/wall seconds, scaled rows
 _STACK: list[str] = []
 
@@ -86,6 +89,8 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
 
     def feed_one(self, block, state, index, hidden=None):
         phase = "pruned-path passes" if id(block) in pruned_blocks else "dense target passes"
+        h = (state.hidden if hidden is None else hidden)[index]
+        PASS_POSITIONS[phase][str(self.stop_after)] += int(h.shape[0] * h.shape[1])
         return timed(phase, orig_feed)(self, block, state, index, hidden)
 
     akr.LinearTaps.feed_one = feed_one
@@ -247,6 +252,17 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)
+        # the numbers behind the table, for scripts/akr_roofs.py
+        args.out.with_suffix(".json").write_text(json.dumps({
+            "command": f"python scripts/profile_akr.py {' '.join(sys.argv[1:])}",
+            "threads": torch.get_num_threads(), "obs_impl": args.obs_impl,
+            "config": args.config, "nsamples": args.nsamples, "blocks": args.blocks,
+            "sparsity": args.sparsity, "n_positions": pruner.info.get("n_positions"),
+            "load_before": load0[0], "load_after": load1[0], "wall": wall, "cpu": cpu,
+            "phases": rows, "pass_positions": {k: dict(v) for k, v in PASS_POSITIONS.items()},
+            "layers": {name: {k: v for k, v in info.items() if k in ("d_in", "d_out", "n")}
+                       for name, info in pruner.info.get("layers", {}).items()},
+        }, indent=1) + "\n")  # fmt: skip
     print(text)
 
 
