@@ -55,7 +55,7 @@ def test_above_holds_fails_and_pends(tmp_path: Path) -> None:
     assert table.loc[0, "p_value_conditional"] == pytest.approx(2.0**-19)
     assert table.loc[0, "p_holm_conditional"] == pytest.approx(3 * 2.0**-19)
     assert table.loc[0, "cell_conditional"] == "holds"
-    # without the failing cell the claim is pending (one seed holds), not replicated
+    # without the failing cell the claim is pending (its 87.5% cell has not run), not replicated
     (tmp_path / "runs/e/a7.json").unlink()
     table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert verdicts.loc[0, "verdict"] == "pending"
@@ -82,7 +82,8 @@ def test_holm_over_the_registered_family_and_variants_are_not_the_protocol(tmp_p
     assert list(verdicts["verdict"]) == ["does not replicate", "undecidable"]
     spec["family"] = ["A"]
     table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
-    assert table.loc[0, "cell"] == "holds" + ONE and verdicts.loc[0, "verdict"] == "pending"
+    assert table.loc[0, "cell"] == "holds" + ONE
+    assert verdicts.loc[0, "verdict"] == claims.ONE_FINE_TUNE  # one seed: never "replicates"
 
 
 def test_degenerate_reference_is_undecidable_and_retains(tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_degenerate_reference_is_undecidable_and_retains(tmp_path: Path) -> None
         "sparsities": [0.5]}))  # fmt: skip
     table, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
     assert list(table["cell"]) == ["degenerate", "holds" + ONE]  # the dense row at 0.0: ref
-    assert list(verdicts["verdict"]) == ["undecidable", "pending"]
+    assert list(verdicts["verdict"]) == ["undecidable", claims.ONE_FINE_TUNE]
 
 
 def test_gap_grows_needs_disjoint_intervals(tmp_path: Path) -> None:
@@ -108,7 +109,8 @@ def test_gap_grows_needs_disjoint_intervals(tmp_path: Path) -> None:
            "reference": "sparsegpt", "sparsities": [0.5, 0.875]}  # fmt: skip
     spec = claims.load_spec(_spec(tmp_path, gap, family=()))
     _, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
-    assert verdicts.loc[0, "verdict"] == "pending"  # holds on one seed: no seed-level interval
+    # holds on one seed: no seed-level interval, so not "replicates"
+    assert verdicts.loc[0, "verdict"] == claims.ONE_FINE_TUNE
     assert verdicts.loc[0, "cells"] == "deepwordbug: holds" + ONE
     _run(tmp_path, "a8", "akr", 0.875, 12)  # a gap of 7 / 40: larger, but intervals overlap
     _, verdicts = claims.judge(load_records(tmp_path), spec, n_boot=300)
@@ -211,7 +213,7 @@ def test_two_sided_claim_on_named_settings_in_its_own_family(tmp_path: Path) -> 
     assert c50["p_holm_conditional"] == pytest.approx(2 * 2.0**-19)  # m = 2, its own family
     assert c50["cell"] == "holds" + ONE
     assert c875["cell"] == "fails: no significant difference" + ONE
-    assert list(verdicts["verdict"]) == ["pending", "does not replicate"]
+    assert list(verdicts["verdict"]) == [claims.ONE_FINE_TUNE, "does not replicate"]
     md = claims.render(table, verdicts, spec, "spec")
     assert "each family separately" in md and "akr (calibration=sst2)" in md
     bad = {**c6, "row_settings": {"calibraton": "sst2"}}

@@ -26,7 +26,10 @@ with one seed. One verdict per claim:
   several seeds);
 - ``does not replicate``: a cell the rule needs ran, is not degenerate, and does not hold on
   one of its intervals (a wider interval never turns a failed claim into a replicated one);
-- ``pending``: no needed cell fails, but some have not run or hold on one seed only;
+- ``consistent with the paper on one fine-tune``: every needed cell ran and holds, some on
+  one seed only (sentence-level interval alone): what one fine-tune can show, not a
+  replication;
+- ``pending``: no needed cell fails, but some have not run;
 - ``undecidable``: a needed cell ran but its row or reference is degenerate (a near-constant
   classifier, whose Aua is no evidence either way).
 
@@ -64,6 +67,8 @@ COLUMNS = ["claim", "kind", "row", "reference", "sparsity", "attack", "seeds", "
            "timing_dependent"]  # fmt: skip
 SEVERAL_THREAT_MODELS = "several threat models"
 ONE_SEED = " (one seed, conditional only)"
+# every needed cell holds, some on one seed only: never "replicates" (no seed-level interval)
+ONE_FINE_TUNE = "consistent with the paper on one fine-tune"
 NOT_ROBUST = "not robust to seed variance"
 
 
@@ -310,6 +315,8 @@ def _verdict(cells: list[str]) -> str:
         return "undecidable"
     if cells and all(c == "holds" for c in cells):
         return "replicates"
+    if cells and all(c in ("holds", "holds" + ONE_SEED) for c in cells):
+        return ONE_FINE_TUNE
     return "pending"
 
 
