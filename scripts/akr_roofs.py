@@ -89,12 +89,12 @@ def forward_stops(batch: int, length: int, repeats: int) -> tuple[dict[str, floa
             lin = block.module.get_submodule(tap)
 
             def run(lin=lin, tap=tap):
-                with LinearTaps({tap: lin}, {tap: _Drop()}, stop_after=tap):
-                    with suppress(_StopForward):
-                        block.module(h, attention_mask=mask)
+                with LinearTaps({tap: lin}, {tap: _Drop()}, stop_after=tap), suppress(_StopForward):
+                    block.module(h, attention_mask=mask)
 
             stops[tap] = best_of(run, repeats)
         whole = best_of(lambda: block.module(h, attention_mask=mask), repeats)
+    stops["whole"] = whole
     shapes = {tap: tuple(block.module.get_submodule(tap).weight.shape) for tap in TAPS}
     return stops, whole, shapes
 
@@ -138,9 +138,11 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         one_pass = npos / batch_positions * whole * n_blocks
         meas = phases[phase][0]
         passes = sum(pos for pos in run.values()) / (npos * n_blocks)
+        what = ("one whole pass per block (every tap)" if set(run) == {"whole"} else
+                f"{passes:g} partial passes per block (one to each tap)")  # fmt: skip
         lines.append(
-            f"| {phase} | {fmt_s(meas)} | {passes:g} partial passes per block (one to each "
-            f"tap) = {at_rate / one_pass:.2f} block forwards | forward rate "
+            f"| {phase} | {fmt_s(meas)} | {what} = {at_rate / one_pass:.2f} block forwards | "
+            "forward rate "
             f"({whole / batch_positions * 1e6:.1f} us per position and block) | "
             f"{fmt_s(at_rate)} (as run); {fmt_s(one_pass)} (one pass per block) | "
             f"{meas / at_rate:.2f}; {meas / one_pass:.2f} |"
@@ -181,11 +183,14 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         f"{meas / floor:.2f}; {meas / l3_s:.2f} against L3 |"
     )
     floors["OBS greedy loop"] = l3_s
-    # propagation: the dense and pruned outputs of each block
-    prop = 2 * npos / batch_positions * whole * n_blocks
+    # propagation: whole block forwards (dense and pruned outputs, or the pruned one only when
+    # the dense pass that gives the targets gives the dense output too)
+    prop_pos = prof["pass_positions"].get("propagation", {}).get("whole")
+    n_prop = prop_pos / (npos * n_blocks) if prop_pos else 2  # profiles without the count: 2
+    prop = n_prop * npos / batch_positions * whole * n_blocks
     meas = phases["propagation"][0]
     lines.append(
-        f"| propagation | {fmt_s(meas)} | 2 block forwards per block (+ block copy) | "
+        f"| propagation | {fmt_s(meas)} | {n_prop:g} block forward(s) per block | "
         f"forward rate | {fmt_s(prop)} | {meas / prop:.2f} |"
     )
     floors["propagation"] = prop
@@ -193,7 +198,8 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
     total = sum(v[0] for v in phases.values())
     # the job's floor: one dense pass per block gives the targets and the dense output, the
     # pruned path's taps in one incremental pass give the pruned output: 2 forwards per block
-    job_floor = stat_floor + l3_s + prop + rest
+    two_forwards = 2 * npos / batch_positions * whole * n_blocks
+    job_floor = stat_floor + l3_s + two_forwards + rest
     lines += [
         f"| calibration, ridge, factorisation, other | {fmt_s(rest)} | - | - | {fmt_s(rest)} "
         "(as measured) | 1.00 |",
@@ -236,8 +242,10 @@ def main() -> None:
         f"load {load0:.2f} before, {load1:.2f} after. DGEMM (float64, 2048^3): "
         f"{gflops:.1f} GFLOP/s. One calibration batch ({batch} x {length} positions) through "
         f"block 0 of MiniLM-L6: {whole * 1e3:.0f} ms whole; stopped after "
-        + ", ".join(f"{t.split('.')[-2] if t.endswith('dense') else t.split('.')[-1]} "
-                    f"{s * 1e3:.0f} ms" for t, s in stops.items())
+        + ", ".join(
+            f"{t.split('.')[-2] if t.endswith('dense') else t.split('.')[-1]} {s * 1e3:.0f} ms"
+            for t, s in stops.items()
+        )
         + ". Factor-stream rates of the compiled kernel's inner loop (GB/s, one row's factor "
         "in cache / a 256 MiB factor from memory): "
         + "; ".join(f"d={d} (k={r['k']}) {r['l3']:.1f} / {r['dram']:.1f}" for d, r in rates.items())

@@ -10,12 +10,14 @@ the names ``benchmark.pruners.akr`` looks up) around its phases:
 
 - calibration: drawing and tokenizing the sentences, embeddings up to block 0;
 - pruned-path passes: the partly pruned block run up to the tapped layer (X-hat);
-- dense target passes: the dense copy of the block run up to the tapped layer (Y);
+- dense target passes: the dense block, one whole pass per batch giving every layer's target
+  Y and the block's dense output (``akr.dense_targets``; before 2026-12-07 (3) one pass per
+  layer, stopped after it, plus a separate dense propagation pass);
 - statistics: accumulating X^T X and X^T Y (float64);
 - ridge: the adaptive rectification (Cholesky solves);
 - OBS factorisation: H^-1 (Cholesky with damping search);
 - OBS greedy loop: the exact greedy OBS;
-- propagation: the dense and pruned block outputs for the next block, and the block copy.
+- propagation: the pruned block's outputs for the next block.
 
 With ``--obs-rows R`` the greedy loop runs on the first R rows of each layer only and its
 time is scaled by d_out / R (the remaining rows get the same number of zeros by magnitude, so
@@ -30,7 +32,6 @@ the torch thread count).
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
@@ -80,9 +81,25 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
     akr.capture_block_inputs = timed("calibration (embeddings)", akr.capture_block_inputs)
     orig_start = akr.AKRPruner._start
     akr.AKRPruner._start = timed("calibration (tokenize)", orig_start)
-    akr.run_block = timed("propagation", akr.run_block)
-    timed_copy = staticmethod(timed("propagation", copy.deepcopy))
-    akr.copy = type("copy_mod", (), {"deepcopy": timed_copy})
+    orig_run_block = akr.run_block
+
+    def run_block(block, state, hidden=None):
+        PASS_POSITIONS["propagation"]["whole"] += sum(
+            int(h.shape[0] * h.shape[1]) for h in (state.hidden if hidden is None else hidden)
+        )
+        return timed("propagation", orig_run_block)(block, state, hidden)
+
+    akr.run_block = run_block
+    orig_targets = akr.dense_targets
+
+    def dense_targets(block, subs, state, hidden):
+        # one whole pass per batch: every layer's target and the block's dense output
+        PASS_POSITIONS["dense target passes"]["whole"] += sum(
+            int(h.shape[0] * h.shape[1]) for h in hidden
+        )
+        return timed("dense target passes", orig_targets)(block, subs, state, hidden)
+
+    akr.dense_targets = dense_targets
     akr.ridge_refit = timed("ridge", akr.ridge_refit)
     akr.RidgeCollector.add_batch = timed("statistics", akr.RidgeCollector.add_batch)
     orig_feed = _layerwise.LinearTaps.feed_one
@@ -108,6 +125,20 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
 
     akr.inverse_spd = inverse_spd
     _obs_fast.inverse_spd = inverse_spd
+    orig_invert = akr.invert_inplace
+
+    def invert_inplace(*a, **k):  # version 2's H^-1 (official damping): the same accounting
+        if _STACK != ["OBS greedy loop"]:  # the compounding ridge calls it too
+            return orig_invert(*a, **k)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = orig_invert(*a, **k)
+        TOTALS["OBS factorisation"][0] += time.perf_counter() - t0
+        TOTALS["OBS factorisation"][1] += time.process_time() - c0
+        TOTALS["OBS greedy loop"][0] -= time.perf_counter() - t0
+        TOTALS["OBS greedy loop"][1] -= time.process_time() - c0
+        return out
+
+    akr.invert_inplace = invert_inplace
 
     def obs(weight, hessian, sparsity, nm=None, protect_last=False, impl="lowrank",
             dtype=torch.float64, chunk_bytes=256 * 2**20, **kwargs):  # fmt: skip

@@ -254,3 +254,30 @@ def test_akr_options_and_info(tiny) -> None:
 def test_refuses_mismatched_nm_sparsity(tiny) -> None:
     with pytest.raises(ValueError, match="implies sparsity"):
         AKRPruner(structure="2:4").prune(copy.deepcopy(tiny[0]), _data(tiny), 0.3)
+
+
+def test_dense_targets_are_the_per_layer_passes(tiny) -> None:
+    """AKR's one dense pass per batch gives, bitwise, what a pass stopped after each layer gives
+    (real tokens only) and what a separate pass gives as the block's output."""
+    from benchmark.models.structure import encoder_blocks
+    from benchmark.pruners._layerwise import LinearTaps, capture_block_inputs, run_block
+    from benchmark.pruners.akr import _Grab, dense_targets
+
+    model = copy.deepcopy(tiny[0])
+    pruner = AKRPruner(nsamples=24, batch_size=8)
+    _, batches = pruner._start(_data(tiny), 0.5)
+    state = capture_block_inputs(model, batches)
+    assert any(not bool(m.all()) for m in state.token_masks)  # padded positions are left out
+    block = encoder_blocks(model)[1]
+    hidden = run_block(encoder_blocks(model)[0].module, state)
+    subs = [q[len(block.name) + 1 :] for q in block.linears]
+    targets, outputs = dense_targets(block.module, subs, state, hidden)
+    for sub in subs:
+        ys: list[torch.Tensor] = []
+        lin = block.module.get_submodule(sub)
+        with LinearTaps({sub: lin}, {sub: _Grab(ys, take="out")}, stop_after=sub) as tap:
+            tap.feed(block.module, state, hidden)
+        assert len(targets[sub]) == len(ys) == len(batches)
+        assert all(torch.equal(a, b) for a, b in zip(targets[sub], ys, strict=True)), sub
+    ref = run_block(block.module, state, hidden)
+    assert all(torch.equal(a, b) for a, b in zip(outputs, ref, strict=True))

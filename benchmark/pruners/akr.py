@@ -4,8 +4,10 @@
 Models". Post-training, one shot, no retraining; the target of every layer is the DENSE
 model's output on the calibration set (METHODS.md, section AKR).
 
-Per encoder block, in order, and per prunable linear in module order (q, k, v, attention
-output, intermediate, output):
+Per encoder block, in order: one pass of the still dense block on the dense path per
+calibration batch gives every layer's target Y and the block's dense output
+(:func:`dense_targets`); then per prunable linear in module order (q, k, v, attention output,
+intermediate, output):
 
 1. re-run the partly pruned block (its inputs are the outputs of the already pruned previous
    block: the cumulative propagation) to get the layer's actual input X-hat, with a ones
@@ -62,7 +64,6 @@ Differences from the paper and the official code (also in docs/methods/post_trai
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -632,16 +633,17 @@ class AKRPruner(CalibrationPruner):
             dense_h: list[torch.Tensor] = state.hidden
             pruned_h: list[torch.Tensor] = state.hidden
             for block in block_progress(encoder_blocks(model), "AKR"):
-                dense_block = copy.deepcopy(block.module)
+                subs = {qname: qname[len(block.name) + 1 :] for qname in block.linears}
+                # one dense pass per batch: every layer's target Y and the next block's input
+                targets, next_dense_h = dense_targets(block.module, list(subs.values()),
+                                                      state, dense_h)  # fmt: skip
                 for qname, lin in block.linears.items():
-                    sub = qname[len(block.name) + 1 :]
+                    sub = subs[qname]
                     masks[f"{qname}.weight"], layers[qname] = self._prune_layer(
-                        lin, dense_block.get_submodule(sub), sub, block.module, dense_block,
-                        state, pstate, pruned_h, dense_h, sparsity,
-                    )  # fmt: skip
-                dense_h = run_block(dense_block, state, dense_h)
+                        lin, sub, block.module, pstate, pruned_h, targets.pop(sub), sparsity
+                    )
+                dense_h = next_dense_h
                 pruned_h = run_block(block.module, pstate, pruned_h)
-                del dense_block
                 log.info("AKR: pruned %s", block.name)
             if self.refit_head:
                 layers.update(self._refit_head(model, batches, dense_head))
@@ -670,30 +672,22 @@ class AKRPruner(CalibrationPruner):
     def _prune_layer(
         self,
         lin: nn.Linear,
-        dense_lin: nn.Linear,
         sub: str,
         block: nn.Module,
-        dense_block: nn.Module,
-        state: CalibInputs,
         pstate: CalibInputs,
         pruned_h: list[torch.Tensor],
-        dense_h: list[torch.Tensor],
+        ys: list[torch.Tensor],
         sparsity: float,
     ) -> tuple[torch.Tensor, dict]:
         weight = linear_weight(lin)
         coll = RidgeCollector(weight.shape[1], weight.shape[0], weight.device, lin.bias is not None)
         xs: list[torch.Tensor] = []
-        ys: list[torch.Tensor] = []
-        # X-hat from the partly pruned block, Y from the dense block on the dense path, batch
-        # by batch; the forward passes stop right after the tapped layer.
-        with (
-            LinearTaps({sub: lin}, {sub: _Grab(xs, take="in")}, stop_after=sub) as tap_x,
-            LinearTaps({sub: dense_lin}, {sub: _Grab(ys, take="out")}, stop_after=sub) as tap_y,
-        ):
-            for i in range(len(state.hidden)):
+        # X-hat from the partly pruned block, batch by batch (the pass stops right after the
+        # tapped layer), against the dense targets Y of the same batch
+        with LinearTaps({sub: lin}, {sub: _Grab(xs, take="in")}, stop_after=sub) as tap_x:
+            for i, y in enumerate(ys):
                 tap_x.feed_one(block, pstate, i, pruned_h)
-                tap_y.feed_one(dense_block, state, i, dense_h)
-                coll.add_batch(xs.pop(), ys.pop())
+                coll.add_batch(xs.pop(), y)
         new_w, new_b, keep, info = coll.solve(
             weight, lin.bias, sparsity, self.nm, self.ridge_ratios, self.ridge_tol,
             obs_kernel(self.obs_impl, weight.device), self.obs_dtype, self.chunk_bytes,
@@ -767,6 +761,31 @@ class _Grab:
 
     def add_batch(self, inp: torch.Tensor, out: torch.Tensor) -> None:
         self.store.append(inp if self.take == "in" else out)
+
+
+@torch.no_grad()
+def dense_targets(
+    block: nn.Module, subs: list[str], state: CalibInputs, hidden: list[torch.Tensor]
+) -> tuple[dict[str, list[torch.Tensor]], list[torch.Tensor]]:
+    """The dense block's targets for every tapped layer and its outputs, one pass per batch.
+
+    Returns ``(targets, outputs)``: ``targets[sub][i]`` is the output of linear ``sub`` on
+    batch ``i`` (real tokens only, as the taps select them), ``outputs[i]`` the block's output
+    (the next block's dense input). The same block calls on the same inputs as a pass stopped
+    after each layer and a separate :func:`run_block`, so the same numbers, computed once: the
+    block is still dense (call it before pruning any of its layers), so none of its taps
+    depends on another.
+    """
+    targets: dict[str, list[torch.Tensor]] = {sub: [] for sub in subs}
+    outputs: list[torch.Tensor] = []
+    grabs = {sub: _Grab(targets[sub], take="out") for sub in subs}
+    with LinearTaps({sub: block.get_submodule(sub) for sub in subs}, grabs) as taps:
+        for i, h in enumerate(hidden):
+            taps.token_mask = state.token_masks[i]
+            out = block(h, *state.args[i], **state.kwargs[i])
+            outputs.append((out[0] if isinstance(out, tuple) else out).detach())
+        taps.token_mask = None
+    return targets, outputs
 
 
 def pad_to_length(batch: dict[str, torch.Tensor], length: int, pad_id: int) -> dict:
