@@ -107,7 +107,9 @@ def test_spec_errors_name_the_problem(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["akr_official", "training_reduced_versions", "robustt_ablation_reduced"]
+    "name",
+    ["akr_official", "training_reduced_versions", "robustt_ablation_reduced"]
+    + [f"nm_{m}" for m in ("magnitude", "wanda", "sparsegpt", "akr")],
 )
 def test_committed_specs_load_and_name_existing_pruners(name) -> None:
     spec = effects.load_spec(name)
