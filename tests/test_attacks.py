@@ -559,6 +559,39 @@ def test_trimmed_edit_distance_is_the_edit_distance():
     assert common_affix_lengths("aa", "aaa") == (2, 0)
 
 
+def test_bounded_edit_distance_decides_as_the_edit_distance():
+    """The constraint's question, ``distance <= bound``, has editdistance's answer: exact
+    distances up to the bound, ``bound + 1`` beyond it (random strings and long word edits,
+    bounds around the true distance)."""
+    import random
+
+    import editdistance
+
+    from benchmark.attacks.components import bounded_edit_distance
+
+    rng = random.Random(1)
+    pairs = []
+    for _ in range(2000):
+        a = "".join(rng.choice("ab c") for _ in range(rng.randint(0, 40)))
+        b = "".join(rng.choice("ab c") for _ in range(rng.randint(0, 40)))
+        pairs.append((a, b))
+    words = [rng.choice(["film", "movie", "good", "bad", "the", "a", "was"]) for _ in range(900)]
+    text = " ".join(words)
+    for _ in range(60):
+        edited = list(words)
+        for i in rng.sample(range(len(words)), rng.randint(1, 12)):
+            w = edited[i]
+            j = rng.randrange(len(w))
+            edited[i] = w[:j] + rng.choice("xq") + w[j + 1 :]
+        pairs.append((text, " ".join(edited)))
+    for a, b in pairs:
+        exact = editdistance.eval(a, b)
+        for bound in {0, 1, 5, 30, max(0, exact - 1), exact, exact + 1}:
+            got = bounded_edit_distance(a, b, bound)
+            assert got == min(exact, bound + 1), (a, b, bound)
+            assert (got <= bound) == (exact <= bound)
+
+
 def test_levenshtein_trim_leaves_the_attack_unchanged(tiny_wrapper, res, examples):
     """DeepWordBug logs the same rows with TextAttack's own edit-distance check and with the
     trimmed one that build_attack installs."""
@@ -570,3 +603,66 @@ def test_levenshtein_trim_leaves_the_attack_unchanged(tiny_wrapper, res, example
     with_trim, without = _logs_with_and_without(attack, examples, LevenshteinEditDistance,
                                                 "_check_constraint", trimmed.original)  # fmt: skip
     assert with_trim == without
+
+
+def test_lazy_index_map_builds_the_same_texts():
+    """The installed ``AttackedText.__init__`` gives what the original gives, attribute by
+    attribute, for plain and paired inputs and for candidates made from a text; it raises the
+    original's errors; only the eager word split is gone."""
+    from collections import OrderedDict
+
+    import numpy as np
+    from textattack.shared.attacked_text import AttackedText
+
+    from benchmark.attacks.components import install_lazy_index_map
+
+    install_lazy_index_map()
+    lazy, original = AttackedText.__init__, AttackedText.__init__.original
+
+    def build(init, *args):
+        AttackedText.__init__ = init
+        try:
+            return AttackedText(*args)
+        finally:
+            AttackedText.__init__ = lazy
+
+    def same(a, b):
+        assert a.text == b.text and a._text_input == b._text_input
+        assert a.words == b.words and a.num_words == b.num_words
+        assert a.attack_attrs.keys() == b.attack_attrs.keys()
+        for key, val in a.attack_attrs.items():
+            other = b.attack_attrs[key]
+            assert np.array_equal(val, other) if isinstance(val, np.ndarray) else val == other
+
+    pair = OrderedDict([("premise", "A man, a plan."), ("hypothesis", "Panama!")])
+    for args in [("The film was not good, but it's fine.",), (pair,), ("",),
+                 ("x y", {"label_names": ["a"]}),
+                 ("x y", {"original_index_map": np.array([4, 7]), "modified_indices": {1}})]:  # fmt: skip
+        same(build(lazy, *args), build(original, *args))
+    base = build(original, "the movie was bad and the plot was worse")
+    new_words = ["the", "film", "was", "bad", "and", "the", "plot", "", "worse"]
+    ours = base.generate_new_attacked_text(new_words)  # the installed __init__
+    AttackedText.__init__ = original
+    try:
+        theirs = base.generate_new_attacked_text(new_words)
+    finally:
+        AttackedText.__init__ = lazy
+    assert ours._words is None  # not split on creation
+    same(ours, theirs)
+    for bad in [(3,), ("x", ["not", "a", "dict"])]:
+        with pytest.raises(TypeError):
+            build(lazy, *bad)
+
+
+def test_lazy_index_map_leaves_the_attack_unchanged(tiny_wrapper, res, examples):
+    """DeepWordBug and textfooler_offline log the same rows with the original
+    ``AttackedText.__init__`` and with the one build_attack installs."""
+    from textattack.shared.attacked_text import AttackedText
+
+    for recipe in ("deepwordbug", "textfooler_offline"):
+        attack = build_attack(AttackSpec(recipe=recipe), tiny_wrapper, res)  # installs it
+        lazy = AttackedText.__init__
+        assert getattr(lazy, "lazy", False)
+        with_it, without = _logs_with_and_without(attack, examples, AttackedText, "__init__",
+                                                  lazy.original)  # fmt: skip
+        assert with_it == without, recipe

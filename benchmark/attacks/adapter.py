@@ -283,11 +283,16 @@ def build_attack(spec: AttackSpec, wrapper, resources: AttackResources | None = 
     of ``spec.batch_size`` (TextAttack's default is 32). A cascade gives a
     :class:`benchmark.attacks.cascade.CascadeAttack` of its recipes, built the same way.
     """
-    from benchmark.attacks.components import install_levenshtein_trim, install_word_memo
+    from benchmark.attacks.components import (
+        install_lazy_index_map,
+        install_levenshtein_trim,
+        install_word_memo,
+    )
     from benchmark.attacks.recipes import recipe_def
 
     install_word_memo()  # same results, less repeated word splitting on long texts
-    install_levenshtein_trim()  # same distances, computed on the changed span only
+    install_levenshtein_trim()  # the same decisions, on the changed span, cut off at the bound
+    install_lazy_index_map()  # candidate texts split into words only when their words are read
     if spec.recipe == "cascade":
         from benchmark.attacks.cascade import build_cascade
 
