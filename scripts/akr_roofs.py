@@ -48,14 +48,11 @@ PASS_PHASES = ("pruned-path passes", "dense target passes")
 
 
 def best_of(fn, repeats: int) -> float:
-    """Smallest wall seconds of ``repeats`` calls (one warm-up call first)."""
+    """Smallest wall seconds of ``repeats`` calls, after one warm-up call."""
+    from bench_bandwidth import best_of as best
+
     fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+    return best(fn, repeats)
 
 
 def dgemm_rate(repeats: int) -> float:

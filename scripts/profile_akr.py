@@ -111,34 +111,28 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
         return timed(phase, orig_feed)(self, block, state, index, hidden)
 
     akr.LinearTaps.feed_one = feed_one
-    orig_inv = _layerwise.inverse_spd
 
-    def inverse_spd(*a, **k):
-        # called inside the OBS phase: time it on its own, then hand the rest to OBS
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = orig_inv(*a, **k)
-        TOTALS["OBS factorisation"][0] += time.perf_counter() - t0
-        TOTALS["OBS factorisation"][1] += time.process_time() - c0
-        TOTALS["OBS greedy loop"][0] -= time.perf_counter() - t0
-        TOTALS["OBS greedy loop"][1] -= time.process_time() - c0
-        return out
+    def as_factorisation(fn):
+        """``fn`` (an H^-1 routine, called inside the OBS phase) timed on its own: its time
+        moves from the OBS loop to the factorisation. Calls from elsewhere (the compounding
+        ridge calls ``invert_inplace`` too) are left to their phase."""
 
-    akr.inverse_spd = inverse_spd
-    _obs_fast.inverse_spd = inverse_spd
-    orig_invert = akr.invert_inplace
+        def wrapper(*a, **k):
+            if _STACK != ["OBS greedy loop"]:
+                return fn(*a, **k)
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = fn(*a, **k)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            TOTALS["OBS factorisation"][0] += wall
+            TOTALS["OBS factorisation"][1] += cpu
+            TOTALS["OBS greedy loop"][0] -= wall
+            TOTALS["OBS greedy loop"][1] -= cpu
+            return out
 
-    def invert_inplace(*a, **k):  # version 2's H^-1 (official damping): the same accounting
-        if _STACK != ["OBS greedy loop"]:  # the compounding ridge calls it too
-            return orig_invert(*a, **k)
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = orig_invert(*a, **k)
-        TOTALS["OBS factorisation"][0] += time.perf_counter() - t0
-        TOTALS["OBS factorisation"][1] += time.process_time() - c0
-        TOTALS["OBS greedy loop"][0] -= time.perf_counter() - t0
-        TOTALS["OBS greedy loop"][1] -= time.process_time() - c0
-        return out
+        return wrapper
 
-    akr.invert_inplace = invert_inplace
+    akr.inverse_spd = _obs_fast.inverse_spd = as_factorisation(_layerwise.inverse_spd)
+    akr.invert_inplace = as_factorisation(akr.invert_inplace)  # version 2 (official damping)
 
     def obs(weight, hessian, sparsity, nm=None, protect_last=False, impl="lowrank",
             dtype=torch.float64, chunk_bytes=256 * 2**20, **kwargs):  # fmt: skip
