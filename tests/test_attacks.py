@@ -524,6 +524,22 @@ def _logs_with_and_without(attack, examples, owner, name, original):
     return _strip_time(with_it), _strip_time(without)
 
 
+def _word_edits(rng, n: int, max_edits: int) -> list[tuple[str, str]]:
+    """``n`` pairs (a 900-word text, the text with 1 to ``max_edits`` words changed by a
+    DeepWordBug-like character swap at random places)."""
+    words = [rng.choice(["film", "movie", "good", "bad", "the", "a", "was"]) for _ in range(900)]
+    text = " ".join(words)
+    pairs = []
+    for _ in range(n):
+        edited = list(words)
+        for i in rng.sample(range(len(words)), rng.randint(1, max_edits)):
+            w = edited[i]
+            j = rng.randrange(len(w))
+            edited[i] = w[:j] + rng.choice("xq") + w[j + 1 :]
+        pairs.append((text, " ".join(edited)))
+    return pairs
+
+
 def test_trimmed_edit_distance_is_the_edit_distance():
     """Stripping the common prefix and suffix never changes a Levenshtein distance: random
     strings over a small alphabet (many shared affixes, repeats at the cut) and word edits
@@ -542,15 +558,7 @@ def test_trimmed_edit_distance_is_the_edit_distance():
             pre, suf = "".join(rng.choice("ab") for _ in range(5)), "ab" * rng.randint(0, 3)
             a, b = pre + a + suf, pre + b + suf
         assert trimmed_edit_distance(a, b, editdistance.eval) == editdistance.eval(a, b), (a, b)
-    words = [rng.choice(["film", "movie", "good", "bad", "the", "a", "was"]) for _ in range(900)]
-    text = " ".join(words)
-    for _ in range(50):
-        edited = list(words)
-        for i in rng.sample(range(len(words)), rng.randint(1, 4)):
-            w = edited[i]
-            j = rng.randrange(len(w))
-            edited[i] = w[:j] + rng.choice("xq") + w[j + 1 :]  # a DeepWordBug-like character swap
-        other = " ".join(edited)
+    for text, other in _word_edits(rng, 50, 4):
         assert trimmed_edit_distance(text, other, editdistance.eval) == editdistance.eval(
             text, other
         )
@@ -575,15 +583,7 @@ def test_bounded_edit_distance_decides_as_the_edit_distance():
         a = "".join(rng.choice("ab c") for _ in range(rng.randint(0, 40)))
         b = "".join(rng.choice("ab c") for _ in range(rng.randint(0, 40)))
         pairs.append((a, b))
-    words = [rng.choice(["film", "movie", "good", "bad", "the", "a", "was"]) for _ in range(900)]
-    text = " ".join(words)
-    for _ in range(60):
-        edited = list(words)
-        for i in rng.sample(range(len(words)), rng.randint(1, 12)):
-            w = edited[i]
-            j = rng.randrange(len(w))
-            edited[i] = w[:j] + rng.choice("xq") + w[j + 1 :]
-        pairs.append((text, " ".join(edited)))
+    pairs += _word_edits(rng, 60, 12)
     for a, b in pairs:
         exact = editdistance.eval(a, b)
         for bound in {0, 1, 5, 30, max(0, exact - 1), exact, exact + 1}:
