@@ -11,7 +11,7 @@ the names ``benchmark.pruners.akr`` looks up) around its phases:
 - calibration: drawing and tokenizing the sentences, embeddings up to block 0;
 - pruned-path passes: the partly pruned block run up to the tapped layer (X-hat);
 - dense target passes: the dense block, one whole pass per batch giving every layer's target
-  Y and the block's dense output (``akr.dense_targets``; before 2026-12-07 (3) one pass per
+  Y and the block's dense output (``akr.dense_targets``; before commit ac0a2a2 one pass per
   layer, stopped after it, plus a separate dense propagation pass);
 - statistics: accumulating X^T X and X^T Y (float64);
 - ridge: the adaptive rectification (Cholesky solves);
