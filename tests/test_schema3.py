@@ -196,6 +196,26 @@ def test_compressed_logs_are_deterministic_and_read_in_both_forms(tmp_path):
     assert logs.find_log(tmp_path, "r") == final
 
 
+def test_logs_split_rows_at_newlines_only(tmp_path):
+    """A review holding U+0085 or U+2028 unescaped (json.dumps keeps them with
+    ensure_ascii=False; IMDB has U+0085) stays one row for both readers, compressed or not."""
+    from benchmark.reporting.records import read_attack_log
+
+    rows = [{"example_index": i, "result": "failed", "original": f"a\x85b\u2028c\x0cd {i}"}
+            for i in range(3)]  # fmt: skip
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    plain = tmp_path / "r.attack.jsonl"
+    plain.write_text(text, encoding="utf-8")
+    packed = tmp_path / "p.attack.jsonl.gz"
+    logs.write_compressed(plain, packed)
+    for path in (plain, packed):
+        assert logs.read_rows(path) == rows
+        assert read_attack_log(path) == rows
+    cut = tmp_path / "cut.attack.jsonl"
+    cut.write_text(text + json.dumps(rows[0], ensure_ascii=False)[:20], encoding="utf-8")
+    assert logs.read_rows(cut) == rows  # a line cut off by a kill is left out
+
+
 def test_migration_rekeys_an_old_record_to_the_id_of_the_same_job(tmp_path):
     """A schema-2 record of the smoke job (its config as that code wrote it, a plain log whose
     slowest example is far below the new time limit) migrates to the run id the current code

@@ -72,12 +72,17 @@ def read_text(path: str | Path) -> str:
     return raw.decode("utf-8")
 
 
+def log_lines(text: str) -> list[str]:
+    """The complete lines of a log's text: split at ``\n`` only (``str.splitlines`` also
+    splits at characters such as U+0085 that a JSON line holds unescaped in a text field, as
+    IMDB reviews do); a last line without its newline (cut off by a kill) is left out."""
+    return text.split("\n")[:-1]
+
+
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
     """The complete lines of a log (a line cut off by a kill, or an unparsable one, ends it)."""
     rows = []
-    for line in read_text(path).splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
+    for line in log_lines(read_text(path)):
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
