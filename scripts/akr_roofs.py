@@ -114,8 +114,8 @@ def fmt_s(x: float) -> str:
 
 
 def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
-            rates: dict, batch_positions: int) -> tuple[list[str], dict]:  # fmt: skip
-    """Table lines for one profile, and its totals."""
+            rates: dict, batch_positions: int) -> list[str]:  # fmt: skip
+    """Table lines for one profile."""
     phases = prof["phases"]
     n_blocks = prof["blocks"]
     npos = prof["n_positions"]
@@ -127,7 +127,6 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         "| phase | measured s | time model | roof | floor s | measured / floor |",
         "|---|---:|---|---|---:|---:|",
     ]
-    floors = {}
     # passes, at the forward rate of the stops they make
     for phase in PASS_PHASES:
         run = prof["pass_positions"].get(phase, {})
@@ -144,7 +143,6 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
             f"{fmt_s(at_rate)} (as run); {fmt_s(one_pass)} (one pass per block) | "
             f"{meas / at_rate:.2f}; {meas / one_pass:.2f} |"
         )
-        floors[phase] = one_pass
     # statistics: float64 X^T X and X^T Y
     flops = 0.0
     for d_out, d_in in shapes.values():
@@ -157,7 +155,6 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         f"| statistics | {fmt_s(meas)} | {flops:.2e} float64 flops (X^T X, X^T Y) | DGEMM "
         f"{gflops:.1f} GFLOP/s | {fmt_s(stat_floor)} | {meas / stat_floor:.2f} |"
     )
-    floors["statistics"] = stat_floor
     # OBS greedy loop: the factor stream
     sp = prof["sparsity"]
     l3_s = dram_s = 0.0
@@ -179,7 +176,6 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         f"| {roof} ({rate_text} GB/s) | {fmt_s(floor)} (L3 floor {fmt_s(l3_s)}) | "
         f"{meas / floor:.2f}; {meas / l3_s:.2f} against L3 |"
     )
-    floors["OBS greedy loop"] = l3_s
     # propagation: whole block forwards (dense and pruned outputs, or the pruned one only when
     # the dense pass that gives the targets gives the dense output too)
     prop_pos = prof["pass_positions"].get("propagation", {}).get("whole")
@@ -190,8 +186,8 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         f"| propagation | {fmt_s(meas)} | {n_prop:g} block forward(s) per block | "
         f"forward rate | {fmt_s(prop)} | {meas / prop:.2f} |"
     )
-    floors["propagation"] = prop
-    rest = sum(v[0] for k, v in phases.items() if k not in floors)
+    roofed = {*PASS_PHASES, "statistics", "OBS greedy loop", "propagation"}
+    rest = sum(v[0] for k, v in phases.items() if k not in roofed)
     total = sum(v[0] for v in phases.values())
     # the job's floor: one dense pass per block gives the targets and the dense output, the
     # pruned path's taps in one incremental pass give the pruned output: 2 forwards per block
@@ -204,7 +200,7 @@ def analyse(prof: dict, stops: dict, whole: float, shapes: dict, gflops: float,
         f"**{total / job_floor:.2f}** |",
         "",
     ]
-    return lines, {"total": total, "floor": job_floor}
+    return lines
 
 
 def main() -> None:
@@ -259,8 +255,7 @@ def main() -> None:
         "",
     ]
     for prof in profs:
-        table, _tot = analyse(prof, stops, whole, shapes, gflops, rates, batch * length)
-        lines += table
+        lines += analyse(prof, stops, whole, shapes, gflops, rates, batch * length)
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

@@ -75,7 +75,12 @@ def timed(phase: str, fn):
     return wrapper
 
 
-def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
+def _positions(hidden) -> int:
+    """Positions (sentences x length) in a list of calibration batches."""
+    return sum(int(h.shape[0] * h.shape[1]) for h in hidden)
+
+
+def install(obs_rows: int, obs_impl: str) -> None:
     """Monkeypatch the phases of ``benchmark.pruners.akr``."""
     base_obs = akr.obs_prune if obs_impl == "akr" else _obs_fast.obs_prune
     akr.capture_block_inputs = timed("calibration (embeddings)", akr.capture_block_inputs)
@@ -84,8 +89,8 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
     orig_run_block = akr.run_block
 
     def run_block(block, state, hidden=None):
-        PASS_POSITIONS["propagation"]["whole"] += sum(
-            int(h.shape[0] * h.shape[1]) for h in (state.hidden if hidden is None else hidden)
+        PASS_POSITIONS["propagation"]["whole"] += _positions(
+            state.hidden if hidden is None else hidden
         )
         return timed("propagation", orig_run_block)(block, state, hidden)
 
@@ -94,9 +99,7 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
 
     def dense_targets(block, subs, state, hidden):
         # one whole pass per batch: every layer's target and the block's dense output
-        PASS_POSITIONS["dense target passes"]["whole"] += sum(
-            int(h.shape[0] * h.shape[1]) for h in hidden
-        )
+        PASS_POSITIONS["dense target passes"]["whole"] += _positions(hidden)
         return timed("dense target passes", orig_targets)(block, subs, state, hidden)
 
     akr.dense_targets = dense_targets
@@ -105,10 +108,10 @@ def install(obs_rows: int, obs_impl: str, pruned_blocks: set[int]) -> None:
     orig_feed = _layerwise.LinearTaps.feed_one
 
     def feed_one(self, block, state, index, hidden=None):
-        phase = "pruned-path passes" if id(block) in pruned_blocks else "dense target passes"
+        # only the pruned path runs stopped passes (the dense one is akr.dense_targets)
         h = (state.hidden if hidden is None else hidden)[index]
-        PASS_POSITIONS[phase][str(self.stop_after)] += int(h.shape[0] * h.shape[1])
-        return timed(phase, orig_feed)(self, block, state, index, hidden)
+        PASS_POSITIONS["pruned-path passes"][str(self.stop_after)] += _positions([h])
+        return timed("pruned-path passes", orig_feed)(self, block, state, index, hidden)
 
     akr.LinearTaps.feed_one = feed_one
 
@@ -202,8 +205,7 @@ def main() -> None:
     model = truncate(model, args.blocks)
     train = load_split(DatasetSpec(name="sst2", num_labels=2), "train", args.data_dir)
     data = PruneData(tokenizer=tok, train=train, max_length=128, seed=0)
-    pruned_blocks = {id(b.module) for b in encoder_blocks(model)}
-    install(args.obs_rows, args.obs_impl, pruned_blocks)
+    install(args.obs_rows, args.obs_impl)
     if args.config == "class":
         pruner = akr.AKRPruner(nsamples=args.nsamples)
     else:  # the job's pruner; its solver call goes through the patched akr.obs_prune

@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.records.logs import find_log, read_text, run_id_of_log
+from benchmark.records.logs import find_log, log_lines, read_text, run_id_of_log
 from benchmark.records.logs import log_path as log_file_path
 from benchmark.records.logs import resolve as resolve_log
 from benchmark.records.store import CorruptRecord, missing_keys, read_record, with_defaults
@@ -223,8 +223,8 @@ LOG_RESULTS = {"successful", "failed", "skipped", "limit"}
 def _read_log_cached(path: str, mtime: float) -> tuple[dict[str, Any], ...] | None:
     rows = []
     try:
-        text = read_text(path)
-        for line in text.split("\n"):  # not splitlines(): U+0085 may stand in a text field
+        # every line, a last one without its newline too (a cut-off log is unreadable here)
+        for line in log_lines(read_text(path) + "\n"):
             if not line.strip():
                 continue
             row = json.loads(line)
