@@ -300,13 +300,16 @@ def _build(cfg, names, resolved, identity, run_id) -> tuple[Job, WandbMirror]:
         eval_batch_size=int(cfg.eval_batch_size), max_eval_examples=cfg.max_eval_examples,
         eval_sample=resolved.get("eval_sample"), eval_sample_seed=int(resolved.get(
             "eval_sample_seed", 0)), precision=str(resolved.get("precision", "float32")),
-        calibration=calibration_dataset(resolved),
+        calibration=calibration_dataset(resolved), dense_noise=resolved.get("dense_noise"),
         cache_pruned=bool(cfg.cache_pruned), progress=bool(cfg.progress), cfg=identity,
         model_label=weights_label(names["model"], resolved),
         prune_key_cfg={"pruner": names["pruner"],
                        "pruner_cfg": without_nested_non_identity(resolved)["pruner"],
                        "sparsity": sparsity, "seed": int(cfg.seed),
-                       "calibration_source": identity.get("calibration_source")},
+                       "calibration_source": identity.get("calibration_source"),
+                       # only when set, so the keys of unperturbed prunes stay what they were
+                       **({"dense_noise": resolved["dense_noise"]}
+                          if resolved.get("dense_noise") else {})},
     )  # fmt: skip
     logger = resolved["logger"]
     if logger.get("enabled") and not logger.get("mode"):  # the record says which mode ran

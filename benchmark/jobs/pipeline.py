@@ -66,6 +66,7 @@ class Job:
     eval_sample_seed: int = 0
     precision: str = "float32"  # forward passes of clean evaluation and attacks
     calibration: dict[str, Any] | None = None  # another task's dataset config calibrates
+    dense_noise: dict[str, Any] | None = None  # {scale, seed}: the dense weights perturbed
     model_label: str | None = None  # the record's ``model``: which weights ran
     cache_pruned: bool = True
     progress: bool = True
@@ -124,6 +125,13 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
             data=job.cfg.get("data_source"),
         )  # fmt: skip
     _sources_after_load(job, record)
+    if job.dense_noise is not None:  # the noise floor (benchmark/models/noise.py)
+        from benchmark.models.noise import perturb_weights
+
+        dense_info["noise"] = perturb_weights(model, **job.dense_noise)
+        log.info("dense weights x (1 + %g e), seed %d: largest relative change %.2e",
+                 job.dense_noise["scale"], job.dense_noise["seed"],
+                 dense_info["noise"]["max_rel_change"])  # fmt: skip
     record.dense_acc = dense_info.get("dense_acc")
     record.dense_info = dense_info
     batch = latency_batch(tok, evals, job.dataset.max_length, job.device)

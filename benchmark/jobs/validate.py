@@ -74,6 +74,12 @@ def _anything(_v: Any) -> str | None:
     return None
 
 
+def _dense_noise(v: Any) -> str | None:
+    from benchmark.models.noise import check_dense_noise
+
+    return check_dense_noise(v)
+
+
 def _cascade_recipes(v: Any) -> str | None:
     from benchmark.attacks.cascade import check_recipes
 
@@ -86,7 +92,7 @@ TOP_LEVEL: dict[str, Callable[[Any], str | None]] = {
     "device": _check_device, "eval_batch_size": _positive_int,
     "max_eval_examples": _positive_or_null, "skip_existing": _bool, "force": _bool,
     "cache_pruned": _bool, "progress": _bool, "eval_sample": _positive_or_null,
-    "eval_sample_seed": _check_seed,
+    "eval_sample_seed": _check_seed, "dense_noise": _dense_noise,
     "precision": lambda v: None if v in ("float32", "bfloat16", "float16")
     else "float32, bfloat16 or float16 (GPU)",
 }  # fmt: skip

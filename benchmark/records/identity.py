@@ -189,8 +189,15 @@ def data_source(dataset: dict[str, Any], data_dir: str | None) -> dict[str, Any]
 
 def normalise(resolved: dict[str, Any]) -> dict[str, Any]:
     """Canonical values of the keys whose spelling can differ (``sparsity=0`` vs ``0.0``;
-    ``pruner.calibration`` naming the task itself is ``task``)."""
+    ``pruner.calibration`` naming the task itself is ``task``; an unset ``dense_noise`` is
+    left out, so the run ids from before the key existed stay what they were)."""
     out = dict(resolved)
+    if out.get("dense_noise", 0) is None:
+        del out["dense_noise"]
+    elif isinstance(out.get("dense_noise"), dict) and isinstance(
+        out["dense_noise"].get("scale"), int | float
+    ):
+        out["dense_noise"] = {**out["dense_noise"], "scale": float(out["dense_noise"]["scale"])}
     if isinstance(out.get("sparsity"), int | float) and not isinstance(out["sparsity"], bool):
         out["sparsity"] = float(out["sparsity"])
     pruner, dataset = out.get("pruner"), out.get("dataset")

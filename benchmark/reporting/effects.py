@@ -11,6 +11,9 @@ sample size, the attacks and sparsities, and its rows. A row is a pruner and eit
 - ``match``: only these ``cfg.pruner`` values must hold (e.g. ``{version: 1}`` for the records
   an earlier version of a method wrote).
 
+A row may also name ``dense_noise`` (``{scale, seed}``: only records pruned from that perturbed
+dense model, :mod:`benchmark.models.noise`; default the spec's, unset = unperturbed records only)
+and ``sparsity`` (read at that sparsity on every line, e.g. 0.0 for the dense ``none`` row).
 Each row names the row it is compared with (``reference``, default the spec's). Per sparsity and
 attack a line shows the record, its actual sparsity, clean accuracy on the whole split,
 the attacked sample's Clean / Aua / Suc with Wilson 95% intervals, and against the reference
@@ -111,17 +114,26 @@ def _candidates(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     ok = df[(df["exp_name"] == spec["experiment"]) & (df["status"] == "ok")]
     ok = ok[ok["seed"] == spec.get("seed", 0)]
     ok = ok[ok["attack"].isin(spec["attacks"])]
-    ok = ok[ok["sparsity_target"].round(6).isin([round(s, 6) for s in spec["sparsities"]])]
+    wanted = [*spec["sparsities"], *(r["sparsity"] for r in spec["rows"] if "sparsity" in r)]
+    ok = ok[ok["sparsity_target"].round(6).isin([round(s, 6) for s in wanted])]
     pruners = {r["pruner"] for r in spec["rows"]}
     ok = ok[ok["pruner"].isin(pruners)].copy()
     cfgs = [json.loads(Path(p).read_text(encoding="utf-8")).get("cfg") or {} for p in ok["_path"]]
     ok["_pcfg"] = [c.get("pruner") or {} for c in cfgs]
     ok["_num_examples"] = [(c.get("attack") or {}).get("num_examples") for c in cfgs]
+    ok["_dense_noise"] = [c.get("dense_noise") for c in cfgs]
     want_n = spec.get("num_examples")
     if want_n is not None:
         keep = [n == want_n for n in ok["_num_examples"]]
         ok = ok[keep]
     return ok
+
+
+def _same_noise(have: Any, want: Any) -> bool:
+    """Whether a record's ``dense_noise`` is the row's (both unset, or the same scale and seed)."""
+    if not have or not want:
+        return not have and not want
+    return float(have["scale"]) == float(want["scale"]) and int(have["seed"]) == int(want["seed"])
 
 
 def _pick(recs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -178,17 +190,24 @@ def effects_table(df: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.DataFrame,
     ignore = set(spec.get("ignore") or [])
     member = {}
     for r in spec["rows"]:
-        keep = [p == r["pruner"] and row_matches(r, c, ignore)
-                for p, c in zip(cand["pruner"], cand["_pcfg"], strict=True)]  # fmt: skip
+        noise = r.get("dense_noise", spec.get("dense_noise"))  # unperturbed unless named
+        keep = [p == r["pruner"] and row_matches(r, c, ignore) and _same_noise(n, noise)
+                for p, c, n in zip(cand["pruner"], cand["_pcfg"], cand["_dense_noise"],
+                                   strict=True)]  # fmt: skip
         member[r["id"]] = cand[keep]
     notes: list[tuple] = []  # (row, sparsity, attack, message, record ids)
+    rows = {r["id"]: r for r in spec["rows"]}
     out = []
     for s in spec["sparsities"]:
         for r in spec["rows"]:
             for attack in spec["attacks"]:
-                line: dict[str, Any] = {"sparsity": s, "row": r["id"], "attack": attack}
+                line: dict[str, Any] = {
+                    "sparsity": r.get("sparsity", s),
+                    "row": r["id"],
+                    "attack": attack,
+                }
                 out.append(line)
-                sel = _at(member[r["id"]], s, attack)
+                sel = _at(member[r["id"]], r.get("sparsity", s), attack)
                 if sel.empty:
                     continue
                 where = (r["id"], s, attack)
@@ -201,7 +220,8 @@ def effects_table(df: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.DataFrame,
                 if timing_dependent(rec):
                     notes.append((*where, f"{TIMING} (n_limit > 0)", (rec["run_id"].iloc[0],)))
                 ref_id = r.get("reference", spec.get("reference"))
-                ref = _at(member[ref_id], s, attack) if ref_id and ref_id != r["id"] else None
+                ref = (_at(member[ref_id], rows[ref_id].get("sparsity", s), attack)
+                       if ref_id and ref_id != r["id"] else None)  # fmt: skip
                 if ref is not None and not ref.empty:
                     ref_rec = _pick(ref)[0]
                     pair = (threat_hash(rec.iloc[0]), threat_hash(ref_rec.iloc[0]))
