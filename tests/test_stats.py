@@ -270,6 +270,32 @@ def test_one_job_under_two_experiments_counts_once(tmp_path: Path) -> None:
     assert board.loc[0, "ci_method"] == "bootstrap+wilson-mean"  # clean_acc has no log
 
 
+def test_a_source_block_differs_as_one_item(tmp_path: Path) -> None:
+    """Two calibration sources: the row says which in one item, not one per fingerprint field."""
+    from benchmark.reporting.records import identity_differences
+
+    src = {
+        "kind": "local",
+        "folder": "sst2",
+        "files": {"train": {"file": "train.csv", "sha256": "2a05b401"}},
+    }
+    a = json.dumps({"pruner": {"calibration": "sst2"}, "calibration_source": src})
+    b = json.dumps({"pruner": {"calibration": "task"}})
+    diff = identity_differences([a, b])
+    assert diff[a].startswith("calibration_source=sst2#") and diff[a].count("=") == 2
+    assert diff[b] == "calibration_source=None, pruner.calibration=task"
+    other = json.dumps(
+        {
+            "pruner": {"calibration": "sst2"},
+            "calibration_source": {**src, "files": {"train": {"sha256": "ffff"}}},
+        }
+    )
+    two = identity_differences([a, other])  # same folder, other bytes: still told apart
+    assert two[a] != two[other] and all(
+        v.startswith("calibration_source=sst2#") for v in two.values()
+    )
+
+
 def test_nsamples_makes_two_rows(tmp_path: Path) -> None:
     write_run(tmp_path, "a", "r1", "wanda", 0.5, 0, [1], extra_cfg={"nsamples": 128})
     write_run(tmp_path, "a", "r2", "wanda", 0.5, 0, [1, 2], extra_cfg={"nsamples": 256})

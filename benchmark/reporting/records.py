@@ -76,9 +76,28 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# Identity blocks that name where bytes came from (file fingerprints, Hub commits): a difference
+# is shown as one item, ``<key>=<folder or name>#<hash of the block>``, not one per nested field.
+SOURCE_BLOCKS = ("calibration_source", "data_source", "sources")
+
+
+def _source_label(block: Any) -> Any:
+    if not isinstance(block, dict):
+        return block
+    from benchmark.records.store import short_hash
+
+    name = block.get("folder") or block.get("name") or block.get("repo") or block.get("kind")
+    return f"{name}#{short_hash(block, 8)}" if name else f"#{short_hash(block, 8)}"
+
+
 def identity_differences(identities: list[str]) -> dict[str, str]:
-    """For configurations that share their display keys: ``k=v`` of the keys that differ."""
-    flats = [_flatten(json.loads(i)) for i in identities]
+    """For configurations that share their display keys: ``k=v`` of the keys that differ (a
+    source block, :data:`SOURCE_BLOCKS`, as one item)."""
+    idents = [json.loads(i) for i in identities]
+    flats = [
+        _flatten({k: (_source_label(v) if k in SOURCE_BLOCKS else v) for k, v in i.items()})
+        for i in idents
+    ]
     keys = sorted({k for f in flats for k in f})
     diff = [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1]
     return {
