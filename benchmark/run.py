@@ -98,10 +98,29 @@ def _first_values(overrides: list[str]) -> list[str]:
         key, _, value = arg.partition("=")
         if re.search(r"^\s*\w+\(", value):
             continue
-        if "," in value and not value.strip().startswith(("[", "{")):
-            value = value.split(",")[0]
+        if "," in value:
+            value = _top_level_items(value)[0]
         out.append(f"{key}={value}")
     return out
+
+
+def _top_level_items(value: str) -> list[str]:
+    """``value`` split at the commas outside brackets and quotes: the elements of a sweep
+    (``a,b``; ``{x:1,y:2},{x:1,y:3}``); a list or dict value (``[a,b]``) is one element."""
+    items, depth, quote, start = [], 0, "", 0
+    for i, ch in enumerate(value):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(value[start:i])
+            start = i + 1
+    return [*items, value[start:]]
 
 
 def check_composition(argv: list[str]) -> None:

@@ -110,3 +110,14 @@ def test_a_row_may_sit_at_its_own_sparsity(tmp_path) -> None:
     assert list(table["run_id"]) == ["dense", "half"]
     assert list(table["sparsity"]) == [0.0, 0.5]
     assert table.iloc[1]["delta_aua"] == pytest.approx(-2 / N)
+
+
+def test_a_sweep_over_dict_values_is_checked_on_its_first_element() -> None:
+    """``-m 'dense_noise={...},{...}'``: the up-front composition check takes one element (it
+    used to pass the whole sweep on, and Hydra refused it as ambiguous)."""
+    from benchmark.run import _first_values
+
+    args = ["dense_noise={scale:1e-6,seed:1},{scale:1e-6,seed:2}", "sparsity=0.3,0.5",
+            "attack.recipes=[pwws,deepwordbug]", "exp_name='a,b'"]  # fmt: skip
+    assert _first_values(args) == ["dense_noise={scale:1e-6,seed:1}", "sparsity=0.3",
+                                   "attack.recipes=[pwws,deepwordbug]", "exp_name='a,b'"]  # fmt: skip
