@@ -295,3 +295,34 @@ def test_cascade_is_a_column_with_intervals_and_paired_tests(dense_and_pruned, j
     cmp = compare_table(df, "smoke", "none", n_boot=200)
     row = cmp[cmp["attack"] == "cascade"].iloc[0]
     assert row["pruner"] == "magnitude" and row["n_pairs"] == 8
+
+
+def test_cascade_against_separate_runs_counts_disagreements_and_cost():
+    """Known answer: 4 sentences, two recipes; the separate runs' worst case keeps sentence 3
+    only, the cascade keeps 2 and 3 (sentence 2 disagrees); the separate logs hold more
+    sentences than the cascade (a full-split run), only the shared ones count."""
+    from benchmark.reporting.analyses import cascade_against_separate
+
+    def row(i, result, q, s=1.0):
+        return {"example_index": i, "result": result, "queries": q, "seconds": s}
+
+    cascade = [row(0, "successful", 5), row(1, "successful", 9), row(2, "failed", 20),
+               row(3, "failed", 30)]  # fmt: skip
+    a = [row(0, "successful", 5), row(1, "failed", 4), row(2, "failed", 6), row(3, "failed", 7),
+         row(9, "failed", 100)]  # fmt: skip
+    b = [
+        row(1, "successful", 5),
+        row(2, "successful", 8),
+        row(3, "failed", 23),
+        row(0, "failed", 1),
+    ]
+    c = cascade_against_separate(cascade, ["a", "b"], {"a": [a[:2], a], "b": [b]})
+    assert c["n"] == 4 and c["missing"] == []
+    assert c["aua_cascade"] == 0.5 and c["aua_worst"] == 0.25 and c["disagree"] == [2]
+    assert c["queries_cascade"] == 64 and c["queries_separate"] == (5 + 4 + 6 + 7) + (
+        5 + 8 + 23 + 1
+    )
+    assert c["seconds_cascade"] == 4 and c["seconds_separate"] == 8
+    assert cascade_against_separate(cascade, ["a", "b", "c"], {"a": [a], "b": [b]})["missing"] == [
+        "c"
+    ]

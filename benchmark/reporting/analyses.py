@@ -84,6 +84,55 @@ def worst_case(logs: Mapping[str, Sequence[Mapping[str, Any]]],
             "examples": sorted(shared)}  # fmt: skip
 
 
+def cascade_against_separate(
+    cascade_rows: Sequence[Mapping[str, Any]],
+    recipes: Sequence[str],
+    separate: Mapping[str, Sequence[Sequence[Mapping[str, Any]]]],
+) -> dict[str, Any]:
+    """A cascade's log against the separate runs of its recipes on the same sentences.
+
+    ``separate`` maps a recipe to the logs of its separate runs of the same configuration
+    (any sample size; the one holding most of the cascade's sentences is used). Returns the
+    sentences all of them attacked (``n``), the cascade's Aua and the separate runs' worst case
+    on them, the sentences where the two disagree, and the cost of each on those sentences
+    (queries, and seconds, which depend on the machine's load). ``missing`` names the recipes
+    with no separate run (then nothing is compared)."""
+    missing = [r for r in recipes if not separate.get(r)]
+    out: dict[str, Any] = {"missing": missing, "n": 0}
+    if missing:
+        return out
+    cascade_ix = {int(r["example_index"]) for r in cascade_rows}
+    chosen = {
+        rec: max(logs, key=lambda rows: len(cascade_ix & {int(r["example_index"]) for r in rows}))
+        for rec, logs in separate.items()
+        if rec in recipes
+    }
+    w = worst_case(chosen, only=cascade_ix)
+    shared = set(w["examples"])
+    if not shared:
+        return out
+    by_ix = {int(r["example_index"]): r for r in cascade_rows}
+    sep = {rec: {int(r["example_index"]): r for r in rows} for rec, rows in chosen.items()}
+    survive_sep = {i: all(_kind(sep[rec][i]) == "failed" for rec in sep) for i in shared}
+    survive_cas = {i: _kind(by_ix[i]) == "failed" for i in shared}
+    disagree = sorted(i for i in shared if survive_sep[i] != survive_cas[i])
+
+    def cost(rows_by_ix: Mapping[int, Mapping[str, Any]], key: str) -> float:
+        return float(sum(rows_by_ix[i].get(key) or 0 for i in shared))
+
+    k = sum(survive_cas.values())
+    low, high = wilson_interval(k, len(shared))
+    out.update(
+        n=len(shared), aua_cascade=k / len(shared), ci_low=low, ci_high=high,
+        aua_worst=w["aua_worst"], disagree=disagree,
+        queries_cascade=cost(by_ix, "queries"),
+        queries_separate=sum(cost(v, "queries") for v in sep.values()),
+        seconds_cascade=cost(by_ix, "seconds"),
+        seconds_separate=sum(cost(v, "seconds") for v in sep.values()),
+    )  # fmt: skip
+    return out
+
+
 def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
     """Budget and perturbation curves per (pruner, sparsity, attack) and the worst case over
     attacks per (pruner, sparsity), for the records of ``exp`` that have a log (seed 0)."""
@@ -161,9 +210,69 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
         lines.append(f"| {pruner} | {sparsity:g} | {', '.join(by_attack)} | {w['n']} | "
                      f"{100 * w['aua_worst']:.1f} [{100 * w['ci_low']:.1f}, "
                      f"{100 * w['ci_high']:.1f}] | {per} | {cascade} |")  # fmt: skip
+    lines += _cascade_section(sel)
     path = out_dir / f"analyses_{exp}.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _cascade_section(sel: pd.DataFrame) -> list[str]:
+    """Each cascade record against the separate runs of its recipes, same configuration."""
+    import json
+
+    from benchmark.reporting.plots import display_names
+
+    sel = sel.assign(
+        _cfg=[identity_without_attack(i) for i in sel.get("_identity", [""] * len(sel))]
+    )
+    cascades = sel[sel["attack"] == "cascade"]
+    if cascades.empty:
+        return []
+    name = display_names()
+    lines = ["", "## The cascade against the separate runs", "",
+             "Per cascade record: the sentences that it and a separate run of each of its recipes "
+             "(same configuration, any sample size) attacked; the cascade's Aua [95% Wilson] and "
+             "the separate runs' worst case on them, the sentences where the two disagree (a "
+             "recipe that is not deterministic, a per-example limit, or a separate run from "
+             "another dense model: the dense keys are named), and the cost of each on those "
+             "sentences: queries, and seconds (load-dependent: the runs ran at different times).",
+             "",
+             "| pruner | sparsity | recipes | n | cascade Aua | worst case of separate runs | "
+             "disagree | queries cascade / separate | seconds cascade / separate | dense keys |",
+             "|---|---:|---|---:|---|---:|---|---|---|---|"]  # fmt: skip
+    for _, rec in cascades.sort_values(["pruner", "sparsity_target"]).iterrows():
+        cfg = json.loads(Path(rec["_path"]).read_text(encoding="utf-8")).get("cfg") or {}
+        recipes = list((cfg.get("attack") or {}).get("recipes") or [])
+        same = sel[(sel["_cfg"] == rec["_cfg"]) & sel["attack"].isin(recipes)]
+        separate: dict[str, list] = {}
+        for _, r in same.iterrows():
+            separate.setdefault(r["attack"], []).append(read_rows(Path(r["_log"])))
+        c = cascade_against_separate(read_rows(Path(rec["_log"])), recipes, separate)
+        label = (
+            f"{name('method', rec['pruner'])} | {rec['sparsity_target']:g} | {', '.join(recipes)}"
+        )
+        if c["missing"] or not c["n"]:
+            why = (
+                f"no separate run of {', '.join(c['missing'])}"
+                if c["missing"]
+                else "no shared sentences"
+            )
+            lines.append(f"| {label} | | {why} | | | | | |")
+            continue
+        keys = sorted(
+            {str(k) for k in [rec.get("dense_info.key"), *same.get("dense_info.key", [])] if k}
+        )
+        dis = ", ".join(str(i) for i in c["disagree"][:8]) + (
+            " ..." if len(c["disagree"]) > 8 else ""
+        )
+        lines.append(
+            f"| {label} | {c['n']} | {100 * c['aua_cascade']:.1f} [{100 * c['ci_low']:.1f}, "
+            f"{100 * c['ci_high']:.1f}] | {100 * c['aua_worst']:.1f} | "
+            f"{len(c['disagree'])}{f' ({dis})' if dis else ''} | "
+            f"{c['queries_cascade']:,.0f} / {c['queries_separate']:,.0f} | "
+            f"{c['seconds_cascade']:,.0f} / {c['seconds_separate']:,.0f} | {', '.join(keys)} |"
+        )
+    return lines
 
 
 def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:
