@@ -154,15 +154,7 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
         "sparse_kernel": None, "semi_structured_speedup_measured": False,
     }  # fmt: skip
     with stage(f"clean accuracy ({len(evals)} examples)"):
-        clean = evaluate_clean(
-            model,
-            tok,
-            evals,
-            job.dataset.max_length,
-            job.device,
-            job.eval_batch_size,
-            job.precision,
-        )
+        clean = _clean_eval(job, model, tok, evals, record)
     for key, value in clean.fields().items():
         setattr(record, key, value)
     log.info("clean accuracy %.4f on %d examples (most predicted class: %.1f%%)",
@@ -173,6 +165,58 @@ def execute(job: Job, record: RunRecord) -> RunRecord:
     record.duration_s = time.perf_counter() - start
     record.status = "ok"
     return record
+
+
+def clean_cache_file(job: Job, record: RunRecord, evals) -> Path:
+    """Where the clean predictions of this job's pruned model on ``evals`` are cached: in its
+    pruned-weights entry, named by everything they depend on (the texts and labels in order,
+    max length, precision, batch size, device type, CPU thread count and the evaluation
+    code)."""
+    import hashlib
+
+    texts = hashlib.sha256()
+    for text, label in evals:
+        texts.update(f"{label}\t{text}\n".encode())
+    key = short_hash({
+        "examples": texts.hexdigest(), "max_length": job.dataset.max_length,
+        "precision": job.precision, "batch_size": job.eval_batch_size,
+        "device": job.device.type, "code": code_hash("benchmark.attacks.evaluation.evaluate_clean"),
+        # CPU reductions split by thread count can move a near-tie (docs/statistics.md)
+        "threads": torch.get_num_threads() if job.device.type == "cpu" else None,
+    })  # fmt: skip
+    return job.cache_dir / "pruned" / record.prune_info["key"] / f"clean-{key}.npz"
+
+
+def _clean_eval(job: Job, model, tok, evals, record: RunRecord):
+    """Clean predictions on ``evals``: computed, or read from the pruned model's cache entry
+    when another job (e.g. the same model's other attack) computed them on the same texts.
+    The forward passes are deterministic for a given model, batch order and device, so the
+    numbers are the ones this job would compute; the record names the entry it read."""
+    import numpy as np
+
+    from benchmark.attacks.evaluation import CleanEval
+
+    path = clean_cache_file(job, record, evals) if job.cache_pruned else None
+    if path is not None and path.is_file():
+        try:
+            with np.load(path) as z:
+                clean = CleanEval(labels=z["labels"], probs=z["probs"])
+            if len(clean.labels) == len(evals):
+                record.clean_from_cache = str(path.relative_to(job.cache_dir))
+                log.info("clean predictions from cache %s", path)
+                return clean
+        except Exception as exc:  # truncated by a kill, corrupt: compute again
+            log.warning("clean cache %s is unreadable (%s); evaluating again", path, exc)
+    clean = evaluate_clean(model, tok, evals, job.dataset.max_length, job.device,
+                           job.eval_batch_size, job.precision)  # fmt: skip
+    if path is not None and path.parent.is_dir():  # only beside a stored pruned entry
+        tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
+        try:
+            np.savez(tmp, labels=clean.labels, probs=clean.probs)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return clean
 
 
 def _sources_after_load(job: Job, record: RunRecord) -> None:

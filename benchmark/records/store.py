@@ -141,6 +141,9 @@ class RunRecord:
     sources: dict[str, Any] = field(default_factory=dict)  # what was loaded (commits, hashes)
     attack_excluded: dict[str, Any] | None = None  # evaluation texts left out of the sample
     prune_info: dict[str, Any] = field(default_factory=dict)
+    # the clean predictions' cache entry (pruned/<key>/clean-<hash>.npz) when another job of the
+    # same pruned model computed them on the same texts; None when computed by this job
+    clean_from_cache: str | None = None
     dense_info: dict[str, Any] = field(default_factory=dict)
     git_sha: str | None = None
     git_dirty: bool | None = None
