@@ -121,3 +121,26 @@ def test_a_sweep_over_dict_values_is_checked_on_its_first_element() -> None:
             "attack.recipes=[pwws,deepwordbug]", "exp_name='a,b'"]  # fmt: skip
     assert _first_values(args) == ["dense_noise={scale:1e-6,seed:1}", "sparsity=0.3",
                                    "attack.recipes=[pwws,deepwordbug]", "exp_name='a,b'"]  # fmt: skip
+
+
+def test_noise_records_stay_out_of_every_table_but_the_effects(tmp_path) -> None:
+    """A perturbed record is not a second seed-0 record of its cell: the frame the paper
+    tables, summaries, comparisons and claims read has none; the effects read them all."""
+    from test_stats import write_run
+
+    from benchmark.reporting.records import without_noise
+
+    write_run(tmp_path, "a", "plain", "magnitude", 0.5, 0, [1, 2])
+    write_run(tmp_path, "a", "noisy", "magnitude", 0.5, 0, [1, 2, 3])
+    path = tmp_path / "runs/a/noisy.json"
+    rec = json.loads(path.read_text())
+    rec["cfg"]["dense_noise"] = {"scale": 1e-6, "seed": 1}
+    path.write_text(json.dumps(rec))
+    everything = load_records(tmp_path)
+    assert set(everything["run_id"]) == {"plain", "noisy"}
+    assert list(without_noise(everything)["run_id"]) == ["plain"]
+    from benchmark.reporting import aggregate
+
+    assert aggregate.main(["--results-dir", str(tmp_path), "--summary", "a", "--wandb", "off"]) == 0
+    summary = (tmp_path / "tables/summary_a.csv").read_text()
+    assert "dense_noise" not in summary and len(summary.strip().splitlines()) == 2

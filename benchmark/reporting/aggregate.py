@@ -33,7 +33,7 @@ from pathlib import Path
 from benchmark.reporting.leaderboard import write_leaderboard
 from benchmark.reporting.mirror import csv_stamps, mirror_tables_to_wandb
 from benchmark.reporting.paper import write_table
-from benchmark.reporting.records import load_records, report_stale
+from benchmark.reporting.records import load_records, report_stale, without_noise
 from benchmark.reporting.summary import write_summary
 from benchmark.reporting.tables import SpecError, load_spec, table_names
 
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     board = write_leaderboard(args.results_dir)
     report_stale(args.results_dir)
     if names or args.summary or args.compare or args.analyses or args.claims or args.effects:
-        df = load_records(args.results_dir)
+        everything = load_records(args.results_dir)  # the effects specs select by perturbation
+        df = without_noise(everything)
         known = set(df["exp_name"].dropna()) if "exp_name" in df else set()
         for exp in [*args.compare, *args.analyses]:
             if exp not in known:
@@ -167,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmark.reporting.claims import write_claims
         from benchmark.reporting.effects import write_effects
 
-        for writer, specs in ((write_claims, args.claims), (write_effects, args.effects)):
+        for writer, specs, frame in ((write_claims, args.claims, df),
+                                     (write_effects, args.effects, everything)):  # fmt: skip
             for name in specs:
                 try:
-                    log.info("wrote %s", writer(df, name, args.results_dir))
+                    log.info("wrote %s", writer(frame, name, args.results_dir))
                 except ValueError as exc:
                     log.error("error: %s", exc)
                     return 2

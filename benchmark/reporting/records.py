@@ -333,8 +333,9 @@ def log_values(rows: list[dict[str, Any]], metric: str) -> list[tuple[Any, float
 def load_records(results_dir: Path) -> pd.DataFrame:
     """All records under ``results_dir/runs`` as a DataFrame (one row per record).
 
-    Adds ``_identity`` (the configuration, JSON), ``model_label``, ``majority_rate``, and
-    ``_log`` (the attack log's path, or ``None`` when it is missing).
+    Adds ``_identity`` (the configuration, JSON), ``model_label``, ``majority_rate``,
+    ``_log`` (the attack log's path, or ``None`` when it is missing) and ``_dense_noise``
+    (the perturbation of a noise-floor record, JSON, else ``None``: :func:`without_noise`).
     """
     rows = []
     for path in sorted((Path(results_dir) / "runs").glob("*/*.json")):
@@ -369,12 +370,23 @@ def load_records(results_dir: Path) -> pd.DataFrame:
             if problem:  # named once, and left out of every paired test
                 log.warning("attack log %s left out: %s", log_path, problem)
                 rec["_log"], rec["_log_problem"] = None, f"{log_path.name}: {problem}"
+        noise = cfg.get("dense_noise")
+        rec["_dense_noise"] = json.dumps(noise, sort_keys=True) if noise else None
         rec["_path"] = str(path)
         rows.append(rec)
     if not rows:
         return pd.DataFrame(columns=[*KEYS, "status"])
     df = pd.json_normalize(rows)
     return df
+
+
+def without_noise(df: pd.DataFrame) -> pd.DataFrame:
+    """The records of unperturbed dense models: a noise-floor record (``dense_noise`` set,
+    :mod:`benchmark.models.noise`) measures numerical noise and belongs to no paper table,
+    summary, comparison or claim; only an effects row that names its perturbation reads it."""
+    if df.empty or "_dense_noise" not in df:
+        return df
+    return df[df["_dense_noise"].isna()]
 
 
 RESULT_FIELDS = ("clean_acc", "attack_clean_acc", "aua", "asr", "n_total", "n_success",
