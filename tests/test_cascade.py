@@ -216,7 +216,7 @@ def _run(tmp_path: Path, *args: str) -> dict:
 
 VOLATILE = ("seconds", "duration_s", "attack_seconds", "started_at", "prune_seconds",
             "prune_peak_mem_mb", "inference_ms", "inference_ms_dense", "inference", "prune_info",
-            "dense_info", "compute", "git_dirty", "warnings", "cfg")  # fmt: skip
+            "dense_info", "clean_from_cache", "compute", "git_dirty", "warnings", "cfg")  # fmt: skip
 
 
 def _stable(rec: dict) -> dict:
