@@ -326,3 +326,21 @@ def test_cascade_against_separate_runs_counts_disagreements_and_cost():
     assert cascade_against_separate(cascade, ["a", "b", "c"], {"a": [a], "b": [b]})["missing"] == [
         "c"
     ]
+
+
+def test_the_separate_run_at_the_cascades_positions_is_preferred():
+    """Two separate runs of one recipe hold all the cascade's sentences: the one that attacked
+    them at the cascade's positions (the same per-sentence seeds) is compared."""
+    from benchmark.reporting.analyses import cascade_against_separate
+
+    def row(i, result, pos):
+        return {"example_index": i, "result": result, "queries": 1, "seconds": 1.0, "position": pos}
+
+    cascade = [row(10, "failed", 0), row(20, "successful", 1)]
+    whole_split = [row(10, "successful", 10), row(20, "successful", 20)]  # other seeds
+    same_sample = [row(10, "failed", 0), row(20, "successful", 1)]
+    for logs in ([whole_split, same_sample], [same_sample, whole_split]):
+        c = cascade_against_separate(cascade, ["a"], {"a": logs})
+        assert c["same_position"] == {"a": 2} and c["disagree"] == [] and c["aua_worst"] == 0.5
+    c = cascade_against_separate(cascade, ["a"], {"a": [whole_split]})
+    assert c["same_position"] == {"a": 0} and c["disagree"] == [10]

@@ -92,7 +92,10 @@ def cascade_against_separate(
     """A cascade's log against the separate runs of its recipes on the same sentences.
 
     ``separate`` maps a recipe to the logs of its separate runs of the same configuration
-    (any sample size; the one holding most of the cascade's sentences is used). Returns the
+    (any sample size; the one holding most of the cascade's sentences is used, and of those the
+    one that attacked most of them at the cascade's position in the sample: a sentence's seed is
+    ``seed + position``, and a randomized recipe such as DeepWordBug draws its edits from it;
+    ``same_position`` counts them per recipe). Returns the
     sentences all of them attacked (``n``), the cascade's Aua and the separate runs' worst case
     on them, the sentences where the two disagree, and the cost of each on those sentences
     (queries, and seconds, which depend on the machine's load). ``missing`` names the recipes
@@ -102,11 +105,16 @@ def cascade_against_separate(
     if missing:
         return out
     cascade_ix = {int(r["example_index"]) for r in cascade_rows}
-    chosen = {
-        rec: max(logs, key=lambda rows: len(cascade_ix & {int(r["example_index"]) for r in rows}))
-        for rec, logs in separate.items()
-        if rec in recipes
-    }
+    position = {int(r["example_index"]): r.get("position") for r in cascade_rows}
+
+    def fit(rows: Sequence[Mapping[str, Any]]) -> tuple[int, int]:
+        ix = {int(r["example_index"]): r.get("position") for r in rows}
+        shared = cascade_ix & set(ix)
+        same = sum(1 for i in shared if position[i] is not None and ix[i] == position[i])
+        return len(shared), same
+
+    chosen = {rec: max(logs, key=fit) for rec, logs in separate.items() if rec in recipes}
+    out["same_position"] = {rec: fit(rows)[1] for rec, rows in chosen.items()}
     w = worst_case(chosen, only=cascade_ix)
     shared = set(w["examples"])
     if not shared:
@@ -235,11 +243,15 @@ def _cascade_section(sel: pd.DataFrame) -> list[str]:
              "the separate runs' worst case on them, the sentences where the two disagree (a "
              "recipe that is not deterministic, a per-example limit, or a separate run from "
              "another dense model: the dense keys are named), and the cost of each on those "
-             "sentences: queries, and seconds (load-dependent: the runs ran at different times).",
+             "sentences: queries, and seconds (load-dependent: the runs ran at different times). "
+             "`same seed`: per recipe, how many of the sentences its separate run attacked at "
+             "the cascade's position in the sample, i.e. under the same per-sentence seed "
+             "(`seed + position`; a separate run on the whole split numbers them otherwise).",
              "",
              "| pruner | sparsity | recipes | n | cascade Aua | worst case of separate runs | "
-             "disagree | queries cascade / separate | seconds cascade / separate | dense keys |",
-             "|---|---:|---|---:|---|---:|---|---|---|---|"]  # fmt: skip
+             "disagree | same seed | queries cascade / separate | seconds cascade / separate | "
+             "dense keys |",
+             "|---|---:|---|---:|---|---:|---|---|---|---|---|"]  # fmt: skip
     for _, rec in cascades.sort_values(["pruner", "sparsity_target"]).iterrows():
         cfg = json.loads(Path(rec["_path"]).read_text(encoding="utf-8")).get("cfg") or {}
         recipes = list((cfg.get("attack") or {}).get("recipes") or [])
@@ -257,7 +269,7 @@ def _cascade_section(sel: pd.DataFrame) -> list[str]:
                 if c["missing"]
                 else "no shared sentences"
             )
-            lines.append(f"| {label} | | {why} | | | | | |")
+            lines.append(f"| {label} | | {why} | | | | | | |")
             continue
         keys = sorted(
             {str(k) for k in [rec.get("dense_info.key"), *same.get("dense_info.key", [])] if k}
@@ -269,6 +281,7 @@ def _cascade_section(sel: pd.DataFrame) -> list[str]:
             f"| {label} | {c['n']} | {100 * c['aua_cascade']:.1f} [{100 * c['ci_low']:.1f}, "
             f"{100 * c['ci_high']:.1f}] | {100 * c['aua_worst']:.1f} | "
             f"{len(c['disagree'])}{f' ({dis})' if dis else ''} | "
+            f"{', '.join(f'{r} {k}' for r, k in c['same_position'].items())} | "
             f"{c['queries_cascade']:,.0f} / {c['queries_separate']:,.0f} | "
             f"{c['seconds_cascade']:,.0f} / {c['seconds_separate']:,.0f} | {', '.join(keys)} |"
         )
