@@ -113,7 +113,10 @@ def cascade_against_separate(
         same = sum(1 for i in shared if position[i] is not None and ix[i] == position[i])
         return len(shared), same
 
-    chosen = {rec: max(logs, key=fit) for rec, logs in separate.items() if rec in recipes}
+    pick = {rec: max(range(len(separate[rec])), key=lambda j: fit(separate[rec][j]))
+            for rec in recipes}  # fmt: skip
+    chosen = {rec: separate[rec][j] for rec, j in pick.items()}
+    out["chosen"] = pick  # recipe -> the index of the separate run compared
     out["same_position"] = {rec: fit(rows)[1] for rec, rows in chosen.items()}
     w = worst_case(chosen, only=cascade_ix)
     shared = set(w["examples"])
@@ -257,8 +260,10 @@ def _cascade_section(sel: pd.DataFrame) -> list[str]:
         recipes = list((cfg.get("attack") or {}).get("recipes") or [])
         same = sel[(sel["_cfg"] == rec["_cfg"]) & sel["attack"].isin(recipes)]
         separate: dict[str, list] = {}
+        keys_of: dict[str, list] = {}
         for _, r in same.iterrows():
             separate.setdefault(r["attack"], []).append(read_rows(Path(r["_log"])))
+            keys_of.setdefault(r["attack"], []).append(r.get("dense_info.key"))
         c = cascade_against_separate(read_rows(Path(rec["_log"])), recipes, separate)
         label = (
             f"{name('method', rec['pruner'])} | {rec['sparsity_target']:g} | {', '.join(recipes)}"
@@ -271,9 +276,8 @@ def _cascade_section(sel: pd.DataFrame) -> list[str]:
             )
             lines.append(f"| {label} | | {why} | | | | | | |")
             continue
-        keys = sorted(
-            {str(k) for k in [rec.get("dense_info.key"), *same.get("dense_info.key", [])] if k}
-        )
+        used = [keys_of[r][j] for r, j in c["chosen"].items()]  # the compared runs' dense models
+        keys = sorted({str(k) for k in [rec.get("dense_info.key"), *used] if k})
         dis = ", ".join(str(i) for i in c["disagree"][:8]) + (
             " ..." if len(c["disagree"]) > 8 else ""
         )
