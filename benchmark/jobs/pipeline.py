@@ -214,6 +214,8 @@ def _clean_eval(job: Job, model, tok, evals, record: RunRecord):
         try:
             np.savez(tmp, labels=clean.labels, probs=clean.probs)
             tmp.replace(path)
+        except OSError as exc:  # a full disk costs the next job an evaluation, not this job
+            log.warning("clean predictions not cached (%s)", exc)
         finally:
             tmp.unlink(missing_ok=True)
     return clean

@@ -192,7 +192,7 @@ def normalise(resolved: dict[str, Any]) -> dict[str, Any]:
     ``pruner.calibration`` naming the task itself is ``task``; an unset ``dense_noise`` is
     left out, so the run ids from before the key existed stay what they were)."""
     out = dict(resolved)
-    if out.get("dense_noise", 0) is None:
+    if "dense_noise" in out and out["dense_noise"] is None:
         del out["dense_noise"]
     elif isinstance(out.get("dense_noise"), dict) and isinstance(
         out["dense_noise"].get("scale"), int | float
