@@ -100,14 +100,16 @@ def test_effects_rows_never_mix_perturbed_and_plain_records(tmp_path) -> None:
 
 
 def test_a_row_may_sit_at_its_own_sparsity(tmp_path) -> None:
-    _run(tmp_path, "dense", survive=12, pruner="none", sparsity=0.0)
+    _run(tmp_path, "old_dense", survive=11, pruner="none", sparsity=0.0)
+    _run(tmp_path, "dense", survive=12, pruner="none", sparsity=0.0, started_at="2027-01-01")
     _run(tmp_path, "half", survive=10)
     rows = [
         {"id": "dense", "pruner": "none", "sparsity": 0.0, "match": {}},
         {"id": "akr", "pruner": "akr", "reference": "dense"},
     ]
-    table, _ = effects.effects_table(load_records(tmp_path), _spec(tmp_path, rows))
+    table, notes = effects.effects_table(load_records(tmp_path), _spec(tmp_path, rows))
     assert list(table["run_id"]) == ["dense", "half"]
+    assert any(n.startswith("dense at 0 ") and "old_dense" in n for n in notes)  # its sparsity
     assert list(table["sparsity"]) == [0.0, 0.5]
     assert table.iloc[1]["delta_aua"] == pytest.approx(-2 / N)
 

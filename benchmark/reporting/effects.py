@@ -210,7 +210,7 @@ def effects_table(df: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.DataFrame,
                 sel = _at(member[r["id"]], r.get("sparsity", s), attack)
                 if sel.empty:
                     continue
-                where = (r["id"], s, attack)
+                where = (r["id"], r.get("sparsity", s), attack)
                 rec, others = _pick(sel)
                 if others:
                     used = rec["run_id"].iloc[0]
