@@ -169,6 +169,10 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
         return path
     from benchmark.reporting.plots import file_slug
 
+    # a configuration without its attack: the key that puts a record's attacks side by side
+    sel = sel.assign(
+        _cfg=[identity_without_attack(i) for i in sel.get("_identity", [""] * len(sel))]
+    )
     logs = _logs_by_configuration(sel)
     for attack in sorted({a for v in logs.values() for a in v}):
         for title, xs, fn, xlabel in (
@@ -228,14 +232,12 @@ def analyses(df: pd.DataFrame, exp: str, out_dir: Path) -> Path:
 
 
 def _cascade_section(sel: pd.DataFrame) -> list[str]:
-    """Each cascade record against the separate runs of its recipes, same configuration."""
+    """Each cascade record against the separate runs of its recipes, same configuration
+    (``sel`` has the ``_cfg`` column of :func:`analyses`)."""
     import json
 
     from benchmark.reporting.plots import display_names
 
-    sel = sel.assign(
-        _cfg=[identity_without_attack(i) for i in sel.get("_identity", [""] * len(sel))]
-    )
     cascades = sel[sel["attack"] == "cascade"]
     if cascades.empty:
         return []
@@ -256,8 +258,8 @@ def _cascade_section(sel: pd.DataFrame) -> list[str]:
              "dense keys |",
              "|---|---:|---|---:|---|---:|---|---|---|---|---|"]  # fmt: skip
     for _, rec in cascades.sort_values(["pruner", "sparsity_target"]).iterrows():
-        cfg = json.loads(Path(rec["_path"]).read_text(encoding="utf-8")).get("cfg") or {}
-        recipes = list((cfg.get("attack") or {}).get("recipes") or [])
+        attack = json.loads(rec["_identity"] or "{}").get("attack") or {}
+        recipes = list(attack.get("recipes") or [])
         same = sel[(sel["_cfg"] == rec["_cfg"]) & sel["attack"].isin(recipes)]
         separate: dict[str, list] = {}
         keys_of: dict[str, list] = {}
@@ -296,12 +298,11 @@ def _logs_by_configuration(sel: pd.DataFrame) -> dict[tuple, dict[str, list]]:
     """``(pruner label, sparsity, n, configuration) -> {attack: log rows}``: one entry per
     configuration (two configurations of one pruner and sparsity, e.g. unstructured and 2:4,
     never share an entry); the label is the display name, with the differing keys when one
-    (pruner, sparsity, n) has several configurations."""
+    (pruner, sparsity, n) has several configurations. ``sel`` has the ``_cfg`` column of
+    :func:`analyses`."""
     from benchmark.reporting.plots import display_names
 
     name = display_names()
-    idents = sel.get("_identity", [""] * len(sel))
-    sel = sel.assign(_cfg=[identity_without_attack(i) for i in idents])
     logs: dict[tuple, dict[str, list]] = {}
     order = ["pruner", "sparsity_target", "n_total", "_cfg", "attack"]
     for (pruner, sparsity, n), group in sel.sort_values(order).groupby(

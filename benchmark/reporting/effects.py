@@ -121,7 +121,6 @@ def _candidates(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     cfgs = [json.loads(Path(p).read_text(encoding="utf-8")).get("cfg") or {} for p in ok["_path"]]
     ok["_pcfg"] = [c.get("pruner") or {} for c in cfgs]
     ok["_num_examples"] = [(c.get("attack") or {}).get("num_examples") for c in cfgs]
-    ok["_dense_noise"] = [c.get("dense_noise") for c in cfgs]
     want_n = spec.get("num_examples")
     if want_n is not None:
         keep = [n == want_n for n in ok["_num_examples"]]
@@ -129,8 +128,10 @@ def _candidates(df: pd.DataFrame, spec: dict[str, Any]) -> pd.DataFrame:
     return ok
 
 
-def _same_noise(have: Any, want: Any) -> bool:
-    """Whether a record's ``dense_noise`` is the row's (both unset, or the same scale and seed)."""
+def _same_noise(column: Any, want: Any) -> bool:
+    """Whether a record's ``dense_noise`` (``load_records``'s ``_dense_noise``: JSON or None) is
+    the row's (both unset, or the same scale and seed)."""
+    have = json.loads(column) if isinstance(column, str) else None
     if not have or not want:
         return not have and not want
     return float(have["scale"]) == float(want["scale"]) and int(have["seed"]) == int(want["seed"])
