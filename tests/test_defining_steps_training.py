@@ -298,8 +298,15 @@ def test_lth_rewinds_the_body_to_pretrained_and_keeps_the_trained_head(tiny, mon
     assert not torch.equal(ends[0]["classifier.weight"], dense_head["classifier.weight"])
 
 
-def test_imp_official_round_lr_schedule(tiny, monkeypatch):
-    """Each round: fresh linear decay over ALL rounds' steps, no warm-up (LT_glue.py:398)."""
+@pytest.mark.parametrize(
+    ("lr_schedule", "total"),
+    [(None, 8), ("whole_run", 8), ("to_target", 4), ("per_round", None)],
+)
+def test_imp_round_lr_schedule_length(tiny, monkeypatch, lr_schedule, total):
+    """Each round: a fresh linear decay, no warm-up (LT_glue.py:398-401). Its length, with rate
+    0.25 and 2 steps per round: ``whole_run`` (the default, the code's t_total of the whole run,
+    :205) 1 / 0.25 = 4 rounds = 8 steps; ``to_target`` (the previous default) the 2 rounds to
+    50% = 4 steps; ``per_round`` the round's own 2 steps."""
     make, data = tiny
     seen: list[dict] = []
     orig = imp_module.masked_finetune
@@ -309,12 +316,14 @@ def test_imp_official_round_lr_schedule(tiny, monkeypatch):
         return orig(model, data, masks, cfg, *a, **kw)
 
     monkeypatch.setattr(imp_module, "masked_finetune", recording)
+    over = {} if lr_schedule is None else {"lr_schedule": lr_schedule}
     pruner = instantiate(OmegaConf.load(CONF / "pruner" / "imp.yaml"), max_steps=2, batch_size=16,
-                         rate_per_round=0.25)  # fmt: skip
+                         rate_per_round=0.25, **over)  # fmt: skip
     pruner.prune(make(), data, 0.5)
-    assert [s["kw"].get("schedule_total") for s in seen] == [4, 4]
+    assert [s["kw"].get("schedule_total") for s in seen] == [total, total]
     assert all(s["warmup"] == 0 and s["wd"] == 0 for s in seen)
     assert pruner.scope == "encoder_linear+pooler"
+    assert pruner.info["lr_schedule"] == (lr_schedule or "whole_run")
 
 
 # -- the shared loop ---------------------------------------------------------------------------

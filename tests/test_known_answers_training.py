@@ -3,6 +3,10 @@ could still pass (issue 27, "Tests that notice a broken step"):
 
 - IMP continues every round from the weights the previous round trained (it never rewinds:
   rewinding every round would silently make it LTH);
+- IMP's learning rate in every round: a fresh linear decay over the whole run's 10 rounds, as
+  BERT-Tickets (``LT_glue.py:205``, ``:398-401``), so every round ends at 0.9 lr;
+- RobustT's ticket fine-tunes 10 epochs (``stage3-draw-retrain_ticket.sh:9``), and under a step
+  cap (``budget=reduced``) 10 or 3 epochs are the same computation;
 - RobustT rewinds ALL weights, the classifier included, to the PRE-TRAINED model before the
   ticket's fine-tune;
 - SEVEN's cubic schedule between its end points, in the function and in the masks it prunes;
@@ -35,6 +39,7 @@ from benchmark.pruners.randmask import RandMaskPruner, sample_mask
 from benchmark.pruners.rticket import RobustTicketPruner
 from benchmark.pruners.seven import SevenPruner, cubic_remain
 from benchmark.training import loop as training
+from benchmark.training.loop import set_metrics_sink
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -109,6 +114,43 @@ def test_imp_continues_from_the_previous_rounds_weights(tiny, monkeypatch) -> No
         assert torch.equal(seen["masks"][1][n], masks[n])
 
 
+def _step_lrs(run) -> dict[str, list[float]]:
+    """The learning rate of every optimiser step of ``run()``, by training phase (the loop
+    reports every step of a loop under 500 steps; points without ``lr`` are a method's own)."""
+    lrs: dict[str, list[float]] = {}
+
+    def sink(metrics: dict[str, float], step: int, phase: str) -> None:
+        if "lr" in metrics:
+            lrs.setdefault(phase, []).append(metrics["lr"])
+
+    set_metrics_sink(sink)
+    try:
+        run()
+    finally:
+        set_metrics_sink(None)
+    return lrs
+
+
+@pytest.mark.parametrize(("lr_schedule", "run_steps"), [(None, 30), ("to_target", 6)])
+def test_imp_round_lr_decays_over_the_whole_run(tiny, lr_schedule, run_steps) -> None:
+    """BERT-Tickets gives every round's fresh scheduler the whole run's t_total (10 rounds of
+    ``save_steps``; ``LT_glue.py:205``, ``:398-401``), no warm-up: with 3 steps per round the
+    decay spans 30 steps, so round steps 0, 1, 2 run at lr x 1, 29/30, 28/30 in EVERY round (and
+    the next step would be 0.9 lr). ``to_target`` (the previous default): the 2 rounds to 20%,
+    6 steps: lr x 1, 5/6, 4/6."""
+    make, data = tiny
+    over = {} if lr_schedule is None else {"lr_schedule": lr_schedule}
+    pruner = instantiate(OmegaConf.load(CONF / "pruner" / "imp.yaml"), max_steps=3, batch_size=16,
+                         **over)  # fmt: skip
+    assert pruner.rate_per_round == 0.1 and pruner.train_kwargs["warmup_ratio"] == 0
+    lrs = _step_lrs(lambda: pruner.prune(make(), data, 0.2))  # rounds at 10% and 20%
+    assert sorted(lrs) == ["imp round 1", "imp round 2"]
+    lr = pruner.train_kwargs["lr"]
+    expected = [lr * (run_steps - i) / run_steps for i in range(3)]
+    for phase, got in lrs.items():
+        assert got == pytest.approx(expected, rel=1e-9, abs=0), phase
+
+
 # ---------------------------------------------------------------- RobustT's ticket
 
 
@@ -128,6 +170,47 @@ def test_rticket_ticket_is_rewound_to_the_pretrained_model(tiny, monkeypatch) ->
         assert torch.equal(start[k], v), k
     assert not torch.equal(dense["classifier.weight"], pre["classifier.weight"])
     assert all(torch.equal(seen["masks"][0][n], m) for n, m in masks.items())
+
+
+def _rticket(**over):
+    """The ``rticket`` option file with a cheap mask search (CE, 1 step) on the tiny data."""
+    cheap = {"adversarial": False, "mask_max_steps": 1, "holdout_examples": 16,
+             "mask_epoch": "last", "max_train_examples": 24, "batch_size": 8}  # fmt: skip
+    return instantiate(OmegaConf.load(CONF / "pruner" / "rticket.yaml"), **{**cheap, **over})
+
+
+def test_rticket_ticket_fine_tunes_ten_epochs(tiny) -> None:
+    """``epoch=10`` of the stage-3 script (stage3-draw-retrain_ticket.sh:9): 24 examples in
+    batches of 8 are 3 steps an epoch, so 30 ticket steps, and the schedule spans them: 10%
+    warm-up (3 steps: lr x 0, 1/3, 2/3), then lr x (30 - i) / 27 down to lr / 27 at step 29.
+    The previous default, 3 epochs, would be 9 steps."""
+    make, data = tiny
+    pruner = _rticket()
+    assert pruner.ticket["epochs"] == 10 and pruner.ticket["max_steps"] is None
+    lrs = _step_lrs(lambda: pruner.prune(make(), data, 0.5))
+    ticket = lrs["rticket ticket fine-tune"]
+    assert pruner.info["ticket"]["steps"] == len(ticket) == 30
+    lr = pruner.ticket["lr"]
+    expected = [lr * i / 3 for i in range(3)] + [lr * (30 - i) / 27 for i in range(3, 30)]
+    assert ticket == pytest.approx(expected, rel=1e-9, abs=1e-20)
+
+
+def test_rticket_ticket_epochs_change_nothing_under_a_step_cap(tiny) -> None:
+    """``budget=reduced`` caps the ticket at ``ticket_max_steps``, which is also its schedule's
+    length: 10 epochs (official) and 3 (the previous default) give the same weights and masks,
+    bit for bit."""
+    make, data = tiny
+    out = {}
+    for epochs in (10, 3):
+        model = make()
+        torch.manual_seed(0)  # dropout draws from the global generator (a job seeds it once)
+        pruner = _rticket(ticket_epochs=epochs, ticket_max_steps=4)
+        masks = pruner.prune(model, data, 0.5)
+        out[epochs] = (masks, _state(model), pruner.info["ticket"]["steps"])
+    (m10, s10, n10), (m3, s3, n3) = out[10], out[3]
+    assert n10 == n3 == 4
+    assert all(torch.equal(m10[n], m3[n]) for n in m10)
+    assert set(s10) == set(s3) and all(torch.equal(s10[k], s3[k]) for k in s10)
 
 
 # ---------------------------------------------------------------- SEVEN's cubic schedule

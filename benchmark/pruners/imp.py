@@ -16,7 +16,16 @@ Official code (VITA-Group/BERT-Tickets @ 4d8e035, ``LT_glue.py``), reproduced by
   10%, 20%, ..., 5 rounds to 50% (``rate_per_round`` 0.1 is the step). The last round is clipped
   to the target. ``round_schedule: geometric`` is the classic 1 - (1 - rate)^r (7 rounds to 50%).
 - Every round gets a fresh AdamW and a fresh linear decay with 0 warm-up (``:216-220``,
-  ``:387-401``). The decay's LENGTH is not the code's: see the differences below.
+  ``:387-401``) whose length is the WHOLE run's steps (``lr_schedule: whole_run``): the code's
+  ``t_total`` is all epochs (``:205``) and every round's new scheduler gets that same
+  ``t_total`` (``:398-401``); the README's command trains 30 epochs and prunes every 3
+  (``README.md:77``, ``:80``), and the run stops at its 10th pruning (``:408-410``), so each
+  round is 1/10 of the run and ends at 0.9 lr whatever the target. Here the run is the
+  ceil(1 / rate_per_round) rounds the linear schedule takes to remove every weight (10 at
+  0.1, whatever ``round_schedule``): each round's decay lasts that many rounds' steps and ends
+  at lr * (1 - 1 / ceil(1 / rate_per_round)). ``lr_schedule: to_target`` (the previous
+  default) decays over the R rounds run to the target instead (0.8 lr at the end of every
+  round at 50%, R = 5); ``per_round`` is one warm-up (``warmup_ratio``) + decay to 0 per round.
 - Weight decay 0 (``:656``), gradient clipping 1.0 (``:325``, ``:658``), random batches.
 - The pooler is pruned with the encoder (``:126``; scope ``encoder_linear+pooler``).
 - LTH rewinds only the keys of the encoder body (``'bert' in key``, ``:180``): the classifier
@@ -27,12 +36,6 @@ Options: ``adversarial=True`` replaces cross-entropy by FreeLB in every round's 
 (configs ``imp_freelb`` / ``lth_freelb``).
 
 Differences from the official code (docs/methods/training_based.md, IMP / LTH):
-- Schedule length. The code's ``t_total`` is the whole run (``:205``: all epochs; README.md:77,
-  30 epochs pruned every 3, i.e. 10 rounds) and every round's fresh scheduler gets it
-  (``:398-401``), so each round ends at 0.9 lr whatever the target. ``lr_schedule: official``
-  (the default, a misnomer) uses the R rounds run to the target instead: each round falls from
-  lr to lr * (1 - 1/R), 0.8 lr at 50% (R = 5), 0.67 lr at 30% (R = 3). ``lr_schedule:
-  per_round`` is one warm-up + decay to 0 per round (``warmup_ratio``). Not measured.
 - It trains from the pre-trained model and prunes every ``save_steps`` inside one run; here
   round 0's training is the dense fine-tune the model arrives with.
 - Weight decay, when set, applies to all parameters (the code exempts biases and LayerNorm;
@@ -67,6 +70,9 @@ from benchmark.training.freelb import FreeLBStep
 from benchmark.training.loop import Batch, TrainConfig, default_step, train
 
 log = logging.getLogger(__name__)
+
+# lengths of each IMP round's learning-rate decay (see IterativeMagnitudePruner.schedule_rounds)
+LR_SCHEDULES = ("whole_run", "to_target", "per_round")
 
 StepFn = Callable[[nn.Module, Batch], torch.Tensor]
 
@@ -186,7 +192,7 @@ class IterativeMagnitudePruner:
         rewind: bool = False,
         rate_per_round: float = 0.1,
         round_schedule: str = "linear",
-        lr_schedule: str = "official",
+        lr_schedule: str = "whole_run",
         reset_head: bool = False,
         granularity: str = "global",
         epochs: float = 3.0,
@@ -210,9 +216,10 @@ class IterativeMagnitudePruner:
         rewind: LTH (rewind to the pre-trained weights before each round's fine-tune) or IMP.
         rate_per_round: the step of the round schedule (0.1).
         round_schedule: ``linear`` (official: 10%, 20%, ... of the original) or ``geometric``.
-        lr_schedule: ``official`` (fresh linear decay each round over the steps of all rounds
-            to the target, no warm-up; the code's length is the whole 10-round run) or
-            ``per_round`` (warm-up ``warmup_ratio`` and decay to 0 in each round).
+        lr_schedule: the length of each round's fresh linear decay: ``whole_run`` (official:
+            the steps of ceil(1 / rate_per_round) rounds, ``LT_glue.py:205``, ``:398-401``),
+            ``to_target`` (the steps of the rounds run to the target; the previous default)
+            or ``per_round`` (warm-up ``warmup_ratio`` and decay to 0 in each round).
         reset_head: LTH only; also rewind the classifier head (False: keep it, official).
         granularity: ``global`` (one threshold, Chen et al.) or ``layer``.
         epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio / grad_clip /
@@ -224,8 +231,8 @@ class IterativeMagnitudePruner:
         if granularity not in ("global", "layer"):
             raise ValueError(f"granularity must be 'global' or 'layer', got {granularity!r}")
         imp_schedule(0.5, rate_per_round, round_schedule)  # validates rate and mode
-        if lr_schedule not in ("official", "per_round"):
-            raise ValueError(f"lr_schedule must be 'official' or 'per_round', got {lr_schedule!r}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {lr_schedule!r}")
         self.rewind = rewind
         self.rate_per_round = rate_per_round
         self.round_schedule, self.lr_schedule = round_schedule, lr_schedule
@@ -242,6 +249,20 @@ class IterativeMagnitudePruner:
         self.version = version
         self.info: dict[str, Any] = {}
 
+    def schedule_rounds(self, n_rounds: int) -> int | None:
+        """How many rounds' steps each round's linear decay lasts (None: this round's own).
+
+        ``whole_run``: the code's run, ceil(1 / rate_per_round) rounds (``t_total`` of all
+        epochs given to every round's scheduler, ``LT_glue.py:205``, ``:398-401``; the README's
+        30 epochs pruned every 3 = 10 rounds, ``README.md:77``, ``:80``). ``to_target``: the
+        ``n_rounds`` run to the target. ``per_round``: None (decay to 0 within the round).
+        """
+        if self.lr_schedule == "whole_run":
+            return math.ceil(1.0 / self.rate_per_round - 1e-9)
+        if self.lr_schedule == "to_target":
+            return n_rounds
+        return None
+
     def find_masks(
         self, model: nn.Module, data: PruneData, sparsity: float, rewind_state: dict | None
     ) -> tuple[Masks, list[dict[str, Any]]]:
@@ -256,8 +277,9 @@ class IterativeMagnitudePruner:
                 rewind(model, rewind_state, keep_head=not self.reset_head)
             cfg = TrainConfig(seed=data.seed + r, **self.train_kwargs)
             kw: dict[str, Any] = {}
-            if self.lr_schedule == "official":  # rounds to the target (LT_glue.py:205: whole run)
-                kw["schedule_total"] = len(schedule) * cfg.total_steps(len(data.train))
+            rounds_long = self.schedule_rounds(len(schedule))
+            if rounds_long is not None:  # one round's steps x the rounds the decay lasts
+                kw["schedule_total"] = rounds_long * cfg.total_steps(len(data.train))
             stats = masked_finetune(model, data, masks, cfg, self.step_fn, f"imp round {r + 1}",
                                     **kw)  # fmt: skip
             rounds.append({"sparsity": s, **stats})

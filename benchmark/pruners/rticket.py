@@ -27,7 +27,15 @@ Official code (ruizheng20/robust_ticket @ b33bd52), reproduced by default:
   lambda is computed, so the ramp is evaluated at the 1-based step count (as here).
 - Order: the task-loss gradient is clipped to norm 1.0 (``:276``), then the L0 gradient is
   added unclipped (``:283-284``), then the optimiser steps.
-- Ticket fine-tune without gradient clipping (``draw_retrain_ticket.py:418-427``).
+- Ticket fine-tune without gradient clipping (``draw_retrain_ticket.py:418-427``), for 10
+  epochs: the stage-3 script sets ``epoch=10`` ("larger epoch is better",
+  ``stage3-draw-retrain_ticket.sh:9``). Its loop ``for epoch in 19 17 15 13`` (``:13``) then
+  reuses the name and passes the loop value as ``--epochs`` (``:30``), so as written the tickets
+  retrain 13-19 epochs; the loop was meant to pick the search epoch's checkpoint
+  (``masked_model_path=${model_path}${epoch}``, ``:17``, computed but never passed), a script
+  defect not reproduced. ``ticket_epochs: 3`` (the argparse default,
+  ``draw_retrain_ticket.py:61``) is the previous default. At ``budget=reduced`` the ticket's
+  200-step cap also sets its schedule's length, so the epochs change nothing there.
 
 Differences from the official code (docs/methods/training_based.md, RobustT):
 - Clip scope (``clip_scope``). The code clips ``model.parameters()`` (``:276``) but zeroes only
@@ -52,12 +60,6 @@ Differences from the official code (docs/methods/training_based.md, RobustT):
   training split that the dense model did not see (when the caller honours ``dense_holdout``).
   The authors then pick the ticket from a grid of epochs x sparsities by attack results on the
   evaluation set; we choose only the epoch and record it in ``self.info``.
-- Ticket fine-tune epochs: 3, the argparse default (``draw_retrain_ticket.py:61``); our choice,
-  not the official value. The stage-3 script sets ``epoch=10``
-  (``stage3-draw-retrain_ticket.sh:9``) and then overwrites it with its loop over search epochs
-  (``:13``, passed as ``--epochs``, ``:30``), so as written it retrains 13-19 epochs; that
-  script defect rules out 13-19, not 10. At ``budget=reduced`` the ticket is capped at 200
-  steps, so the committed numbers do not depend on the epochs.
 - Ticket fine-tune, other: weight decay applies to all parameters (the code exempts biases and
   LayerNorm); the last checkpoint (the code attacks every epoch's checkpoint).
 - The mask covers ``scope``; the paper and code mask the pooler too (``encoder_linear+pooler``,
@@ -205,7 +207,8 @@ class RobustTicketPruner:
         imp_rate_per_round: float = 0.1,
         imp_epochs: float = 3.0,
         imp_max_steps: int | None = None,
-        ticket_epochs: float = 3.0,
+        imp_lr_schedule: str = "whole_run",
+        ticket_epochs: float = 10.0,
         ticket_max_steps: int | None = None,
         ticket_lr: float = 2e-5,
         batch_size: int = 32,
@@ -231,9 +234,11 @@ class RobustTicketPruner:
         ticket_grad_clip: clip norm of the ticket fine-tune (None: none, as the code).
         group_by_length: length-grouped batches (False: random batches, as the code).
         adv_steps / adv_lr / adv_init_mag / adv_norm: FreeLB settings.
-        imp_rate_per_round / imp_epochs / imp_max_steps: IMP budget when mask_learning=False.
-        ticket_epochs / ticket_max_steps / ticket_lr: the ticket's fine-tune (3 epochs, ours;
-            the stage-3 script's intended 10 is overwritten to 13-19 by a loop; lr 2e-5).
+        imp_rate_per_round / imp_epochs / imp_max_steps / imp_lr_schedule: IMP budget and
+            round schedule when mask_learning=False (IMP's ``rate_per_round``, ``epochs``,
+            ``max_steps``, ``lr_schedule``).
+        ticket_epochs / ticket_max_steps / ticket_lr: the ticket's fine-tune (10 epochs, the
+            stage-3 script's ``epoch=10``; 3 is the previous default; lr 2e-5).
         batch_size: batch size of every stage (32).
         max_train_examples: subsample the training split (smoke runs).
         scope / version: as for every pruner.
@@ -265,6 +270,7 @@ class RobustTicketPruner:
             "rate_per_round": imp_rate_per_round,
             "epochs": imp_epochs,
             "max_steps": imp_max_steps,
+            "lr_schedule": imp_lr_schedule,
         }
         self.ticket = {"epochs": ticket_epochs, "max_steps": ticket_max_steps, "lr": ticket_lr}
         self.batch_size = batch_size
@@ -368,7 +374,7 @@ class RobustTicketPruner:
                 adv_init_mag=self.adv["init_mag"], adv_norm=self.adv["norm"],
                 max_train_examples=self.max_train_examples, scope=self.scope, **self.imp,
             )  # fmt: skip
-            masks = imp.prune(model, data, sparsity)  # IMP's own (official) defaults
+            masks = imp.prune(model, data, sparsity)  # IMP's defaults otherwise
             self.info["imp"] = imp.info
         for p in model.parameters():
             p.requires_grad_(True)
