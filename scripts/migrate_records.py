@@ -78,11 +78,32 @@ def _attack_time_limit(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+RTICKET_TARGET = "benchmark.pruners.rticket.RobustTicketPruner"
+
+
+def _rticket_v3_capped(cfg: dict[str, Any]) -> dict[str, Any]:
+    """RobustT version 3 (issue 27) trains the ticket 10 epochs where version 2 trained 3, and
+    adds ``imp_lr_schedule`` (read only when masks are not learned). A version-2 record whose
+    ticket fine-tune was capped by ``ticket_max_steps`` (``budget=reduced``: 200 steps) ran the
+    same computation as version 3: the cap sets the step count and the schedule's length, and
+    the epochs are then not read (``TrainConfig.total_steps``). Only those records are moved;
+    an uncapped version-2 record trained a different ticket and stays stale (rerun)."""
+    pruner = cfg.get("pruner")
+    if (not isinstance(pruner, dict) or pruner.get("_target_") != RTICKET_TARGET
+            or pruner.get("version") != 2 or not pruner.get("mask_learning")
+            or not pruner.get("ticket_max_steps") or pruner.get("ticket_epochs") != 3):  # fmt: skip
+        return cfg
+    return {**cfg, "pruner": {**pruner, "version": 3, "ticket_epochs": 10,
+                              "imp_lr_schedule": "whole_run"}}  # fmt: skip
+
+
 MIGRATIONS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("house: module moves", _rename_targets),
     ("contract: normalised values", normalise),
     ("contract: data source in identity", _add_data_source),
     ("contract: per-example attack time limit", _attack_time_limit),
+    ("issue 27: RobustT v3 where the ticket was step-capped (same computation)",
+     _rticket_v3_capped),
 ]
 
 # ------------------------------------------------------------------------------ schema 3
@@ -207,6 +228,9 @@ def _move(path: Path, rec: dict[str, Any], cfg: dict[str, Any], dry_run: bool) -
 def _record_fields(rec: dict[str, Any]) -> None:
     """The schema-3 record fields a migrated record can state truthfully (in place)."""
     cfg = rec["cfg"]
+    pruner = cfg.get("pruner")
+    if isinstance(pruner, dict) and "version" in pruner and "pruner_version" in rec:
+        rec["pruner_version"] = pruner["version"]
     rec.setdefault("precision", cfg.get("precision"))
     block = threat_model(cfg.get("attack") or {}, (rec.get("versions") or {}).get("textattack"))
     rec.setdefault("threat_model", block)
