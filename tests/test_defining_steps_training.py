@@ -181,7 +181,7 @@ def test_seven_scores_accumulate_over_the_window(tiny, monkeypatch):
     pruner = seven_module.SevenPruner(max_steps=8, window_start=2, window_length=4,
                                       batch_size=16)  # fmt: skip
     pruner.prune(make(), data, 0.5)
-    assert len(snapshots) == 4
+    assert len(snapshots) == 3  # window_updates=official: window_length - 1 updates
     # the final score of a still-kept weight is the SUM of its per-step increments
     name = max(snapshots[-1], key=lambda n: int((snapshots[-1][n] > 0).sum()))
     kept = snapshots[-1][name] > 0
@@ -196,6 +196,7 @@ def test_seven_official_settings():
     p = instantiate(cfg)
     assert p.beta2 == 0.8 and p.schedule == "constant" and p.scope == "encoder_linear+pooler"
     assert p.train_kwargs["grad_clip"] is None
+    assert p.head == "official" and p.window_updates == "official" and p.version == 3
 
 
 # -- randomized masks --------------------------------------------------------------------------

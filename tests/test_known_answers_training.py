@@ -10,6 +10,9 @@ could still pass (issue 27, "Tests that notice a broken step"):
 - RobustT rewinds ALL weights, the classifier included, to the PRE-TRAINED model before the
   ticket's fine-tune;
 - SEVEN's cubic schedule between its end points, in the function and in the masks it prunes;
+  its official window (``window_length - 1`` updates, stopping short of the target) and its
+  official classifier head (default ``nn.Linear`` init from the job seed, no dropout before
+  it), which must round-trip through the pruned cache and be refused for other head layouts;
 - randomized masks: the number of draws ``max(1, int((N - k) * ratio))``, the order of tied
   draw counts (larger |w| first), and the candidate score (mean of the last ``eval_last``
   held-out evaluations).
@@ -20,6 +23,7 @@ records itself. Each test was checked by breaking its step on purpose and seeing
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -34,7 +38,7 @@ from benchmark.models.structure import prunable_linears
 from benchmark.pruners import imp as imp_module
 from benchmark.pruners import rticket as rticket_module
 from benchmark.pruners import seven as seven_module
-from benchmark.pruners.base import PruneData, prunable_params
+from benchmark.pruners.base import PruneData, apply_masks, measure_sparsity, prunable_params
 from benchmark.pruners.randmask import RandMaskPruner, sample_mask
 from benchmark.pruners.rticket import RobustTicketPruner
 from benchmark.pruners.seven import SevenPruner, cubic_remain
@@ -236,7 +240,8 @@ def test_seven_prunes_along_the_cubic_schedule(tiny, monkeypatch) -> None:
         return out
 
     monkeypatch.setattr(seven_module, "global_topk_masks", recording)
-    pruner = SevenPruner(max_steps=8, window_start=2, window_length=4, batch_size=16)
+    pruner = SevenPruner(max_steps=8, window_start=2, window_length=4, batch_size=16,
+                         window_updates="exact")  # fmt: skip
     model = make()
     n = sum(p.numel() for p in prunable_params(model, pruner.scope).values())
     masks = pruner.prune(model, data, 0.5)
@@ -245,6 +250,139 @@ def test_seven_prunes_along_the_cubic_schedule(tiny, monkeypatch) -> None:
     assert [s for s, _ in kept] == pytest.approx([1 - r for r in remain])
     assert [k for _, k in kept] == [n - round(n * (1 - r)) for r in remain]
     assert sum(int(m.sum()) for m in masks.values()) == n // 2
+
+
+def _record_topk(monkeypatch) -> list[tuple[float, int]]:
+    """Wraps SEVEN's global top-k: (sparsity asked, weights kept) of every mask update."""
+    kept: list[tuple[float, int]] = []
+    orig = seven_module.global_topk_masks
+
+    def recording(scores, sparsity):
+        out = orig(scores, sparsity)
+        kept.append((sparsity, sum(int(m.sum()) for m in out.values())))
+        return out
+
+    monkeypatch.setattr(seven_module, "global_topk_masks", recording)
+    return kept
+
+
+def test_seven_official_window_stops_one_update_short(tiny, monkeypatch) -> None:
+    """``window_updates: official`` (utils.py:248): window_length 4 -> 3 updates (steps 2, 3,
+    4), the schedule's denominator still 4, so the masks end at remain(2) = 0.5 + 0.5 / 4^3
+    and stay there: the recorded sparsity is below the target."""
+    make, data = tiny
+    kept = _record_topk(monkeypatch)
+    pruner = SevenPruner(max_steps=8, window_start=2, window_length=4, batch_size=16)
+    assert pruner.window_updates == "official"
+    model = make()
+    n = sum(p.numel() for p in prunable_params(model, pruner.scope).values())
+    masks = pruner.prune(model, data, 0.5)
+    remain = [0.5 + 0.5 * 27 / 64, 0.5 + 0.5 * 8 / 64, 0.5 + 0.5 / 64]  # by hand
+    assert [s for s, _ in kept] == pytest.approx([1 - r for r in remain])
+    assert [k for _, k in kept] == [n - round(n * (1 - r)) for r in remain]
+    final = n - round(n * (1 - 0.5078125))
+    assert final > n // 2  # never reaches the target
+    assert sum(int(m.sum()) for m in masks.values()) == final
+    assert pruner.info["window"] == [2, 5] and pruner.info["window_updates"] == 3
+    assert [h["step"] for h in pruner.info["schedule"]][-1] == 4
+    apply_masks(model, masks, permanent=True)  # what the pipeline records as sparsity_actual
+    assert measure_sparsity(model, pruner.scope) == pytest.approx(1 - final / n)
+
+
+def _expected_official_head(seed: int, n_out: int, hidden: int):
+    """nn.Linear's default draw, written out: weight then bias, each uniform in
+    +-1/sqrt(hidden), from a CPU generator seeded with the job seed."""
+    gen = torch.Generator().manual_seed(seed)
+    bound = 1 / math.sqrt(hidden)
+    weight = (torch.rand(n_out, hidden, generator=gen) * 2 - 1) * bound
+    bias = (torch.rand(n_out, generator=gen) * 2 - 1) * bound
+    return weight, bias
+
+
+def test_seven_official_head(tiny, monkeypatch) -> None:
+    """``head: official`` (model.py:39, :52): the classifier entering the fine-tune is a fresh
+    default-initialised linear drawn from the job seed (0 here), and it reads the pooler output
+    itself (no dropout) at every training step; the dropout module is back afterwards."""
+    make, data = tiny
+    model = make()
+    dropout = model.dropout
+    assert isinstance(dropout, torch.nn.Dropout) and dropout.p > 0
+    seen: dict[str, object] = {}
+    pooled: list[torch.Tensor] = []
+    fed: list[torch.Tensor] = []
+    orig_train = seven_module.train
+
+    def recording(net, *args, **kwargs):
+        seen["weight"] = net.classifier.weight.detach().clone()
+        seen["bias"] = net.classifier.bias.detach().clone()
+        hooks = [
+            net.bert.pooler.register_forward_hook(lambda m, i, o: pooled.append(o.detach())),
+            net.classifier.register_forward_hook(lambda m, i, o: fed.append(i[0].detach())),
+        ]
+        try:
+            return orig_train(net, *args, **kwargs)
+        finally:
+            for h in hooks:
+                h.remove()
+
+    monkeypatch.setattr(seven_module, "train", recording)
+    pruner = SevenPruner(max_steps=3, window_start=0, window_length=3, batch_size=16)
+    assert pruner.head == "official"
+    pruner.prune(model, data, 0.5)
+    weight, bias = _expected_official_head(data.seed, 2, 32)
+    assert torch.allclose(seen["weight"], weight, rtol=0, atol=1e-6)
+    assert torch.allclose(seen["bias"], bias, rtol=0, atol=1e-6)
+    assert float(seen["bias"].abs().min()) > 0  # not the Hugging Face head (bias 0)
+    assert len(fed) == len(pooled) == 3
+    assert all(torch.equal(a, b) for a, b in zip(fed, pooled, strict=True))  # no dropout
+    assert model.dropout is dropout  # the module tree as it was
+
+
+def test_seven_official_head_round_trips_through_the_pruned_cache(tiny, tmp_path) -> None:
+    """The pruned model with the official head stores and loads as the pipeline does
+    (pruned/<key>/weights.pt) into a fresh model of the same class, with the same logits."""
+    from benchmark.jobs.pipeline import _load_pruned, _store_pruned
+
+    make, data = tiny
+    model = make()
+    pruner = SevenPruner(max_steps=4, window_start=1, window_length=3, batch_size=16)
+    masks = pruner.prune(model, data, 0.5)
+    apply_masks(model, masks, permanent=True)
+    model.eval()
+    folder = tmp_path / "pruned" / "key"
+    _store_pruned(folder, model, {"seconds": 1.0, "method": pruner.info})
+    fresh = make()
+    assert _load_pruned(folder, fresh, torch.device("cpu")) is not None
+    assert set(fresh.state_dict()) == set(model.state_dict())
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in model.state_dict().items())
+    enc = data.tokenizer(["the movie was good", "bad"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(**enc).logits, model(**enc).logits)
+
+
+@pytest.mark.parametrize("kind", ["distilbert", "roberta", "deberta"])
+def test_seven_official_head_is_refused_for_other_heads(kind, tmp_path) -> None:
+    """No pooler -> dropout -> linear classifier: ``head: official`` stops with the key named,
+    before the pre-trained model loads, in ``prune`` and in the config check; ``hf`` passes."""
+    from benchmark.errors import UserError
+    from benchmark.jobs.validate import check_pruner_model
+    from benchmark.models.loading import build_tiny
+
+    model, tok = build_tiny(kind, 2, tmp_path)
+
+    def never():
+        raise AssertionError("the pre-trained model must not load")
+
+    data = PruneData(tokenizer=tok, train=[("good", 1)] * 64, max_length=32,
+                     device=torch.device("cpu"), seed=0, pretrained=never)  # fmt: skip
+    with pytest.raises(UserError, match=r"pruner\.head=official .*pruner\.head=hf"):
+        SevenPruner(max_steps=2, window_start=0, window_length=2).prune(model, data, 0.5)
+    target = {"_target_": "benchmark.pruners.seven.SevenPruner"}
+    resolved = {"model": {"pretrained": f"tiny:{kind}"}, "pruner": {**target, "head": "official"}}
+    with pytest.raises(UserError, match=r"pruner\.head=official"):
+        check_pruner_model(resolved)
+    check_pruner_model({**resolved, "pruner": {**target, "head": "hf"}})
+    check_pruner_model({**resolved, "model": {"pretrained": "tiny"}})
 
 
 # ---------------------------------------------------------------- randomized masks

@@ -250,12 +250,16 @@ def test_randmask_stages_and_deterministic_baseline(tiny):
     _check_contract(model, pruner, masks, 0.6)
 
 
-def test_seven_masks_are_final_at_window_end(tiny):
+@pytest.mark.parametrize("updates,step,remain", [("official", 4, 0.5 + 0.5 / 4**3),
+                                                 ("exact", 5, 0.5)])  # fmt: skip
+def test_seven_masks_are_final_at_window_end(tiny, updates, step, remain):
+    """Window 2 + 4: the official code's 3 updates stop short of the target (utils.py:248),
+    ``exact`` makes 4 and ends on it."""
     model, _tok, data = tiny
-    pruner = _build("seven")
+    pruner = _build("seven", window_updates=updates)
     pruner.prune(model, data, 0.5)
-    assert pruner.info["schedule"][-1]["remain"] == pytest.approx(0.5)
-    assert pruner.info["schedule"][-1]["step"] == 5
+    assert pruner.info["schedule"][-1]["remain"] == pytest.approx(remain)
+    assert pruner.info["schedule"][-1]["step"] == step
 
 
 # -- dense recipes -----------------------------------------------------------------------------

@@ -339,10 +339,12 @@ def model_type(model: Mapping[str, Any]) -> str | None:
 
 
 def check_pruner_model(resolved: Mapping[str, Any]) -> None:
-    """A pruner that works on some model families only (its class has ``check_model_type``)
-    refuses the others here, before the dense model is loaded or fine-tuned, with the line its
-    own ``prune`` would give."""
-    target = (resolved.get("pruner") or {}).get("_target_")
+    """A pruner that works on some model families only (its class has ``check_model_type``,
+    called with the model type, and the pruner's resolved config too where it takes a second
+    argument: SEVEN's ``head``) refuses the others here, before the dense model is loaded or
+    fine-tuned, with the line its own ``prune`` would give."""
+    pruner = resolved.get("pruner") or {}
+    target = pruner.get("_target_")
     if not isinstance(target, str):
         return
     module, _, name = target.rpartition(".")
@@ -353,8 +355,14 @@ def check_pruner_model(resolved: Mapping[str, Any]) -> None:
     if check is None:
         return
     kind = model_type(resolved.get("model") or {})
-    if kind is not None:
+    if kind is None:
+        return
+    try:  # ``check_model_type(kind)``, or ``(kind, cfg)`` when the refusal depends on a key
+        inspect.signature(check).bind(kind, pruner)
+    except TypeError:
         check(kind)
+    else:
+        check(kind, pruner)
 
 
 def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:

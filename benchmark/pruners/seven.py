@@ -2,20 +2,19 @@
 
 Prunes during fine-tuning, starting from the PRE-TRAINED model (the dense fine-tuned model
 handed to ``prune`` is only overwritten: SEVEN never sees it). After every optimiser step in
-the pruning window ``[window_start, window_start + window_length)``, with g the minibatch
-gradient of each prunable weight (raw: no clipping, as the official code) and i the index
-of the update inside the window:
+the pruning window ``[window_start, window_start + window_length - 1)`` (official; ``exact``:
+to ``window_start + window_length``), with g the minibatch gradient of each prunable weight
+(raw: no clipping, as the official code) and i the index of the update inside the window:
 
     m <- a1 m + (1 - a1)|g|          v <- a2 v + (1 - a2) g^2
     m_hat = m / (1 - a1^(i+1))       v_hat = sqrt(v / (1 - a2^(i+1))) + 1e-9
     I <- I + |W * g * m_hat / v_hat|   (cumulative "symbolic descent" score)
 
 Pruned weights get score 0. One global top-k over the scope keeps
-``remain(i) = keep + (1 - keep)(1 - (i+1)/window_length)^3`` of the weights (cubic schedule),
-so the target sparsity is reached at the window's last step; training continues with the
-final masks until the budget ends. Defaults: a1 = 0.8, a2 = 0.8, lr 2e-5, batch 32, 10 epochs,
-AdamW without weight decay; SST-2 window start 1000, length 4000 (the official code hard-codes
-per-dataset windows; here they are config values).
+``remain(i) = keep + (1 - keep)(1 - (i+1)/window_length)^3`` of the weights (cubic schedule);
+training continues with the final masks until the budget ends. Defaults: a1 = 0.8, a2 = 0.8,
+lr 2e-5, batch 32, 10 epochs, AdamW without weight decay; SST-2 window start 1000, length 4000
+(the official code hard-codes per-dataset windows; here they are config values).
 
 Official code (xiaojinying/SEVEN @ 85e5903), reproduced by default:
 - No learning-rate scheduler is built (``train.py:29-32`` builds only the optimizer and
@@ -30,23 +29,38 @@ Official code (xiaojinying/SEVEN @ 85e5903), reproduced by default:
   (``strategies/pruner.py:64-71``), exponent = the update's index in the window + 1
   (``:42-43``, ``:78``), as :class:`SevenScore`. No warm-up (no scheduler at all).
 - Random batches (no length grouping).
+- Classifier head (``head: official``): the code's model is ``BertModel`` plus its own
+  ``nn.Linear(768, C)`` on ``pooler_output`` (``model.py:39``, ``:52``), PyTorch's default
+  initialisation, no dropout before it. Here the model's ``classifier`` linear is re-drawn
+  after the rewind as ``nn.Linear`` initialises itself (weight and bias uniform in
+  +-1/sqrt(hidden)) from a CPU generator seeded with the job seed (weight, then bias), and
+  the dropout on the pooled output is taken out for the fine-tune (put back afterwards: the
+  module tree, the state dict and the pruned cache are unchanged; in evaluation it does
+  nothing anyway). Defined for a pooler -> ``dropout`` -> linear ``classifier`` head (BERT,
+  MiniLM); other heads (DistilBERT, RoBERTa, ELECTRA, DeBERTa) fail with a message naming
+  ``pruner.head``. ``head: hf`` keeps the Hugging Face head (dropout ``hidden_dropout_prob``,
+  weight N(0, 0.02), bias 0): the previous behaviour.
+- Window length (``window_updates: official``): the code updates scores and masks while
+  ``iter < t_i + iter_num - 1`` (``utils.py:214``, ``:248``): ``window_length - 1`` updates
+  (3,999 on SST-2) with ``window_length`` as the cubic schedule's denominator
+  (``strategies/pruner.py:79``). The last update keeps keep + (1 - keep)/window_length^3 of
+  the weights and the masks never change again, so the final sparsity is below the target by
+  (1 - keep)/window_length^3 of the scope, rounded to whole weights (none for bert-base at
+  4,000; for MiniLM-L6 at 200, ``budget=reduced``, none at 30% and one at 50%);
+  ``sparsity_actual`` is measured on those masks, as the code logs its "true remain ratio"
+  (``utils.py:252-258``).
+  ``window_updates: exact`` makes ``window_length`` updates ending exactly at the target:
+  the previous behaviour.
 
 Differences from the official code (docs/methods/training_based.md, SEVEN):
-- Classifier head. The code's model is ``BertModel`` plus its own ``nn.Linear(768, C)`` on
-  ``pooler_output`` (``model.py:39``, ``:52``): PyTorch's default initialisation, no dropout
-  before it. Here the pre-trained model's Hugging Face head (dropout ``hidden_dropout_prob``
-  on the pooled output, weight N(0, 0.02), bias 0). Changes the committed numbers; not
-  measured.
-- Window length. The code updates while ``iter < t_i + iter_num - 1`` (``utils.py:214``,
-  ``:248``): ``iter_num - 1`` updates (3,999 on SST-2) with ``iter_num`` as the cubic
-  schedule's denominator (``strategies/pruner.py:79``), so it stops within
-  (1 - keep) / iter_num^3 of the target. Here ``window_length`` updates (line ``if not
-  self.window_start <= step < end`` in :meth:`SevenPruner.prune`), ending exactly at the
-  target. Small; not measured.
 - Masks are enforced by ``torch.nn.utils.prune`` pre-hooks (so pruned weights get zero
   gradient) instead of zeroing weights after each step; the score of a pruned weight is
   therefore 0 anyway, and selection never re-admits a pruned weight (masks shrink
   monotonically; the official code could in principle re-grow a weight with a tied score).
+- Keep count: the code keeps ``int(remain * N)`` weights (floor, ``strategies/utils.py:29``)
+  plus any tied with the threshold (``:49``); here ``N - round(N (1 - remain))`` (the
+  project's ``base.keep_count``), ties broken by position: at most one weight apart,
+  ties aside.
 - Only the per-dataset window values for SST-2 are known to us; other datasets must set
   ``window_start`` / ``window_length`` (the run fails loudly if the window does not fit).
 """
@@ -54,6 +68,8 @@ Differences from the official code (docs/methods/training_based.md, SEVEN):
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -78,7 +94,9 @@ log = logging.getLogger(__name__)
 
 
 def cubic_remain(i: int, length: int, keep: float) -> float:
-    """Fraction of weights kept after window update ``i`` (0-based) of ``length`` updates."""
+    """Fraction of weights kept after window update ``i`` (0-based); ``length`` is the window
+    length, the schedule's denominator (the official code makes ``length - 1`` updates, so its
+    last is ``i = length - 2``; ``window_updates: exact`` makes ``length``)."""
     frac = min(1.0, (i + 1) / length)
     return keep + (1 - keep) * (1 - frac) ** 3
 
@@ -117,8 +135,71 @@ class SevenScore:
         }
 
 
+HEADS = ("official", "hf")
+WINDOW_UPDATES = ("official", "exact")
+# Model families whose Hugging Face classifier is not pooler -> dropout -> linear (no pooler on
+# the base model): the official head is not defined for them.
+NO_POOLER_HEAD = ("distilbert", "roberta", "xlm-roberta", "electra", "deberta-v2")
+
+
+def _head_error(what: str) -> UserError:
+    return UserError(
+        f"pruner.head=official (SEVEN's own linear on the pooler output, model.py:39, :52) "
+        f"needs a BERT-style head: the base model's pooler, then `dropout` and a linear "
+        f"`classifier`; {what}. Set pruner.head=hf to train the model's own head"
+    )
+
+
+def _head_parts(model: nn.Module) -> tuple[nn.Linear, nn.Dropout]:
+    """The classifier linear and the dropout before it, or :class:`UserError` naming
+    ``pruner.head`` when the model's head is not pooler -> ``dropout`` -> linear ``classifier``."""
+    base = getattr(model, getattr(model, "base_model_prefix", "") or "", None)
+    classifier, dropout = getattr(model, "classifier", None), getattr(model, "dropout", None)
+    if getattr(base, "pooler", None) is None:
+        raise _head_error(f"{type(model).__name__} has no pooler on its base model")
+    if not isinstance(classifier, nn.Linear) or not isinstance(dropout, nn.Dropout):
+        raise _head_error(f"{type(model).__name__}'s head is not dropout -> linear classifier")
+    return classifier, dropout
+
+
+def official_head(model: nn.Module, seed: int) -> Callable[[], None]:
+    """Give ``model`` the official code's classifier head; returns the function that puts the
+    pooled-output dropout back (call it after the fine-tune).
+
+    The ``classifier`` linear is re-drawn as ``nn.Linear.reset_parameters`` draws it
+    (kaiming-uniform with a = sqrt(5), i.e. weight and bias uniform in +-1/sqrt(in_features)),
+    weight then bias, from a CPU generator seeded with ``seed``, then copied to the model's
+    device; ``model.dropout`` (the dropout between pooler and classifier) is replaced by an
+    identity. Raises :class:`UserError` naming ``pruner.head`` for another head layout.
+    """
+    classifier, dropout = _head_parts(model)
+    gen = torch.Generator().manual_seed(int(seed))
+    weight = torch.empty(classifier.weight.shape, dtype=classifier.weight.dtype)
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+    bound = 1 / math.sqrt(classifier.in_features)
+    with torch.no_grad():
+        classifier.weight.copy_(weight)
+        if classifier.bias is not None:
+            bias = torch.empty(classifier.bias.shape, dtype=classifier.bias.dtype)
+            classifier.bias.copy_(bias.uniform_(-bound, bound, generator=gen))
+    model.dropout = nn.Identity()
+
+    def restore() -> None:
+        model.dropout = dropout
+
+    return restore
+
+
 class SevenPruner:
     """SEVEN (see the module docstring for the procedure and every deviation)."""
+
+    @staticmethod
+    def check_model_type(kind: str, cfg: Mapping[str, Any] | None = None) -> None:
+        """Refuse ``head: official`` on a family without BERT's pooler head (one line). The
+        config check (:func:`benchmark.jobs.validate.check_pruner_model`) calls it before any
+        work; :meth:`prune` checks the model itself (:func:`_head_parts`)."""
+        if (cfg or {}).get("head", "official") == "official" and kind in NO_POOLER_HEAD:
+            raise _head_error(f"model type {kind!r} has none")
 
     def __init__(
         self,
@@ -137,6 +218,8 @@ class SevenPruner:
         group_by_length: bool = False,
         max_train_examples: int | None = None,
         scope: str = "encoder_linear+pooler",
+        head: str = "official",
+        window_updates: str = "official",
         version: int = 1,
     ) -> None:
         """Args:
@@ -145,10 +228,24 @@ class SevenPruner:
         epochs / max_steps / lr / batch_size / weight_decay / warmup_ratio / grad_clip /
             group_by_length / max_train_examples: the fine-tuning budget (TrainConfig fields).
         schedule: learning-rate schedule (``constant``: official; see ``make_scheduler``).
+        head: ``official`` (the code's own linear on the pooler output, default init, no
+            dropout: :func:`official_head`) or ``hf`` (the model's Hugging Face head).
+        window_updates: ``official`` (``window_length - 1`` updates, ``utils.py:248``) or
+            ``exact`` (``window_length`` updates, ending exactly at the target).
         scope / version: as for every pruner.
         """
-        if window_start < 0 or window_length < 1:
-            raise ValueError("window_start must be >= 0 and window_length >= 1")
+        if head not in HEADS:
+            raise UserError(f"pruner.head must be one of {HEADS}, got {head!r}")
+        if window_updates not in WINDOW_UPDATES:
+            raise UserError(
+                f"pruner.window_updates must be one of {WINDOW_UPDATES}, got {window_updates!r}"
+            )
+        if window_start < 0 or window_length < (2 if window_updates == "official" else 1):
+            raise ValueError(
+                "window_start must be >= 0 and window_length >= 1 (>= 2 with "
+                "window_updates=official, which makes window_length - 1 updates)"
+            )
+        self.head, self.window_updates = head, window_updates
         self.window_start, self.window_length = window_start, window_length
         self.beta1, self.beta2 = beta1, beta2
         self.train_kwargs = {
@@ -166,14 +263,19 @@ class SevenPruner:
         sparsity = check_sparsity(sparsity)
         cfg = TrainConfig(seed=data.seed, **self.train_kwargs)
         total = cfg.total_steps(len(data.train))
-        end = self.window_start + self.window_length
+        # official: updates while step < window_start + window_length - 1 (utils.py:248)
+        updates = self.window_length - (1 if self.window_updates == "official" else 0)
+        end = self.window_start + updates
         if end > total:
             raise UserError(
                 f"SEVEN pruning window ends at step {end} but training has {total} steps; "
                 "set pruner.window_start / pruner.window_length (per-dataset values) or a "
                 "larger pruner.epochs"
             )
+        if self.head == "official":
+            _head_parts(model)  # before the pre-trained model loads: the same architecture
         rewind(model, pretrained_state(data))
+        restore_head = official_head(model, data.seed) if self.head == "official" else None
         masks = full_masks(model, self.scope)
         apply_masks(model, masks, permanent=False)
         linears = {f"{n}.weight": m for n, m in prunable_linears(model, self.scope).items()}
@@ -203,8 +305,11 @@ class SevenPruner:
             )  # fmt: skip
         finally:
             remove_mask_hooks(model)
+            if restore_head is not None:
+                restore_head()
         self.info = {
             "started_from": "pretrained", "window": [self.window_start, end],
+            "window_updates": updates, "head": self.head,
             "schedule": history, "checkpoint": "last", **stats,
         }  # fmt: skip
         return {n: m.clone() for n, m in masks.items()}
