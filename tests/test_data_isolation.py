@@ -32,7 +32,8 @@ BUDGETS = {
                                  "ticket_max_steps": 2, "adv_steps": 2, **TINY},
     "seven": {"max_steps": 8, "window_start": 2, "window_length": 4, **TINY},
     "randmask": {"num_candidates": 2, "candidate_max_steps": 4, "eval_every": 2,
-                 "stage_max_steps": 4, "dense_max_steps": 2, "patience": 1, **TINY},
+                 "stage_max_steps": 4, "dense_max_steps": 2, "patience": 1,
+                 "val_examples": 40, "heldout_eval_examples": 8, **TINY},  # the official split
     "imp": {"rate_per_round": 0.3, "max_steps": 2, **TINY},
     "lth": {"rate_per_round": 0.3, "max_steps": 2, **TINY},
     "imp_freelb": {"rate_per_round": 0.3, "max_steps": 2, "adv_steps": 2, **TINY},

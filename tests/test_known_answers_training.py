@@ -15,7 +15,9 @@ could still pass (issue 27, "Tests that notice a broken step"):
   it), which must round-trip through the pruned cache and be refused for other head layouts;
 - randomized masks: the number of draws ``max(1, int((N - k) * ratio))``, the order of tied
   draw counts (larger |w| first), and the candidate score (mean of the last ``eval_last``
-  held-out evaluations).
+  held-out evaluations); and the official code's training: the Adam state carried from the
+  previous phase's best checkpoint, distillation over sentences padded to ``max_length``,
+  the ``val`` split of 20 x |dev| training examples, the last of tied checkpoints kept.
 
 Every expected value is worked out by hand or from the PRE-TRAINED / trained states the test
 records itself. Each test was checked by breaking its step on purpose and seeing it fail.
@@ -36,6 +38,7 @@ from benchmark.data.tiny import tiny_splits
 from benchmark.models.loading import build_tiny_bert
 from benchmark.models.structure import prunable_linears
 from benchmark.pruners import imp as imp_module
+from benchmark.pruners import randmask as randmask_module
 from benchmark.pruners import rticket as rticket_module
 from benchmark.pruners import seven as seven_module
 from benchmark.pruners.base import PruneData, apply_masks, measure_sparsity, prunable_params
@@ -452,3 +455,208 @@ def test_randmask_candidate_score_is_the_mean_of_the_last_evaluations(tiny, monk
     assert stage["candidate_scores"] == pytest.approx([0.4, 0.5, 0.45])
     assert stage["chosen"] == 1
     assert all(torch.equal(masks[n], recorded[1][n]) for n in masks)
+
+
+# ---------------------------------------------------------------- randomized masks: official
+# code's training (issue 27, "official-code differences"; docs/methods/training_based.md)
+
+QUERY = "bert.encoder.layer.0.attention.self.query.weight"  # prunable: masked in the stage
+
+
+def _scripted_accuracy(monkeypatch, values: list[float], default: float = 0.5) -> list[dict]:
+    """Held-out "accuracy" taken from ``values`` in order (then ``default``); returns the list
+    of (the model's state, the examples evaluated) at each evaluation."""
+    seen: list[dict] = []
+    queue = list(values)
+
+    def fake_accuracy(model, tokenizer, examples, *args, **kwargs):
+        seen.append({"state": _state(model), "examples": list(examples)})
+        return queue.pop(0) if queue else default
+
+    monkeypatch.setattr(randmask_module, "accuracy", fake_accuracy)
+    return seen
+
+
+def test_randmask_candidates_and_stage_continue_the_best_checkpoints_adam_state(
+    tiny, monkeypatch
+) -> None:
+    """Dense distillation 2 steps, evaluated after each: 0.6 then 0.5, so its best checkpoint
+    is step 1. Each candidate (2, one step each) and the full stage (one step) start from that
+    checkpoint's Adam state (utils_randomness.py:185; experiment_soups_quickcall.py:176-179,
+    :233-236), so their first step is Adam's SECOND: step count 2, m = 0.9 m1 + 0.1 g and
+    v = 0.999 v1 + 0.001 g^2 with (m1, v1) the state after dense step 1 (not after step 2,
+    the last, and not a fresh optimiser's m = 0.1 g at step 1)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    make, data = tiny
+    model = make()
+    _scripted_accuracy(monkeypatch, [0.6, 0.5])
+    after: list[dict[str, torch.Tensor]] = []  # Adam's state of QUERY after every step
+
+    def post(opt, args, kwargs):
+        for n, p in model.named_parameters():
+            if n.removesuffix("_orig") == QUERY:
+                st = opt.state[p]
+                after.append({"step": float(st["step"]), "m": st["exp_avg"].clone(),
+                              "v": st["exp_avg_sq"].clone(), "g": p.grad.clone()})  # fmt: skip
+
+    handle = register_optimizer_step_post_hook(post)
+    try:
+        pruner = RandMaskPruner(num_candidates=2, candidate_max_steps=1, stage_max_steps=1,
+                                dense_max_steps=2, eval_every=1, batch_size=16,
+                                holdout_examples=20, warmup_ratio=0.0)  # fmt: skip
+        pruner.prune(model, data, 0.5)  # one stage: dense 2 steps, 2 candidates, stage
+    finally:
+        handle.remove()
+    assert pruner.info["dense_distillation"]["best_step"] == 1
+    assert len(after) == 5
+    assert [a["step"] for a in after[:2]] == [1.0, 2.0]
+    best = after[0]
+    for later in after[2:]:  # candidate 0, candidate 1, the full stage
+        g = later["g"]
+        assert later["step"] == 2.0
+        torch.testing.assert_close(later["m"], 0.9 * best["m"] + 0.1 * g)
+        torch.testing.assert_close(later["v"], 0.999 * best["v"] + 0.001 * g * g)
+        assert not torch.allclose(later["m"], 0.1 * g)  # what a fresh optimiser would hold
+
+
+def test_randmask_fresh_optimiser_state_is_the_previous_behaviour(tiny, monkeypatch) -> None:
+    """``optimizer_state: fresh``: every phase's first step is Adam's first (m = 0.1 g)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    make, data = tiny
+    model = make()
+    _scripted_accuracy(monkeypatch, [0.6, 0.5])
+    steps: list[float] = []
+    handle = register_optimizer_step_post_hook(
+        lambda opt, a, k: steps.append(float(next(iter(opt.state.values()))["step"]))
+    )
+    try:
+        RandMaskPruner(num_candidates=2, candidate_max_steps=1, stage_max_steps=1,
+                       dense_max_steps=2, eval_every=1, batch_size=16, holdout_examples=20,
+                       optimizer_state="fresh").prune(model, data, 0.5)  # fmt: skip
+    finally:
+        handle.remove()
+    assert steps == [1.0, 2.0, 1.0, 1.0, 1.0]
+
+
+def _manual_distillation(student, teacher, enc) -> float:
+    """The loss by hand: per layer sum((s - t)^2) / numel for hidden states and attention maps,
+    plus sum(-p log q) / (batch x classes)."""
+    with torch.no_grad():
+        s = student(**enc, output_hidden_states=True, output_attentions=True)
+        t = teacher(**enc, output_hidden_states=True, output_attentions=True)
+    total = 0.0
+    pairs = [*zip(s.hidden_states, t.hidden_states, strict=True),
+             *zip(s.attentions, t.attentions, strict=True)]  # fmt: skip
+    for a, b in pairs:
+        total += float(((a - b) ** 2).sum()) / a.numel()
+    p = torch.softmax(t.logits, -1)
+    total += float((-p * torch.log_softmax(s.logits, -1)).sum()) / s.logits.numel()
+    return total
+
+
+def test_randmask_distillation_pads_every_sentence_to_max_length(tiny) -> None:
+    """The code pads every sentence to the task's fixed length (data_processing.py:480-483)
+    and its MSEs average over all those positions (utils_randomness.py:89-95): the step's
+    loss on a batch padded to its longest equals the hand-computed loss on the same sentences
+    tokenized to 32 positions, and differs from the loss over the longest's positions (the
+    previous ``distill_padding: longest``, reproduced by that option)."""
+    make, data = tiny
+    teacher, student = make().eval(), make().eval()
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in student.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    texts = [t for t, _ in data.train[:6]]
+    tok = data.tokenizer
+    longest = training.encode(tok, texts, 32, torch.device("cpu"))
+    assert longest["input_ids"].shape[1] < 32  # the fixture pads less than max_length
+    fixed = tok(texts, padding="max_length", max_length=32, truncation=True, return_tensors="pt")
+    expect_fixed = _manual_distillation(student, teacher, dict(fixed))
+    expect_longest = _manual_distillation(student, teacher, dict(longest))
+    assert abs(expect_fixed - expect_longest) > 1e-3 * expect_longest
+    batch = {**longest, "labels": torch.zeros(len(texts), dtype=torch.long)}
+    for padding, expect in (("max_length", expect_fixed), ("longest", expect_longest)):
+        step = RandMaskPruner(distill_padding=padding)._step_fn(teacher, data)
+        student.zero_grad()
+        assert float(step(student, batch)) == pytest.approx(expect, rel=1e-5), padding
+
+
+def test_randmask_official_val_split_and_its_config(tiny, monkeypatch) -> None:
+    """The code keeps 20 x |dev| training examples out as ``val`` (SST-2: 20 x 872 = 17,440,
+    experiment_soups_quickcall.py:360-363) and trains on the rest. On the 96 tiny training
+    examples ``val_examples: 40`` keeps 40 out (not the previous fifth, 19): training sees
+    only the other 56, evaluations only held-out ones (``heldout_eval_examples: 10`` of
+    them). At most half the split is kept out (60 -> 48)."""
+    from collections import Counter
+
+    from test_budgets import _compose
+
+    sst2 = _compose("pruner=randmask").pruner
+    assert sst2.val_examples == 20 * 872 and sst2.heldout_eval_examples is None
+    reduced = _compose("pruner=randmask", "budget=reduced").pruner
+    assert reduced.val_examples == 17440 and reduced.heldout_eval_examples == 256
+    assert _compose("pruner=randmask", "dataset=agnews").pruner.val_examples is None
+
+    make, data = tiny
+    train = list(data.train)
+    assert len(train) == 96
+    rest, held, evaluated, split = RandMaskPruner(
+        val_examples=40, heldout_eval_examples=10
+    ).selection_split(train, 0)
+    assert (len(rest), len(held), len(evaluated)) == (56, 40, 10)
+    assert Counter(rest) + Counter(held) == Counter(train)  # a partition of the split
+    assert not Counter(evaluated) - Counter(held)
+    assert split["n_heldout"] == 40 and split["n_train"] == 56
+    assert len(RandMaskPruner(val_examples=60).selection_split(train, 0)[1]) == 48
+    assert len(RandMaskPruner(val_examples=None).selection_split(train, 0)[1]) == 96 // 5
+
+    # end to end: what the loops train on and what the evaluations look at
+    seen = _scripted_accuracy(monkeypatch, [])
+    trained: list[list] = []
+    orig_train, orig_finetune = randmask_module.train, randmask_module.masked_finetune
+
+    def train_spy(model, tokenizer, examples, *a, **kw):
+        trained.append(list(examples))
+        return orig_train(model, tokenizer, examples, *a, **kw)
+
+    def finetune_spy(model, data_, masks, cfg, step_fn, desc, examples, **kw):
+        trained.append(list(examples))
+        return orig_finetune(model, data_, masks, cfg, step_fn, desc, examples, **kw)
+
+    monkeypatch.setattr(randmask_module, "train", train_spy)
+    monkeypatch.setattr(randmask_module, "masked_finetune", finetune_spy)
+    pruner = RandMaskPruner(num_candidates=2, candidate_max_steps=2, stage_max_steps=2,
+                            dense_max_steps=2, eval_every=1, batch_size=16, val_examples=40,
+                            heldout_eval_examples=10)  # fmt: skip
+    pruner.prune(make(), data, 0.5)
+    assert len(trained) == 4 and all(Counter(t) == Counter(rest) for t in trained)
+    assert seen and all(Counter(s["examples"]) == Counter(evaluated) for s in seen)
+    assert pruner.info["selection_split"]["n_heldout"] == 40
+
+
+@pytest.mark.parametrize(
+    ("patience", "tie_rule", "best_step", "steps"),
+    [(3, "last", 4, 5), (3, "first", 2, 5), (2, "last", 2, 4)],
+)
+def test_randmask_ties_keep_the_last_checkpoint(tiny, monkeypatch, patience, tie_rule,
+                                                best_step, steps) -> None:  # fmt: skip
+    """Held-out accuracies 0.5, 0.7, 0.6, 0.7, 0.7, 0.65 after steps 1-6. The code saves
+    whenever an evaluation equals the best after ``EarlyStopping.step`` (utils_randomness.py
+    :164-185), which counts a tie as bad (:404-408) and stops at ``patience`` bad ones without
+    saving. Patience 3: bad at steps 3, 4, 5, stop at 5; the tie at step 4 is saved, the one
+    at 5 (the stop) is not: step 4 kept (``first``: step 2). Patience 2: stop at step 4, the
+    tie there not saved: step 2."""
+    make, data = tiny
+    model = make()
+    seen = _scripted_accuracy(monkeypatch, [0.5, 0.7, 0.6, 0.7, 0.7, 0.65])
+    pruner = RandMaskPruner(dense_max_steps=6, eval_every=1, patience=patience, batch_size=16,
+                            tie_rule=tie_rule)  # fmt: skip
+    info = pruner.distill_dense(model, data, imp_module.copy_model(model), data.train[:60],
+                                data.train[60:80])  # fmt: skip
+    assert (info["best_step"], info["train_steps"]) == (best_step, steps)
+    assert info["best_heldout_acc"] == pytest.approx(0.7)
+    kept = seen[best_step - 1]["state"]
+    assert all(torch.equal(v, kept[k]) for k, v in model.state_dict().items())
+    assert not torch.equal(seen[1]["state"][QUERY], seen[3]["state"][QUERY])  # really differ
