@@ -248,6 +248,36 @@ def test_migration_rekeys_an_old_record_to_the_id_of_the_same_job(tmp_path):
     assert migrate_records.migrate(tmp_path) == []  # safe to run twice
 
 
+def test_rticket_v2_records_with_a_capped_ticket_migrate_to_version_3(tmp_path):
+    """RobustT version 3 trains the ticket 10 epochs instead of 3; under ``budget=reduced`` the
+    200-step cap makes both one computation, so such a version-2 record moves to the id the
+    current code computes for the same job. An uncapped version-2 record (another ticket) is
+    left stale."""
+    import migrate_records
+
+    new = identity_of([*BASE, "pruner=rticket", "budget=reduced"])
+    assert new.identity["pruner"]["version"] == 3 and new.identity["pruner"]["ticket_max_steps"]
+    old_cfg = json.loads(json.dumps(new.identity))
+    old_cfg["pruner"].update(version=2, ticket_epochs=3)
+    old_cfg["pruner"].pop("imp_lr_schedule")
+    uncapped = json.loads(json.dumps(old_cfg))
+    uncapped["pruner"]["ticket_max_steps"] = None
+    runs = tmp_path / "runs" / "s3"
+    runs.mkdir(parents=True)
+    for cfg in (old_cfg, uncapped):
+        rid = run_id_of(cfg)
+        rec = {"run_id": rid, "status": "ok", "cfg": cfg, "pruner_version": 2,
+               "versions": {"textattack": "0.3.11"}, "attack": "deepwordbug"}  # fmt: skip
+        (runs / f"{rid}.json").write_text(json.dumps(rec))
+    migrate_records.migrate(tmp_path)
+    assert sorted(p.stem for p in runs.glob("*.json")) == sorted([new.run_id, run_id_of(uncapped)])
+    out = json.loads((runs / f"{new.run_id}.json").read_text())
+    assert out["pruner_version"] == 3 and out["migrated_from"] == [run_id_of(old_cfg)]
+    kept = json.loads((runs / f"{run_id_of(uncapped)}.json").read_text())
+    assert kept["cfg"]["pruner"]["version"] == 2 and kept["pruner_version"] == 2
+    assert migrate_records.migrate(tmp_path) == []
+
+
 def test_migration_keeps_no_limit_where_the_log_cannot_prove_it(tmp_path):
     import migrate_records
 
