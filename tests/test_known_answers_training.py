@@ -232,29 +232,6 @@ def test_seven_cubic_schedule_between_the_end_points() -> None:
     assert cubic_remain(1, 10, 0.2) == pytest.approx(0.2 + 0.8 * 0.512)
 
 
-def test_seven_prunes_along_the_cubic_schedule(tiny, monkeypatch) -> None:
-    make, data = tiny
-    kept: list[tuple[float, int]] = []
-    orig = seven_module.global_topk_masks
-
-    def recording(scores, sparsity):
-        out = orig(scores, sparsity)
-        kept.append((sparsity, sum(int(m.sum()) for m in out.values())))
-        return out
-
-    monkeypatch.setattr(seven_module, "global_topk_masks", recording)
-    pruner = SevenPruner(max_steps=8, window_start=2, window_length=4, batch_size=16,
-                         window_updates="exact")  # fmt: skip
-    model = make()
-    n = sum(p.numel() for p in prunable_params(model, pruner.scope).values())
-    masks = pruner.prune(model, data, 0.5)
-    # after window update i the kept fraction is remain(i): 0.7109375, 0.5625, 0.5078125, 0.5
-    remain = [0.7109375, 0.5625, 0.5078125, 0.5]
-    assert [s for s, _ in kept] == pytest.approx([1 - r for r in remain])
-    assert [k for _, k in kept] == [n - round(n * (1 - r)) for r in remain]
-    assert sum(int(m.sum()) for m in masks.values()) == n // 2
-
-
 def _record_topk(monkeypatch) -> list[tuple[float, int]]:
     """Wraps SEVEN's global top-k: (sparsity asked, weights kept) of every mask update."""
     kept: list[tuple[float, int]] = []
@@ -267,6 +244,21 @@ def _record_topk(monkeypatch) -> list[tuple[float, int]]:
 
     monkeypatch.setattr(seven_module, "global_topk_masks", recording)
     return kept
+
+
+def test_seven_prunes_along_the_cubic_schedule(tiny, monkeypatch) -> None:
+    make, data = tiny
+    kept = _record_topk(monkeypatch)
+    pruner = SevenPruner(max_steps=8, window_start=2, window_length=4, batch_size=16,
+                         window_updates="exact")  # fmt: skip
+    model = make()
+    n = sum(p.numel() for p in prunable_params(model, pruner.scope).values())
+    masks = pruner.prune(model, data, 0.5)
+    # after window update i the kept fraction is remain(i): 0.7109375, 0.5625, 0.5078125, 0.5
+    remain = [0.7109375, 0.5625, 0.5078125, 0.5]
+    assert [s for s, _ in kept] == pytest.approx([1 - r for r in remain])
+    assert [k for _, k in kept] == [n - round(n * (1 - r)) for r in remain]
+    assert sum(int(m.sum()) for m in masks.values()) == n // 2
 
 
 def test_seven_official_window_stops_one_update_short(tiny, monkeypatch) -> None:
