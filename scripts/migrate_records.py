@@ -102,8 +102,7 @@ MIGRATIONS: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]]]] = [
     ("contract: normalised values", normalise),
     ("contract: data source in identity", _add_data_source),
     ("contract: per-example attack time limit", _attack_time_limit),
-    ("issue 27: RobustT v3 where the ticket was step-capped (same computation)",
-     _rticket_v3_capped),
+    ("issue 27: RobustT v3 where the ticket was step-capped", _rticket_v3_capped),
 ]
 
 # ------------------------------------------------------------------------------ schema 3
