@@ -70,8 +70,10 @@ def test_match_rows_newest_record_and_missing_logs_are_said(tmp_path) -> None:
     rows = [{"id": "v1", "pruner": "lth", "match": {"version": 1}},
             {"id": "v2", "pruner": "lth", "match": {"version": 2}, "reference": "v1"}]  # fmt: skip
     _run(tmp_path, "old", survive=5, pruner="lth", cfg={"version": 1, "scope": "x"})
-    _run(tmp_path, "new1", survive=7, pruner="lth", started_at="2026-01-01T00:00:00")
-    _run(tmp_path, "new2", survive=9, pruner="lth", started_at="2026-02-01T00:00:00")
+    _run(tmp_path, "new1", survive=7, pruner="lth", cfg={"version": 2},
+         started_at="2026-01-01T00:00:00")  # fmt: skip
+    _run(tmp_path, "new2", survive=9, pruner="lth", cfg={"version": 2},
+         started_at="2026-02-01T00:00:00")  # fmt: skip
     spec = _spec(tmp_path, rows, reference=None)
     table, notes = effects.effects_table(load_records(tmp_path), spec)
     assert list(table["run_id"]) == ["old", "new2"]
@@ -108,7 +110,13 @@ def test_spec_errors_name_the_problem(tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["akr_official", "training_reduced_versions", "robustt_ablation_reduced"]
+    [
+        "akr_official",
+        "training_reduced_versions",
+        "robustt_ablation_reduced",
+        "official_defaults_reduced",
+        "noise_floor",
+    ]
     + [f"nm_{m}" for m in ("magnitude", "wanda", "sparsegpt", "akr")],
 )
 def test_committed_specs_load_and_name_existing_pruners(name) -> None:
