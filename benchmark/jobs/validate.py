@@ -340,8 +340,8 @@ def model_type(model: Mapping[str, Any]) -> str | None:
 
 def check_pruner_model(resolved: Mapping[str, Any]) -> None:
     """A pruner that works on some model families only (its class has ``check_model_type``,
-    called with the model type, and the pruner's resolved config too where it takes a second
-    argument: SEVEN's ``head``) refuses the others here, before the dense model is loaded or
+    called with the model type and the pruner's resolved config, on which a refusal may depend:
+    SEVEN's ``head``) refuses the others here, before the dense model is loaded or
     fine-tuned, with the line its own ``prune`` would give."""
     pruner = resolved.get("pruner") or {}
     target = pruner.get("_target_")
@@ -357,12 +357,7 @@ def check_pruner_model(resolved: Mapping[str, Any]) -> None:
     kind = model_type(resolved.get("model") or {})
     if kind is None:
         return
-    try:  # ``check_model_type(kind)``, or ``(kind, cfg)`` when the refusal depends on a key
-        inspect.signature(check).bind(kind, pruner)
-    except TypeError:
-        check(kind)
-    else:
-        check(kind, pruner)
+    check(kind, pruner)
 
 
 def validate(resolved: Mapping[str, Any], names: Mapping[str, str]) -> None:

@@ -68,7 +68,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
@@ -522,8 +524,9 @@ class StructuredPruner:
     MODEL_TYPES = ("bert", "roberta", "xlm-roberta", "electra")
 
     @classmethod
-    def check_model_type(cls, kind: str) -> None:
-        """Refuse a model family without BERT's block layout (one line). The config check
+    def check_model_type(cls, kind: str, cfg: Mapping[str, Any] | None = None) -> None:
+        """Refuse a model family without BERT's block layout (one line; ``cfg``, the resolved
+        pruner config, is not needed here). The config check
         (:func:`benchmark.jobs.validate.check_pruner_model`) calls it before any work."""
         if kind not in cls.MODEL_TYPES:
             from benchmark.errors import UserError
