@@ -140,7 +140,10 @@ def test_batched_result_does_not_depend_on_the_batch_size():
     one = _obs_fast.obs_prune(w, h, 0.5, protect_last=True, impl="batched", chunk_bytes=per_row)
     all_rows = _obs_fast.obs_prune(w, h, 0.5, protect_last=True, impl="batched",
                                    chunk_bytes=10 * per_row)  # fmt: skip
-    assert torch.equal(one[1], all_rows[1]) and torch.equal(one[0], all_rows[0])
+    # Same masks; the weights agree to rounding only: MKL's batched GEMM may order a row's
+    # sums differently by batch count (seen on the CI machine, not on the dev machine).
+    assert torch.equal(one[1], all_rows[1])
+    assert float((one[0] - all_rows[0]).abs().max()) <= 1e-12
     assert _obs_fast.batch_bytes(torch.device("cpu"), 123) == 123
 
 

@@ -34,8 +34,9 @@ What this module changes (the greedy choices are the same in exact arithmetic):
 - ``impl="batched"``: the GPU path. The blocked solver's arithmetic on row batches that run
   one after another on the tensors' device, each batch in parallel inside the kernels (as
   OBC batches rows); on CUDA a batch may fill half the device's memory (``chunk_bytes`` on
-  other devices). The batch size does not change a row's arithmetic on CPU (tested); on a GPU
-  ``scripts/device_check.py`` compares its masks with the lowrank solver's.
+  other devices). The batch size does not change the masks on CPU (tested); the weights may
+  differ in the last bits, as a batched GEMM may order its sums by batch count (seen on one
+  CPU). On a GPU ``scripts/device_check.py`` compares its masks with the lowrank solver's.
 - ``dtype=torch.float32`` follows the official AKR code's stabilisation: the Hessian gets
   ``2e-4 * mean(diag)`` damping (the code's ``invert()`` adds 1e-4 to the matrix in place and
   ``prepare_sparse`` adds 1e-4 again), multiplied by 10 whenever the Cholesky factorisation
