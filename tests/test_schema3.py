@@ -331,3 +331,28 @@ def test_stale_pruned_cache_temp_folders_are_cleaned(tmp_path):
         (folder / "weights.pt").write_bytes(b"partial")
     assert clean_stale_temp(tmp_path) == [stale]
     assert not stale.exists() and live.exists()
+
+
+def test_dense_info_counts_the_examples_the_fine_tune_trained_on(tmp_path):
+    """``dense_info.n_train`` is the recipe's capped subsample (IMDB: 12,500 of 25,000), not the
+    split; records written before the fix are corrected by the migration, and only they."""
+    import migrate_records
+
+    from benchmark.training.dense import trained_examples
+
+    assert trained_examples(25000, {"max_train_examples": 12500}) == 12500
+    assert trained_examples(10001, {"max_train_examples": 12500}) == 10001
+    assert trained_examples(67349, {"max_train_examples": None}) == 67349
+    runs = tmp_path / "runs" / "d"
+    runs.mkdir(parents=True)
+    cfg = identity_of(BASE).identity
+    rid = run_id_of(cfg)
+    dense = {"n_train": 25000, "n_train_split": 25000, "recipe": {"max_train_examples": 12500}}
+    rec = {"run_id": rid, "status": "ok", "cfg": cfg, "versions": {"textattack": "0.3.11"},
+           "dense_info": dense}  # fmt: skip
+    (runs / f"{rid}.json").write_text(json.dumps(rec))
+    migrate_records.migrate(tmp_path)
+    out = json.loads((runs / f"{rid}.json").read_text())
+    assert out["run_id"] == rid and "migrated_from" not in out  # content only, same identity
+    assert out["dense_info"]["n_train"] == 12500 and out["dense_info"]["n_train_split"] == 25000
+    assert migrate_records.migrate(tmp_path) == []

@@ -200,6 +200,13 @@ def _load_cached(folder: Path, model: ModelSpec, dataset: DatasetSpec):
     return attach_layout(net, model.layout), tok
 
 
+def trained_examples(n_available: int, recipe: dict[str, Any]) -> int:
+    """Examples the fine-tune trains on: ``n_available`` capped by the recipe's
+    ``max_train_examples`` (a seeded subsample drawn inside the training loop)."""
+    cap = recipe.get("max_train_examples")
+    return min(n_available, int(cap)) if cap else n_available
+
+
 def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, holdout=None) -> None:
     full = load_split(dataset, dataset.train_split, data_dir)
     train_set = dense_train_examples(full, holdout)
@@ -208,8 +215,9 @@ def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, hol
     torch.manual_seed(int(recipe.cache_config().get("seed", 0)))
     net, tok = load_pretrained(model, dataset, cache_dir / "tmp")
     net.to(device)
-    log.info("fine-tuning %s on %s (%d examples) - cached for later jobs", model.name,
-             dataset.name, len(train_set))  # fmt: skip
+    n_train = trained_examples(len(train_set), recipe.cache_config())
+    log.info("fine-tuning %s on %s (%d of %d training examples) - cached for later jobs",
+             model.name, dataset.name, n_train, len(full))  # fmt: skip
     start = time.perf_counter()
     stats = recipe.fit(net, tok, train_set, dataset.max_length, device)
     acc = accuracy(net, tok, evals, dataset.max_length, device)
@@ -217,7 +225,7 @@ def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, hol
         "dense_acc": acc, "key": folder.name, "checkpoint": "last", "train": stats,
         "seconds": time.perf_counter() - start, "recipe": recipe.cache_config(),
         "device": str(device), "holdout": check_holdout(holdout),
-        "n_train": len(train_set), "n_train_split": len(full),
+        "n_train": n_train, "n_train_split": len(full),
         # training is not thread-count independent (MKL's reductions): 1 vs 2 threads gave
         # weights 3.7e-5 apart (docs/statistics.md); the record names the count
         "intra_op_threads": torch.get_num_threads(),
