@@ -335,7 +335,7 @@ def test_stale_pruned_cache_temp_folders_are_cleaned(tmp_path):
 
 def test_dense_info_counts_the_examples_the_fine_tune_trained_on(tmp_path):
     """``dense_info.n_train`` is the recipe's capped subsample (IMDB: 12,500 of 25,000), not the
-    split; records written before the fix are corrected by the migration, and only they."""
+    split; records written before the fix are corrected by the migration, once."""
     import migrate_records
 
     from benchmark.training.dense import trained_examples
