@@ -37,7 +37,7 @@ from benchmark.records.logs import (  # noqa: E402
     write_compressed,
 )
 from benchmark.records.store import run_id_of, write_json_atomic  # noqa: E402
-from benchmark.training.dense import trained_examples  # noqa: E402
+from benchmark.training.loop import capped_examples  # noqa: E402
 
 # Module moves of the "house" regrouping (benchmark/<module>.py -> benchmark/<room>/<module>.py).
 MOVED_TARGETS = {
@@ -239,7 +239,8 @@ def _record_fields(rec: dict[str, Any]) -> None:
     dense = rec.get("dense_info")
     if isinstance(dense, dict) and isinstance(dense.get("n_train"), int):
         # Before 2026-12-08 n_train counted the split, not the recipe's capped subsample.
-        dense["n_train"] = trained_examples(dense["n_train"], dense.get("recipe") or {})
+        cap = (dense.get("recipe") or {}).get("max_train_examples")
+        dense["n_train"] = capped_examples(dense["n_train"], cap)
 
 
 def _is_transfer(rec: dict[str, Any]) -> bool:

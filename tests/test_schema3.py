@@ -338,11 +338,11 @@ def test_dense_info_counts_the_examples_the_fine_tune_trained_on(tmp_path):
     split; records written before the fix are corrected by the migration, once."""
     import migrate_records
 
-    from benchmark.training.dense import trained_examples
+    from benchmark.training.loop import capped_examples
 
-    assert trained_examples(25000, {"max_train_examples": 12500}) == 12500
-    assert trained_examples(10001, {"max_train_examples": 12500}) == 10001
-    assert trained_examples(67349, {"max_train_examples": None}) == 67349
+    assert capped_examples(25000, 12500) == 12500
+    assert capped_examples(10001, 12500) == 10001
+    assert capped_examples(67349, None) == 67349
     runs = tmp_path / "runs" / "d"
     runs.mkdir(parents=True)
     cfg = identity_of(BASE).identity

@@ -32,7 +32,7 @@ from benchmark.data.loading import DatasetSpec, Example, load_split
 from benchmark.models.loading import ModelSpec, attach_layout, load_classifier, load_model
 from benchmark.records.identity import source_hash
 from benchmark.records.store import short_hash
-from benchmark.training.loop import TrainConfig, accuracy, holdout_split, train
+from benchmark.training.loop import TrainConfig, accuracy, capped_examples, holdout_split, train
 
 log = logging.getLogger(__name__)
 
@@ -200,13 +200,6 @@ def _load_cached(folder: Path, model: ModelSpec, dataset: DatasetSpec):
     return attach_layout(net, model.layout), tok
 
 
-def trained_examples(n_available: int, recipe: dict[str, Any]) -> int:
-    """Examples the fine-tune trains on: ``n_available`` capped by the recipe's
-    ``max_train_examples`` (a seeded subsample drawn inside the training loop)."""
-    cap = recipe.get("max_train_examples")
-    return min(n_available, int(cap)) if cap else n_available
-
-
 def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, holdout=None) -> None:
     full = load_split(dataset, dataset.train_split, data_dir)
     train_set = dense_train_examples(full, holdout)
@@ -215,7 +208,7 @@ def _train_into(folder, model, dataset, recipe, data_dir, cache_dir, device, hol
     torch.manual_seed(int(recipe.cache_config().get("seed", 0)))
     net, tok = load_pretrained(model, dataset, cache_dir / "tmp")
     net.to(device)
-    n_train = trained_examples(len(train_set), recipe.cache_config())
+    n_train = capped_examples(len(train_set), recipe.cache_config().get("max_train_examples"))
     log.info("fine-tuning %s on %s (%d of %d training examples) - cached for later jobs",
              model.name, dataset.name, n_train, len(full))  # fmt: skip
     start = time.perf_counter()

@@ -167,8 +167,14 @@ class TrainConfig:
         """Number of optimiser steps this budget takes on ``n_examples``."""
         if self.max_steps:
             return int(self.max_steps)
-        n = min(n_examples, self.max_train_examples or n_examples)
+        n = capped_examples(n_examples, self.max_train_examples)
         return max(1, math.ceil(self.epochs * math.ceil(n / self.batch_size)))
+
+
+def capped_examples(n_available: int, cap: int | None) -> int:
+    """Examples a loop trains on: ``n_available`` capped by ``max_train_examples`` (a seeded
+    subsample drawn in :func:`train`)."""
+    return min(n_available, int(cap)) if cap else n_available
 
 
 SCHEDULES = ("linear", "constant_with_warmup", "constant")
